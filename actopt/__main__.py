@@ -1,0 +1,3 @@
+from actopt.cli import main
+
+main()

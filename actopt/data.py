@@ -1,0 +1,142 @@
+"""Datasets as whole tensors on the training device, normalized once, split once, batched by index."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torchvision
+
+from actopt.errors import DataError, choose
+
+# The torchvision classes read (and, online, download) the raw IDX files; we only use their tensors.
+DATASETS: dict[str, type[torchvision.datasets.MNIST]] = {
+    "fashion-mnist": torchvision.datasets.FashionMNIST,
+    "mnist": torchvision.datasets.MNIST,
+}
+
+# ToTensor then Normalize((0.5,), (0.5,)), as the studies' original code: pixels in [-1, 1].
+NORMALIZE_MEAN = 0.5
+NORMALIZE_STD = 0.5
+
+
+@dataclass(frozen=True)
+class Split:
+    inputs: torch.Tensor  # float32 [N, 784], normalized
+    targets: torch.Tensor  # int64 [N]
+
+    def __len__(self) -> int:
+        return self.targets.shape[0]
+
+
+@dataclass(frozen=True)
+class DatasetSplits:
+    name: str
+    source: str  # the folder the raw files were read from
+    digest: str  # of the raw training and test bytes, so runs on different copies are told apart
+    train: Split
+    validation: Split
+    test: Split
+
+
+def raw_folder(name: str, data_dir: str | os.PathLike) -> Path:
+    dataset_class = choose(DATASETS, name, "dataset")
+    return Path(data_dir) / dataset_class.__name__ / "raw"
+
+
+def raw_files(name: str, data_dir: str | os.PathLike) -> list[Path]:
+    """The four uncompressed IDX files torchvision reads, named as its download leaves them."""
+    dataset_class = choose(DATASETS, name, "dataset")
+    folder = raw_folder(name, data_dir)
+    return [folder / Path(url).stem for url, _ in dataset_class.resources]
+
+
+def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[torch.Tensor, ...]:
+    """Train images, train labels, test images, test labels as tensors, read by torchvision."""
+    dataset_class = choose(DATASETS, name, "dataset")
+    folder = raw_folder(name, data_dir)
+    missing = [path.name for path in raw_files(name, data_dir) if not path.is_file()]
+    if missing and not download:
+        raise DataError(
+            f"{name}: {', '.join(missing)} not found in {folder} and download is off; point --data-dir or "
+            f"ACTOPT_DATA_DIR at a folder holding {dataset_class.__name__}/raw/*-ubyte"
+        )
+    if missing:
+        try:
+            dataset_class(root=str(data_dir), train=True, download=True)
+        except Exception as error:  # torchvision raises several kinds; all mean the same to the user
+            detail = " ".join(str(error).split())[:160] or type(error).__name__
+            raise DataError(
+                f"{name}: not found in {folder} and the download failed ({detail}); point --data-dir or "
+                f"ACTOPT_DATA_DIR at a folder holding {dataset_class.__name__}/raw/*-ubyte"
+            ) from None
+    splits = []
+    for train in (True, False):
+        try:
+            dataset = dataset_class(root=str(data_dir), train=train, download=False)
+        except Exception as error:  # a truncated or foreign file fails deep inside torchvision's reader
+            detail = " ".join(str(error).split())[:160] or type(error).__name__
+            files = ", ".join(path.name for path in raw_files(name, data_dir) if ("train" in path.name) == train)
+            raise DataError(f"{name}: cannot read {files} in {folder}: {detail}") from None
+        images, labels = dataset.data, dataset.targets
+        split = "train" if train else "test"
+        if images.ndim != 3 or tuple(images.shape[1:]) != (28, 28) or images.shape[0] != labels.shape[0]:
+            raise DataError(f"{name}: {split} files in {folder} hold {tuple(images.shape)} images for "
+                            f"{labels.shape[0]} labels; expected N×28×28 with N labels")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) > 9):
+            raise DataError(f"{name}: {split} labels in {folder} fall outside 0..9")
+        splits += [images, labels]
+    return tuple(splits)
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] → float32 [N, 784], the same arithmetic as ToTensor + Normalize."""
+    pixels = images.reshape(images.shape[0], -1).to(torch.float32).div_(255.0)
+    return pixels.sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD)
+
+
+def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded permutation cut into (train, validation) index tensors; validation gets the rounded share."""
+    validation_count = max(1, round(count * validation_fraction))
+    if validation_count >= count:
+        raise DataError(f"validation_fraction {validation_fraction:g} leaves no training examples out of {count}")
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+    return order[validation_count:], order[:validation_count]
+
+
+def load_splits(
+    name: str, data_dir: str | os.PathLike, download: bool, validation_fraction: float, seed: int,
+    device: torch.device | str = "cpu",
+) -> DatasetSplits:
+    """Read, normalize and split a dataset once; every tensor ends on ``device``."""
+    train_images, train_labels, test_images, test_labels = load_raw(name, data_dir, download)
+    digest = hashlib.sha256()
+    for tensor in (train_images, train_labels, test_images, test_labels):
+        digest.update(tensor.numpy().tobytes())
+    train_inputs = normalize(train_images)
+    train_indices, validation_indices = split_indices(len(train_labels), validation_fraction, seed)
+
+    def on_device(inputs: torch.Tensor, targets: torch.Tensor) -> Split:
+        return Split(inputs.to(device), targets.to(torch.int64).to(device))
+
+    return DatasetSplits(
+        name=name,
+        source=str(raw_folder(name, data_dir)),
+        digest=digest.hexdigest()[:16],
+        train=on_device(train_inputs[train_indices], train_labels[train_indices]),
+        validation=on_device(train_inputs[validation_indices], train_labels[validation_indices]),
+        test=on_device(normalize(test_images), test_labels),
+    )
+
+
+def batch_indices(
+    count: int, batch_size: int, generator: torch.Generator, device: torch.device | str, limit: int = 0
+) -> Iterator[torch.Tensor]:
+    """Index tensors of one shuffled epoch; ``limit`` > 0 stops after that many batches."""
+    order = torch.randperm(count, generator=generator).to(device)
+    batches = order.split(batch_size)
+    return iter(batches[:limit] if limit > 0 else batches)

@@ -1,0 +1,110 @@
+"""Gradient and unit statistics as pure functions of tensors; each is tested against a direct torch oracle.
+
+The per-step function is on the training hot path: it keeps every value on the device (no
+``.item()``, so no synchronisation) and packs all layers into one vector, so the accumulation over
+an epoch is two element-wise operations per step whatever the depth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+# Bins over log10|g|: 0.25 decade wide from 1e-12 to 1e2, which spans the vanishing gradients of a
+# 40-layer sigmoid net and the exploding ones of a diverging SGD run. Exact zeros (dead ReLU rows)
+# and anything below 1e-12 land in the first, open-ended bucket; anything above 1e2 in the last.
+HISTOGRAM_LOW = -12.0
+HISTOGRAM_HIGH = 2.0
+HISTOGRAM_BINS = 56
+
+# A saturating unit counts as saturated on an example when its output lies within 2.5% of the
+# output range of a bound: sigmoid below 0.025 or above 0.975, tanh beyond ±0.95, LeCun tanh beyond
+# ±0.95·1.7159. There the derivative has fallen below about a tenth of its peak.
+SATURATION_MARGIN = 0.025
+
+
+def step_statistics(weight_gradients: list[torch.Tensor], bias_gradients: list[torch.Tensor]) -> torch.Tensor:
+    """One step's statistics as one vector of 3·L + 1 values (L = number of layers).
+
+    Layout: L2 norms of the weight gradients, then sums of |g| (divide by the element count for
+    the mean), then max |g|, then the global L2 norm over all weight and bias gradients.
+    """
+    squares, magnitude_sums, magnitude_maxima = [], [], []
+    for gradient in weight_gradients:
+        flat = gradient.reshape(-1)
+        magnitude = flat.abs()
+        # dot() goes to BLAS and reads the tensor once; it beat norm() by 40% on 200k elements.
+        squares.append(torch.dot(flat, flat))
+        magnitude_sums.append(magnitude.sum())
+        magnitude_maxima.append(magnitude.max())
+    biases = torch.cat([gradient.reshape(-1) for gradient in bias_gradients])
+    square_vector = torch.stack(squares)
+    global_norm = (square_vector.sum() + torch.dot(biases, biases)).sqrt().reshape(1)
+    return torch.cat([square_vector.sqrt(), torch.stack(magnitude_sums), torch.stack(magnitude_maxima), global_norm])
+
+
+@dataclass(frozen=True)
+class EpochGradientStatistics:
+    """Per-layer statistics of one epoch, as plain floats ready for logging."""
+
+    l2_norm: list[float]  # mean over steps of the weight gradient's L2 norm
+    mean_abs: list[float]  # mean over steps of mean |g|
+    max_abs: list[float]  # mean over steps of max |g|
+    max_abs_peak: list[float]  # the largest |g| seen in any step of the epoch
+    global_norm: float  # mean over steps of the global gradient L2 norm
+    global_norm_peak: float
+
+
+def summarize_epoch(
+    sums: torch.Tensor, maxima: torch.Tensor, steps: int, element_counts: list[int]
+) -> EpochGradientStatistics:
+    """Turn an epoch's running sums and maxima of ``step_statistics`` vectors into per-layer values."""
+    layers = len(element_counts)
+    means = (sums / max(steps, 1)).tolist()
+    peaks = maxima.tolist()
+    return EpochGradientStatistics(
+        l2_norm=means[:layers],
+        mean_abs=[total / count for total, count in zip(means[layers : 2 * layers], element_counts)],
+        max_abs=means[2 * layers : 3 * layers],
+        max_abs_peak=peaks[2 * layers : 3 * layers],
+        global_norm=means[3 * layers],
+        global_norm_peak=peaks[3 * layers],
+    )
+
+
+def max_abs_per_layer(gradients: list[torch.Tensor]) -> list[float]:
+    """max |g| of each tensor: seed 001's "max gradient per layer for a given mini-batch"."""
+    return torch.stack([gradient.abs().max() for gradient in gradients]).tolist()
+
+
+def histogram_edges(
+    low: float = HISTOGRAM_LOW, high: float = HISTOGRAM_HIGH, bins: int = HISTOGRAM_BINS
+) -> torch.Tensor:
+    """The fixed inner edges over log10|g|; bucket 0 is below the first edge, the last above the last."""
+    return torch.linspace(low, high, bins + 1, dtype=torch.float64)
+
+
+def log_magnitude_histogram(gradient: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Counts of log10|g| per bucket; bucket i holds edges[i-1] <= log10|g| < edges[i].
+
+    There are len(edges) + 1 buckets: bucket 0 is open below (it holds exact zeros, whose log is
+    -inf) and the last is open above.
+    """
+    logs = torch.log10(gradient.detach().reshape(-1).abs().to(torch.float64))
+    buckets = torch.bucketize(logs, edges.to(logs.device), right=True)
+    return torch.bincount(buckets, minlength=len(edges) + 1).cpu()
+
+
+def dead_fraction(pre_activations: torch.Tensor) -> float:
+    """Share of units whose pre-activation is <= 0 on every example of the batch (never active)."""
+    active = (pre_activations > 0).any(dim=0)
+    return float(1.0 - active.to(torch.float64).mean())
+
+
+def saturated_fraction(outputs: torch.Tensor, bounds: tuple[float, float], margin: float = SATURATION_MARGIN) -> float:
+    """Share of (example, unit) outputs within ``margin`` of the output range of either bound."""
+    low, high = bounds
+    reach = margin * (high - low)
+    saturated = (outputs <= low + reach) | (outputs >= high - reach)
+    return float(saturated.to(torch.float64).mean())

@@ -1,0 +1,148 @@
+"""Shared fixtures: small IDX datasets in torchvision's raw layout, and a private tracking store per test.
+
+Every test runs with MLFLOW_TRACKING_URI pointing at its own copy of a store migrated once per
+session, and with the working directory in a temporary folder (artifacts land in ./mlruns there),
+so no test can write into a user's store.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+# Small enough that a run takes a second, large enough that a real learning curve appears.
+TRAIN_EXAMPLES = 600
+TEST_EXAMPLES = 200
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write an unsigned-byte IDX file (magic 0x08, then the dimension count) as the originals are."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each class lights its own band of rows, plus noise: learnable in a few steps, not trivially."""
+    images = rng.integers(0, 90, size=(len(labels), 28, 28))
+    for index, label in enumerate(labels):
+        images[index, 2 + 2 * label : 5 + 2 * label, 4:24] += 150
+    return np.clip(images, 0, 255)
+
+
+def write_dataset(root: Path, folder: str, seed: int) -> None:
+    raw = root / folder / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for prefix, count in (("train", TRAIN_EXAMPLES), ("t10k", TEST_EXAMPLES)):
+        labels = rng.integers(0, 10, size=count)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte", make_images(labels, rng))
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Both datasets, small and synthetic, read by the real torchvision loading code."""
+    root = tmp_path_factory.mktemp("data")
+    write_dataset(root, "MNIST", seed=1)
+    write_dataset(root, "FashionMNIST", seed=2)
+    return root
+
+
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One sqlite store that has paid MLflow's schema migrations; tests copy it."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("template") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture(autouse=True)
+def tracking_store(tmp_path: Path, migrated_store: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A private store for each test: its URI is also in MLFLOW_TRACKING_URI for subprocesses."""
+    store = tmp_path / "mlflow.db"
+    shutil.copy(migrated_store, store)
+    uri = f"sqlite:///{store}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.delenv("ACTOPT_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()
+
+
+@pytest.fixture
+def small_config(data_dir: Path):
+    """A configuration that trains in about a second on the synthetic data."""
+    from actopt.config import TrainConfig
+
+    return TrainConfig.from_mapping(
+        {
+            "dataset": "mnist",
+            "data_dir": str(data_dir),
+            "download": False,
+            "hidden_sizes": "32,16",
+            "epochs": 3,
+            "batch_size": 32,
+            "device": "cpu",
+            "log_model": False,
+            "experiment_name": "tests",
+        }
+    )
+
+
+class RecordingLogger:
+    """A ``training.RunLogger`` that keeps every call, so tests can check what a run logged."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple[int | None, dict[str, float]]] = []
+        self.tags: dict[str, str] = {}
+        self.texts: dict[str, str] = {}
+        self.dicts: dict[str, dict[str, Any]] = {}
+        self.images: list[tuple[str, int, np.ndarray]] = []
+        self.models: list[Any] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.metrics.append((step, dict(metrics)))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.texts[artifact_file] = text
+
+    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
+        self.dicts[artifact_file] = data
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        self.images.append((key, step, image))
+
+    def log_model(self, model: Any, input_example: np.ndarray) -> None:
+        self.models.append((model, input_example))
+
+    def series(self, key: str) -> dict[int | None, float]:
+        """Every value logged under ``key``, by step."""
+        return {step: metrics[key] for step, metrics in self.metrics if key in metrics}
+
+
+@pytest.fixture
+def recorder() -> RecordingLogger:
+    return RecordingLogger()
