@@ -195,6 +195,7 @@ def train(
     weights = [layer.weight for layer in layers]
     biases = [layer.bias for layer in layers]
     element_counts = [weight.numel() for weight in weights]
+    scratch = [torch.empty_like(weight) for weight in weights]
     probe = Probe(config, data) if config.gradient_statistics else None
     result = TrainResult()
     histograms: dict[int, list[list[int]]] = {}
@@ -228,7 +229,7 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if probe is not None:
-                statistics = gradstats.step_statistics([w.grad for w in weights], [b.grad for b in biases])
+                statistics = gradstats.step_statistics([w.grad for w in weights], [b.grad for b in biases], scratch)
                 statistic_sums += statistics
                 torch.maximum(statistic_maxima, statistics, out=statistic_maxima)
             optimizer.step()

@@ -1,0 +1,168 @@
+"""Every statistic against a direct torch (or numpy) oracle, micrograd-style."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from actopt import gradstats, training
+from actopt.models import build_mlp
+
+
+def random_gradients(seed: int, shapes=((64, 784), (32, 64), (10, 32))) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    generator = torch.Generator().manual_seed(seed)
+    weights = [torch.randn(shape, generator=generator) * 10.0 ** -index for index, shape in enumerate(shapes)]
+    biases = [torch.randn(shape[0], generator=generator) for shape in shapes]
+    return weights, biases
+
+
+def test_step_statistics_match_torch():
+    weights, biases = random_gradients(0)
+    statistics = gradstats.step_statistics(weights, biases)
+    layers = len(weights)
+    for index, gradient in enumerate(weights):
+        assert statistics[index] == pytest.approx(float(torch.linalg.vector_norm(gradient)), rel=1e-5)
+        assert statistics[layers + index] / gradient.numel() == pytest.approx(float(gradient.abs().mean()), rel=1e-5)
+        assert statistics[2 * layers + index] == pytest.approx(float(gradient.abs().max()), rel=1e-6)
+    # The global norm is the one gradient clipping uses, over weights and biases.
+    expected_global = torch.nn.utils.get_total_norm(weights + biases)
+    assert statistics[3 * layers] == pytest.approx(float(expected_global), rel=1e-5)
+
+
+def test_epoch_summary_is_mean_and_peak_of_steps():
+    steps = [random_gradients(seed) for seed in range(5)]
+    sums = torch.zeros(10)
+    maxima = torch.zeros(10)
+    for weights, biases in steps:
+        statistics = gradstats.step_statistics(weights, biases)
+        sums += statistics
+        torch.maximum(maxima, statistics, out=maxima)
+    counts = [gradient.numel() for gradient in steps[0][0]]
+    summary = gradstats.summarize_epoch(sums, maxima, len(steps), counts)
+    for layer in range(3):
+        norms = [float(torch.linalg.vector_norm(weights[layer])) for weights, _ in steps]
+        means = [float(weights[layer].abs().mean()) for weights, _ in steps]
+        peaks = [float(weights[layer].abs().max()) for weights, _ in steps]
+        assert summary.l2_norm[layer] == pytest.approx(np.mean(norms), rel=1e-5)
+        assert summary.mean_abs[layer] == pytest.approx(np.mean(means), rel=1e-5)
+        assert summary.max_abs[layer] == pytest.approx(np.mean(peaks), rel=1e-5)
+        assert summary.max_abs_peak[layer] == pytest.approx(max(peaks), rel=1e-6)
+    totals = [float(torch.nn.utils.get_total_norm(weights + biases)) for weights, biases in steps]
+    assert summary.global_norm == pytest.approx(np.mean(totals), rel=1e-5)
+    assert summary.global_norm_peak == pytest.approx(max(totals), rel=1e-5)
+
+
+def test_histogram_matches_numpy():
+    generator = torch.Generator().manual_seed(3)
+    gradient = torch.randn(200, 300, generator=generator) * torch.logspace(-14, 3, 300)
+    gradient[:5] = 0.0  # dead rows: exact zeros go to the open bucket below
+    edges = gradstats.histogram_edges()
+    counts = gradstats.log_magnitude_histogram(gradient, edges)
+    with np.errstate(divide="ignore"):
+        logs = np.log10(np.abs(gradient.numpy().astype(np.float64)))
+    expected, _ = np.histogram(logs, bins=np.concatenate([[-np.inf], edges.numpy(), [np.inf]]))
+    assert counts.tolist() == expected.tolist()
+    assert int(counts.sum()) == gradient.numel()
+    assert int(counts[0]) >= 5 * 300
+    assert len(counts) == gradstats.HISTOGRAM_BINS + 2
+
+
+def test_histogram_bucket_boundaries():
+    edges = torch.tensor([-2.0, -1.0, 0.0], dtype=torch.float64)
+    values = torch.tensor([0.0, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0], dtype=torch.float64)
+    # buckets: <1e-2 | [1e-2,1e-1) | [1e-1,1) | >=1
+    assert gradstats.log_magnitude_histogram(values, edges).tolist() == [2, 2, 2, 2]
+
+
+def test_dead_fraction_matches_a_direct_count():
+    generator = torch.Generator().manual_seed(4)
+    pre = torch.randn(50, 40, generator=generator)
+    pre[:, :10] = -torch.rand(50, 10, generator=generator)  # never positive: dead
+    pre[:, 10] = 0.0  # zero is not active for a ReLU
+    pre[0, 11] = 0.3
+    pre[1:, 11] = -1.0  # active once: alive
+    expected = sum(1 for unit in range(40) if all(float(pre[row, unit]) <= 0 for row in range(50))) / 40
+    assert gradstats.dead_fraction(pre) == pytest.approx(expected)
+    assert gradstats.dead_fraction(pre) == pytest.approx(11 / 40)
+
+
+@pytest.mark.parametrize(("bounds", "function"), [((0.0, 1.0), torch.sigmoid), ((-1.0, 1.0), torch.tanh),
+                                                 ((-1.7159, 1.7159), lambda x: 1.7159 * torch.tanh(2 * x / 3))])
+def test_saturated_fraction_matches_a_direct_count(bounds, function):
+    outputs = function(torch.linspace(-8, 8, 1601, dtype=torch.float64)).reshape(1601, 1)
+    low, high = bounds
+    reach = gradstats.SATURATION_MARGIN * (high - low)
+    expected = np.mean([(value <= low + reach) or (value >= high - reach) for value in outputs.flatten().tolist()])
+    assert gradstats.saturated_fraction(outputs, bounds) == pytest.approx(expected)
+    assert 0 < expected < 1
+
+
+def test_saturation_threshold_is_where_the_derivative_is_small():
+    # Documented claim: at the saturation threshold the derivative is about a tenth of its peak or less.
+    sigmoid_at_threshold = 1 - gradstats.SATURATION_MARGIN
+    assert sigmoid_at_threshold * (1 - sigmoid_at_threshold) / 0.25 < 0.11
+    tanh_at_threshold = 1 - 2 * gradstats.SATURATION_MARGIN
+    assert 1 - tanh_at_threshold**2 < 0.11
+
+
+def test_max_abs_per_layer():
+    weights, _ = random_gradients(5)
+    assert gradstats.max_abs_per_layer(weights) == pytest.approx([float(w.abs().max()) for w in weights])
+
+
+def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_dir, recorder, monkeypatch):
+    """Capture every training step's weight gradient with hooks and recompute the epoch's numbers."""
+    captured: list[list[torch.Tensor]] = []
+    original = training.build_mlp
+
+    def instrumented(*args, **kwargs):
+        model = original(*args, **kwargs)
+        layers = [module for module in model if isinstance(module, torch.nn.Linear)]
+        per_step: dict[int, torch.Tensor] = {}
+
+        def hook_for(index):
+            def hook(gradient):
+                if model.training:  # the probe runs in eval mode; only training steps count here
+                    per_step[index] = gradient.detach().clone()
+                    if len(per_step) == len(layers):
+                        captured.append([per_step[i] for i in range(len(layers))])
+                        per_step.clear()
+            return hook
+
+        for index, layer in enumerate(layers):
+            layer.weight.register_hook(hook_for(index))
+        return model
+
+    monkeypatch.setattr(training, "build_mlp", instrumented)
+    config = small_config.replace(epochs=1, max_batches=4)
+    from actopt.data import load_splits
+
+    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    training.train(config, data, recorder)
+    assert len(captured) == 4
+    for layer in range(3):
+        name = training.layer_name(layer + 1)
+        norms = [float(torch.linalg.vector_norm(step[layer])) for step in captured]
+        peaks = [float(step[layer].abs().max()) for step in captured]
+        assert recorder.series(f"grad_norm/{name}")[1] == pytest.approx(np.mean(norms), rel=1e-5)
+        assert recorder.series(f"grad_mean_abs/{name}")[1] == pytest.approx(
+            np.mean([float(step[layer].abs().mean()) for step in captured]), rel=1e-5)
+        assert recorder.series(f"grad_max_abs_peak/{name}")[1] == pytest.approx(max(peaks), rel=1e-6)
+
+
+def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
+    """probe_grad_max_abs at step 0 equals the max |grad| of the untrained net on the probe batch."""
+    from actopt.data import load_splits
+
+    config = small_config.replace(epochs=1, max_batches=1)
+    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    training.seed_everything(config.seed)
+    model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
+    probe = training.Probe(config, data)
+    model.eval()
+    torch.nn.functional.cross_entropy(model(probe.inputs), probe.targets).backward()
+    expected = [float(layer.weight.grad.abs().max()) for layer in model if isinstance(layer, torch.nn.Linear)]
+    training.train(config, data, recorder)
+    logged = [recorder.series(f"probe_grad_max_abs/{training.layer_name(index)}")[0] for index in (1, 2, 3)]
+    assert logged == pytest.approx(expected, rel=1e-6)

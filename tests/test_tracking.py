@@ -1,0 +1,123 @@
+"""One run in a real (temporary) MLflow store: params, metrics, tags, inputs, artifacts, statuses."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from actopt import tracking, training
+
+
+def only_run(client: MlflowClient, experiment: str = "tests"):
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    assert len(runs) == 1
+    return runs[0]
+
+
+def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, tracking_store):
+    run_id, result = tracking.run_training(small_config.replace(study="unit"))
+    client = MlflowClient(tracking_store)
+    run = only_run(client)
+    assert run.info.run_id == run_id
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "relu-adam-lr0.001"
+    assert run.data.params == small_config.replace(study="unit").to_params()
+    assert run.data.tags["best_epoch"] == str(result.best_epoch)
+    assert run.data.tags["diverged"] == "false"
+    assert run.data.tags["study"] == "unit" and run.data.tags["dataset"] == "mnist"
+    assert [point.step for point in client.get_metric_history(run_id, "val_accuracy")] == [1, 2, 3]
+    assert [point.step for point in client.get_metric_history(run_id, "probe_grad_max_abs/layer_01")] == [0, 1, 2, 3]
+    assert run.data.metrics["test_accuracy"] == result.test_accuracy
+    assert run.data.metrics["best_val_accuracy"] == result.best_val_accuracy
+    assert [dataset.dataset.name for dataset in run.inputs.dataset_inputs] == ["mnist"]
+    artifacts = {item.path for item in client.list_artifacts(run_id)}
+    assert {training.HISTORY_ARTIFACT, training.HISTOGRAM_ARTIFACT, "images"} <= artifacts
+    histograms = json.loads(open(client.download_artifacts(run_id, training.HISTOGRAM_ARTIFACT)).read())
+    assert histograms["steps"] == [0, 1, 2, 3]
+    images = [item.path for item in client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
+    assert len(images) == 4
+
+
+def test_a_diverging_run_ends_finished_and_tagged(small_config, tracking_store):
+    run_id, result = tracking.run_training(small_config.replace(optimizer="sgd", learning_rate=1e6, epochs=4))
+    run = MlflowClient(tracking_store).get_run(run_id)
+    assert result.diverged
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["diverged"] == "true"
+    assert run.data.tags["diverged_epoch"] == str(result.diverged_epoch)
+
+
+def test_a_failing_run_ends_failed(small_config, tracking_store, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(tracking, "train", broken)
+    with pytest.raises(RuntimeError):
+        tracking.run_training(small_config)
+    assert only_run(MlflowClient(tracking_store)).info.status == "FAILED"
+
+
+def test_an_interrupted_run_ends_killed(small_config, tracking_store, monkeypatch):
+    def interrupted(config, data, logger, *args):
+        logger.log_metrics({"train_loss": 1.0}, step=1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking, "train", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracking.run_training(small_config)
+    run = only_run(MlflowClient(tracking_store))
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["train_loss"] == 1.0
+
+
+def test_the_model_is_logged_with_a_signature(small_config, tracking_store):
+    run_id, _ = tracking.run_training(small_config.replace(log_model=True, epochs=1))
+    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    assert len(models) == 1
+    loaded = mlflow.pytorch.load_model(models[0].model_uri)
+    assert loaded(__import__("torch").zeros(2, 784)).shape == (2, 10)
+    assert mlflow.models.get_model_info(models[0].model_uri).signature is not None
+
+
+def test_params_already_logged_by_mlflow_run_are_kept(small_config, tracking_store, monkeypatch):
+    """`mlflow run` logs the entry point's parameters in the user's spelling before we start."""
+    client = MlflowClient(tracking_store)
+    experiment = client.create_experiment("tests")
+    run = client.create_run(experiment)
+    client.log_param(run.info.run_id, "learning_rate", "1e-3")
+    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, run.info.run_id)
+    run_id, _ = tracking.run_training(small_config)
+    assert run_id == run.info.run_id
+    params = client.get_run(run_id).data.params
+    assert params["learning_rate"] == "1e-3"
+    assert params["activation"] == "relu"
+
+
+@pytest.mark.slow
+def test_sigterm_during_training_ends_the_run_killed(data_dir, tracking_store, tmp_path):
+    command = [sys.executable, "-m", "actopt", "train", "--dataset", "mnist", "--data-dir", str(data_dir),
+               "--download", "false", "--epochs", "1000", "--hidden-sizes", "32", "--log-model", "false",
+               "--experiment-name", "tests"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+    client = MlflowClient(tracking_store)
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        experiment = client.get_experiment_by_name("tests")
+        runs = client.search_runs([experiment.experiment_id]) if experiment else []
+        if runs and "val_accuracy" in runs[0].data.metrics:
+            break
+        time.sleep(0.3)
+    process.send_signal(signal.SIGTERM)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 143, error
+    run = only_run(client)
+    assert run.info.status == "KILLED"
+    assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
