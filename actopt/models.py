@@ -109,8 +109,3 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The Linear layers in forward order; layer i (from 1) in metric names is element i-1."""
     return [module for module in model.modules() if isinstance(module, nn.Linear)]
 
-
-def activation_modules(model: nn.Module, activation: str) -> list[nn.Module]:
-    """The hidden activation modules in forward order (one per hidden layer)."""
-    kind = type(choose(ACTIVATIONS, activation, "activation").build())
-    return [module for module in model.modules() if isinstance(module, kind)]

@@ -22,7 +22,7 @@ from actopt import gradstats
 from actopt.config import DEVICES, TrainConfig
 from actopt.data import DatasetSplits, Split, batch_indices
 from actopt.errors import ConfigError, choose
-from actopt.models import ACTIVATIONS, activation_modules, build_mlp, linear_layers
+from actopt.models import ACTIVATIONS, build_mlp, linear_layers
 from actopt.optimizers import build_optimizer
 
 # Evaluation runs in large chunks: bounded memory for deep nets, few Python round trips.

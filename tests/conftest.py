@@ -146,3 +146,48 @@ class RecordingLogger:
 @pytest.fixture
 def recorder() -> RecordingLogger:
     return RecordingLogger()
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_mlflow_server(folder: Path, port: int):
+    """A real `mlflow server` on loopback with a sqlite backend and proxied artifacts in ``folder``."""
+    import subprocess
+    import time
+    import urllib.request
+
+    folder.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
+    log = open(folder / "server.log", "ab")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+        if process.poll() is not None:
+            break
+    process.kill()
+    raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """The URI of a tracking server shared by the session's server tests (each uses its own experiment)."""
+    folder = tmp_path_factory.mktemp("server")
+    port = free_port()
+    process = start_mlflow_server(folder, port)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
