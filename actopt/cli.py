@@ -30,6 +30,13 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
+def one_line(error: BaseException) -> str:
+    """An unexpected error as one line: its type and the first line of its message, shortened."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else ""
+    return f"{type(error).__name__}: {first[:300]}"
+
+
 def terminal_report(line: str) -> None:
     click.echo(line, err=True)
 
@@ -64,6 +71,8 @@ def train_command(**options: str | None) -> None:
     except tracking.Terminated:
         click.echo("terminated: run ended KILLED", err=True)
         sys.exit(143)
+    except Exception as error:  # the store or the artifact location failed; the run, if any, ended FAILED
+        raise click.ClickException(one_line(error)) from None
     status = f"diverged at epoch {result.diverged_epoch}" if result.diverged else "finished"
     best = (
         f"best epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}"
@@ -71,3 +80,116 @@ def train_command(**options: str | None) -> None:
         else "no epoch completed"
     )
     click.echo(f"run {run_id} ({config.run_name}) {status}: {best}")
+
+
+class OptionalBoolean(click.ParamType):
+    """A boolean option that also works bare: ``--quick`` is true, ``--quick=false`` (MLproject's form) false."""
+
+    name = "boolean"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        self.fail(f"{value!r} is not true or false (write the option after the study name, or as --quick=true)", param, ctx)
+
+
+@main.command("sweep")
+@click.argument("study")
+@click.option("--workers", type=int, default=1, show_default=True,
+              help="Configurations trained at once; 2 or more run in worker processes with cores/workers threads each.")
+@click.option("--quick", type=OptionalBoolean(), is_flag=False, flag_value=True, default=False,
+              help="Smoke run: every configuration trains 1 epoch of 5 batches and logs no model, "
+                   "in the experiment STUDY-quick.")
+@click.option("--data-dir", default=None, metavar="DIR",
+              help="Folder holding torchvision's raw dataset layout [default: env ACTOPT_DATA_DIR, else ./data].")
+@click.option("--download", type=click.BOOL, default=True, show_default=True,
+              help="Download a missing dataset, once, before any run starts.")
+@click.option("--device", default=None, help="Device for every configuration: auto, cpu, cuda [default: the study's, else auto].")
+@click.option("--experiment-name", default=None,
+              help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
+def sweep_command(
+    study: str, workers: int, quick: bool, data_dir: str | None, download: bool, device: str | None,
+    experiment_name: str | None,
+) -> None:
+    """Run a study: one parent MLflow run with one child run per configuration.
+
+    STUDY is a preset's name (see `actopt studies`) or the path of a study file. Starting the same
+    study again continues it: finished configurations are skipped, failed and killed ones run again.
+    """
+    import signal
+
+    from actopt import tracking  # imports mlflow and torch: slow, and not needed for --help
+    from actopt.study import configurations, load_study
+    from actopt.sweep import InlineExecutor, ProcessExecutor, ensure_datasets, run_sweep, summary_table
+
+    try:
+        if workers < 1:
+            raise UserError(f"--workers must be >= 1, got {workers}")
+        loaded = load_study(study)
+        launcher = tracking.take_launcher_run()  # (run id, experiment name) under mlflow run
+        if launcher and experiment_name and experiment_name != launcher[1]:
+            raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "
+                            "give --experiment-name to mlflow run instead")
+        configs = configurations(loaded, data_dir=data_dir or None, download=download, device=device or None,
+                                 experiment_name=launcher[1] if launcher else experiment_name, quick=quick)
+        ensure_datasets(configs)
+        tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
+        if workers == 1:
+            executor: InlineExecutor | ProcessExecutor = InlineExecutor()
+        else:
+            executor = ProcessExecutor(workers)
+            terminal_report(f"{workers} worker processes, {executor.threads} threads each")
+        result = run_sweep(loaded, configs, executor, quick, launcher[0] if launcher else None, terminal_report)
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+    except KeyboardInterrupt:  # before any configuration started
+        sys.exit(130)
+    except tracking.Terminated:
+        sys.exit(143)
+    except Exception as error:  # the store or the artifact location failed
+        raise click.ClickException(one_line(error)) from None
+    click.echo(summary_table(result.rows))
+    if result.exit_code == 1:
+        terminal_report("some configurations did not finish: start the same sweep again to run them")
+    sys.exit(result.exit_code)
+
+
+@main.command("studies")
+def studies_command() -> None:
+    """List the preset studies that `actopt sweep NAME` runs."""
+    import textwrap
+
+    from actopt.study import load_study, preset_names
+
+    for name in preset_names():
+        study = load_study(name)
+        click.echo(f"{name}  ({len(study.runs)} runs)")
+        click.echo(textwrap.fill(study.description, width=100, initial_indent="    ", subsequent_indent="    "))
+
+
+@main.command("analyze")
+@click.option("--experiment", required=True, help="MLflow experiment (name or id) whose runs are analysed.")
+@click.option("--parent-run-id", default="", help="Only the child runs of this sweep parent run.")
+@click.option("--filter", "filter_string", default="",
+              help="MLflow search filter, e.g. \"params.optimizer = 'sgd'\" or \"tags.study = 'fashion-activations'\".")
+@click.option("--output-dir", default="analysis", show_default=True,
+              help="The report and figures go to OUTPUT_DIR/<experiment>/.")
+@click.option("--log/--no-log", default=True, show_default=True,
+              help="Also log the report and figures as the artifacts of an MLflow run named 'analysis'.")
+def analyze_command(experiment: str, parent_run_id: str, filter_string: str, output_dir: str, log: bool) -> None:
+    """Compare an experiment's runs: figures and a markdown report of findings computed from what they logged."""
+    from actopt import queries  # imports mlflow, pandas and matplotlib: slow, and not needed for --help
+
+    try:
+        outcome = queries.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir, log)
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+    written = outcome.written
+    logged = f"; analysis run {outcome.run_id}" if outcome.run_id else ""
+    click.echo(f"{written.report}: {outcome.runs} run(s), {len(written.findings)} finding(s), {len(written.figures)} "
+               f"figures ({len(written.skipped)} not drawn, reasons in the report){logged}")

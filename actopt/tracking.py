@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
+import threading
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import mlflow
@@ -14,11 +17,13 @@ import torch
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from torch import nn
 
 from actopt.config import TrainConfig
 from actopt.data import DatasetSplits, load_splits
+from actopt.errors import UserError
 from actopt.training import TrainResult, resolve_device, train
 
 # MLflow 3's own default, stated here so that every actopt command agrees on it.
@@ -36,18 +41,29 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def configure() -> MlflowClient:
+# MLflow retries a failing HTTP request 7 times with doubling waits and a 120 s timeout: minutes of
+# silence when a server is down. actopt's bound: 5 retries waiting 1, 2, 4, 8, 16 s (about 31 s for
+# a server to come back) and 30 s per request. Values the user set in the environment win.
+HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def configure(http_limits: dict[str, str] = HTTP_LIMITS) -> MlflowClient:
+    """Point MLflow at the tracking URI, with bounded HTTP retries; returns a client for it.
+
+    The first call in a process sets the limits (workers inherit them); the user's own win."""
+    for name, value in http_limits.items():
+        os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri())
     return MlflowClient(tracking_uri())
 
 
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into ``Terminated`` in the main thread (sweeps and schedulers send it)."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise Terminated(f"signal {signum}")
-
-    signal.signal(signal.SIGTERM, handler)
+    interrupt_outside_store(signal.SIGTERM)
 
 
 class MlflowRunLogger:
@@ -102,6 +118,15 @@ def dataset_input(data: DatasetSplits) -> MetaDataset:
     return MetaDataset(source=LocalArtifactDatasetSource(os.path.abspath(data.source)), name=data.name, digest=data.digest)
 
 
+def log_dataset(dataset: MetaDataset) -> None:
+    """Runs that start together (a sweep's workers) race to insert the experiment's one row for a new
+    dataset; the loser's insert fails, and its second try finds the winner's row."""
+    try:
+        mlflow.log_input(dataset, context="training")
+    except MlflowException:
+        mlflow.log_input(dataset, context="training")
+
+
 def run_tags(config: TrainConfig, data: DatasetSplits, device: torch.device) -> dict[str, str]:
     tags = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
             "device": device.type, "mlflow.runName": config.run_name}
@@ -122,12 +147,14 @@ def training_run(
         run = mlflow.start_run(run_id=existing)
     else:
         mlflow.set_experiment(config.experiment_name)
-        run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None)
+        # Tags from the first moment: a sweep finds its child runs (and their owner process) by them.
+        run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
+                               tags=tags)
     logger = MlflowRunLogger(client, run.info.run_id)
     try:
         logger.log_params(config.to_params())
         logger.set_tags({**run_tags(config, data, device), **(tags or {})})
-        mlflow.log_input(dataset_input(data), context="training")
+        log_dataset(dataset_input(data))
         yield logger
     except (KeyboardInterrupt, Terminated):
         mlflow.end_run(status="KILLED")
@@ -158,3 +185,194 @@ def run_training(
     with training_run(config, data, device, parent_run_id, tags) as logger:
         result = train(config, data, logger, device, report)
     return logger.run_id, result
+
+
+# --- Sweeps: one parent run per study, one child run per configuration (driven by actopt.sweep) ---
+
+# actopt.kind = sweep on a parent run (and on an `mlflow run` launcher run): not a training run.
+KIND_TAG = "actopt.kind"
+STUDY_DIGEST_TAG = "actopt.study_digest"
+QUICK_TAG = "actopt.quick"
+CONFIG_DIGEST_TAG = "actopt.config_digest"
+# The process that owns a RUNNING run: a later start marks the run FAILED once that process is gone.
+HOST_TAG = "actopt.host"
+PID_TAG = "actopt.pid"
+ERROR_TAG = "actopt.error"
+# On an `mlflow run` launcher run whose sweep continued an existing parent run.
+CONTINUED_IN_TAG = "actopt.continued_in"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+STUDY_ARTIFACT = "study.json"
+SUMMARY_ARTIFACT = "sweep_summary.csv"
+ERROR_ARTIFACT = "error.txt"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What a sweep reads back of a parent or child run."""
+
+    run_id: str
+    run_name: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    start_time: int  # milliseconds since the epoch
+    end_time: int | None
+    digest: str | None
+    host: str | None
+    pid: int | None
+    diverged: bool
+    best_val_accuracy: float | None
+
+
+def sweep_run(run: Any) -> SweepRun:
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    return SweepRun(
+        run_id=run.info.run_id, run_name=run.info.run_name or "", status=run.info.status,
+        start_time=run.info.start_time or 0, end_time=run.info.end_time, digest=tags.get(CONFIG_DIGEST_TAG),
+        host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
+        best_val_accuracy=run.data.metrics.get("best_val_accuracy"),
+    )
+
+
+def process_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def take_launcher_run() -> tuple[str, str] | None:
+    """The run ``mlflow run`` made for this process (id, experiment name), taken out of the
+    environment so that no child run resumes it as its own."""
+    run_id = os.environ.pop(RUN_ID_VARIABLE, None)
+    if not run_id:
+        return None
+    client = configure()
+    return run_id, client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> SweepRun | None:
+    """The earliest parent run of this study file (and mode) in the experiment, if any; reads only."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    if experiment.lifecycle_stage != "active":
+        raise UserError(f"experiment {experiment_name!r} is deleted; restore it or choose another --experiment-name")
+    found = search_all(client, experiment.experiment_id,
+                       f"tags.`{STUDY_DIGEST_TAG}` = '{study_digest}' and tags.`{QUICK_TAG}` = '{str(quick).lower()}'")
+    return sweep_run(found[0]) if found else None
+
+
+def open_sweep_parent(
+    experiment_name: str, study: str, study_digest: str, quick: bool, study_text: str,
+    existing: SweepRun | None, launcher_run_id: str | None = None,
+) -> str:
+    """Reopen ``existing`` (RUNNING again), else adopt the ``mlflow run`` launcher run, else create a
+    parent run; tag it with the study and this process. Returns its id."""
+    client = configure()
+    tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: study_digest, QUICK_TAG: str(quick).lower(),
+            **process_tags()}
+    if existing is not None:
+        run_id = existing.run_id
+        client.update_run(run_id, status="RUNNING")
+    elif launcher_run_id:
+        run_id = launcher_run_id
+        tags["mlflow.runName"] = study
+    else:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        run_id = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.log_text(run_id, study_text, STUDY_ARTIFACT)
+    if launcher_run_id and launcher_run_id != run_id:
+        client.log_batch(launcher_run_id, tags=[RunTag(CONTINUED_IN_TAG, run_id), RunTag(KIND_TAG, "sweep"),
+                                                RunTag("mlflow.runName", f"{study} (continued in {run_id[:8]})")])
+    return run_id
+
+
+def sweep_children(parent_run_id: str) -> list[SweepRun]:
+    """Every child run of a sweep's parent, oldest first."""
+    client = configure()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return [sweep_run(run) for run in search_all(client, experiment_id, f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")]
+
+
+def mark_failed(run_id: str, reason: str) -> None:
+    client = configure()
+    client.set_tag(run_id, ERROR_TAG, reason)
+    client.set_terminated(run_id, "FAILED")
+
+
+def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str], since: float,
+                   error: str, details: str) -> str:
+    """End this attempt's run FAILED with the error (a tag and an artifact); an attempt that failed
+    before its run existed (data, device) gets a FAILED run here, so every attempt shows."""
+    client = configure()
+    attempts = [run for run in sweep_children(parent_run_id)
+                if run.digest == tags[CONFIG_DIGEST_TAG] and run.pid == os.getpid() and run.start_time >= int(since * 1000)]
+    if attempts:
+        run_id = attempts[-1].run_id
+    else:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        names = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
+                 "study": config.study, PARENT_RUN_TAG: parent_run_id}
+        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=config.run_name).info.run_id
+        client.log_batch(run_id, params=[Param(key, value) for key, value in config.to_params().items()])
+    client.set_tag(run_id, ERROR_TAG, error)
+    client.log_text(run_id, details, ERROR_ARTIFACT)
+    if client.get_run(run_id).info.status not in ("FAILED", "KILLED"):
+        client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def close_sweep_parent(run_id: str, status: str, metrics: dict[str, float], tags: dict[str, str], summary_csv: str) -> None:
+    """Record the sweep's counts and best child on its parent run, then end it with ``status``."""
+    client = configure()
+    timestamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+                     tags=[RunTag(key, value) for key, value in tags.items()])
+    client.log_text(run_id, summary_csv, SUMMARY_ARTIFACT)
+    client.set_terminated(run_id, status)
+
+
+# Code that holds database transactions. A signal raised in there can leave a sqlite write lock with
+# a connection that nobody closes: every later write, the run's own KILLED status included, then fails.
+STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3")
+# How soon a signal that arrived inside the store is sent again.
+SIGNAL_RETRY_SECONDS = 0.05
+
+
+def in_store(frame: Any) -> bool:
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").split(".")[0] in STORE_MODULES:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def interrupt_outside_store(*signals: int) -> None:
+    """SIGINT raises KeyboardInterrupt and SIGTERM ``Terminated`` in the main thread, but never inside
+    MLflow or database code: there the signal is sent again a moment later, once the call is over.
+    A SIGINT that this process ignores (a background job's) stays ignored."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if in_store(frame):
+            threading.Timer(SIGNAL_RETRY_SECONDS, os.kill, (os.getpid(), signum)).start()
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            raise Terminated(f"signal {signum}")
+
+    for number in signals:
+        if number == signal.SIGINT and signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        signal.signal(number, handler)

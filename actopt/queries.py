@@ -1,0 +1,379 @@
+"""The read side of the tracking layer: runs and per-epoch histories as tidy DataFrames, and the analysis run.
+
+    from actopt import queries
+    runs = queries.load_runs("fashion-activations")                 # one row per training run
+    curves = queries.load_histories(runs, ["val_accuracy", "grad_norm/*"])  # run_id, step, key, value
+
+Histories come from each run's ``history.csv`` artifact (its whole per-epoch table, one request
+per run, fetched by a thread pool), so a study loads in seconds even through a remote server;
+runs without that artifact (killed before the end, or logged by other code) fall back to one
+``get_metric_history`` request per key. Like ``tracking``, this is a module that talks to MLflow;
+everything that analyses the frames is in ``analysis`` and ``plots`` and never sees a store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import fnmatch
+import io
+import json
+import os
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import pandas as pd
+
+from actopt import analysis
+from actopt.analysis import AnalysisResult
+from actopt.config import TrainConfig, parse_value
+from actopt.errors import UserError
+from actopt.tracking import KIND_TAG  # marks runs that are not training runs (sweep parents, analysis runs)
+from actopt.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
+
+ANALYSIS_RUN_NAME = "analysis"
+# Metrics logged once at the end (step 0): they are run summaries, not part of a history.
+SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss")
+# MLflow retries a failing HTTP request 7 times with exponential backoff (minutes in all) and waits
+# 120 s for each answer; an analysis pointed at a dead server should say so within seconds.
+# Users who set these variables themselves keep their values.
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+# Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
+DOWNLOAD_WORKERS = 8
+
+_CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
+_COLUMN_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
+
+
+class StoreError(UserError):
+    """The tracking store cannot be reached, or does not hold what was asked for."""
+
+
+def connect():
+    """An ``MlflowClient`` for actopt's tracking URI, with HTTP retries bounded to seconds."""
+    from actopt import tracking
+
+    return tracking.configure(HTTP_DEFAULTS)
+
+
+@contextlib.contextmanager
+def store_errors(uri: str) -> Iterator[None]:
+    """Turn the store's failures (connection, bad filter, database) into a one-line ``StoreError``."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as error:  # MlflowException, requests and SQLAlchemy errors all end here
+        from mlflow.exceptions import MlflowException
+
+        text = " ".join(str(error).split())
+        if isinstance(error, MlflowException) and getattr(error, "error_code", "") == "INVALID_PARAMETER_VALUE":
+            raise StoreError(f"the tracking store refused the query: {text[:300]}") from None
+        if any(sign in text for sign in ("NewConnectionError", "Connection refused", "Max retries exceeded", "timed out")):
+            raise StoreError(f"cannot read the tracking store {uri}: no answer from the server (is it running and "
+                             f"reachable? MLFLOW_TRACKING_URI chooses the store)") from None
+        raise StoreError(f"cannot read the tracking store {uri}: {type(error).__name__}: {text[:300]}") from None
+
+
+def find_experiment(client: Any, experiment: str) -> Any:
+    """The experiment named ``experiment`` (or with that id); unknown names list the known ones."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None and experiment.isdigit():
+        from mlflow.exceptions import MlflowException
+
+        with contextlib.suppress(MlflowException):
+            found = client.get_experiment(experiment)
+    if found is None:
+        names = sorted(item.name for item in client.search_experiments())
+        shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
+        raise StoreError(f"unknown experiment {experiment!r} in {client.tracking_uri}; known: {shown or 'none'}")
+    return found
+
+
+def search_filter(parent_run_id: str | None, filter_string: str | None) -> str:
+    clauses = [f"tags.mlflow.parentRunId = '{parent_run_id}'"] if parent_run_id else []
+    if filter_string:
+        clauses.append(filter_string)
+    return " and ".join(clauses)
+
+
+def load_runs(
+    experiment: str,
+    parent_run_id: str | None = None,
+    filter_string: str | None = None,
+    kinds: Sequence[str] | None = ("training",),
+) -> pd.DataFrame:
+    """One row per run of ``experiment``: identity, typed params, tags and the final metrics.
+
+    Columns: ``run_id, run_name, status, kind, start_time, end_time, parent_run_id,
+    experiment_id, artifact_uri``; one column per ``TrainConfig`` field, cast to its type
+    (MLflow keeps params as text); ``study``, ``diverged`` (boolean), ``diverged_epoch``;
+    the summaries ``best_epoch, best_val_accuracy, test_accuracy, test_loss``; and
+    ``final_<key>`` with the last logged value of every other metric. ``kind`` is ``training``
+    (the run logged ``val_accuracy``), ``sweep`` or ``analysis`` (tagged, or parent of others),
+    or ``other``; ``kinds`` keeps those kinds (``None``: all). ``filter_string`` is an MLflow
+    search filter, e.g. ``"params.optimizer = 'sgd' and tags.study = 'fashion-activations'"``.
+    """
+    client = connect()
+    with store_errors(client.tracking_uri):
+        found = find_experiment(client, experiment)
+        runs = []
+        token = None
+        while True:
+            page = client.search_runs(
+                [found.experiment_id], search_filter(parent_run_id, filter_string), max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+    table = runs_frame(runs)
+    if kinds is not None:
+        table = table[table["kind"].isin(list(kinds))].reset_index(drop=True)
+    return table
+
+
+def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
+    """Build ``load_runs``'s table from MLflow ``Run`` objects."""
+    runs = list(runs)
+    parents = {run.data.tags.get("mlflow.parentRunId") for run in runs}
+    rows = [run_row(run, run.info.run_id in parents) for run in runs]
+    table = pd.DataFrame(rows, columns=run_columns(rows))
+    for name, item in _CONFIG_FIELDS.items():
+        if item.type in _COLUMN_DTYPES:
+            table[name] = table[name].astype(_COLUMN_DTYPES[item.type])
+    table["diverged"] = table["diverged"].astype("boolean")
+    for name in ("diverged_epoch", "best_epoch"):
+        table[name] = pd.to_numeric(table[name]).round().astype("Int64")
+    for name in ("start_time", "end_time"):
+        table[name] = pd.to_datetime(table[name], unit="ms", utc=True)
+    metric_columns = [name for name in table.columns if name in SUMMARY_METRICS[1:] or name.startswith("final_")]
+    table[metric_columns] = table[metric_columns].astype("float64")
+    return table
+
+
+def run_columns(rows: list[dict[str, Any]]) -> list[str]:
+    fixed = ["run_id", "run_name", "status", "kind", "start_time", "end_time", "parent_run_id", "experiment_id",
+             "artifact_uri", *_CONFIG_FIELDS, "diverged", "diverged_epoch", *SUMMARY_METRICS]
+    finals = sorted({name for row in rows for name in row if name.startswith("final_")})
+    return fixed + finals
+
+
+def run_row(run: Any, is_parent: bool) -> dict[str, Any]:
+    tags, metrics = run.data.tags, run.data.metrics
+    kind = tags.get(KIND_TAG) or ("training" if "val_accuracy" in metrics else "sweep" if is_parent else "other")
+    row: dict[str, Any] = {
+        "run_id": run.info.run_id,
+        "run_name": run.info.run_name,
+        "status": run.info.status,
+        "kind": kind,
+        "start_time": run.info.start_time,
+        "end_time": run.info.end_time,
+        "parent_run_id": tags.get("mlflow.parentRunId"),
+        "experiment_id": run.info.experiment_id,
+        "artifact_uri": run.info.artifact_uri,
+        "study": tags.get("study"),  # the param, when logged, wins below
+        "diverged": {"true": True, "false": False}.get(tags.get("diverged", "")),
+        "diverged_epoch": tags.get("diverged_epoch"),
+    }
+    row.update(typed_params(run.data.params))
+    for key, value in metrics.items():
+        row[key if key in SUMMARY_METRICS else f"final_{key}"] = value
+    return row
+
+
+def typed_params(params: dict[str, str]) -> dict[str, Any]:
+    """Config params cast to their ``TrainConfig`` types; a value that does not parse becomes missing."""
+    typed: dict[str, Any] = {}
+    for name, item in _CONFIG_FIELDS.items():
+        if name in params:
+            with contextlib.suppress(UserError):
+                typed[name] = parse_value(item, params[name])
+    return typed
+
+
+def load_histories(runs: pd.DataFrame | Iterable[str], keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-epoch values of many runs in long format: ``run_id, step, key, value``, sorted.
+
+    ``runs`` is ``load_runs``'s table (or run ids); ``keys`` are metric names or shell patterns
+    (``"grad_norm/*"``), all per-epoch metrics when omitted. Non-finite values (a diverged loss)
+    are kept. ``result.attrs["fallback_runs"]`` lists the runs read metric by metric because
+    they have no ``history.csv``.
+    """
+    client = connect()
+    if isinstance(runs, pd.DataFrame):
+        targets = list(zip(runs["run_id"], runs["artifact_uri"]))
+    else:
+        targets = [(run_id, None) for run_id in runs]
+    with store_errors(client.tracking_uri), ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+        results = list(pool.map(lambda target: run_history(client, *target, keys), targets))
+    rows = [row for run_rows, _ in results for row in run_rows]
+    table = pd.DataFrame(rows, columns=["run_id", "step", "key", "value"])
+    table = table.astype({"run_id": object, "step": "int64", "key": object, "value": "float64"})
+    table = table.sort_values(["run_id", "key", "step"], kind="stable").reset_index(drop=True)
+    table.attrs["fallback_runs"] = [run_id for (run_id, _), (_, fell_back) in zip(targets, results) if fell_back]
+    return table
+
+
+Row = tuple[str, int, str, float]
+
+
+def run_history(client: Any, run_id: str, artifact_uri: str | None, keys: Sequence[str] | None) -> tuple[list[Row], bool]:
+    """One run's ``(run_id, step, key, value)`` rows from its artifact, else from the metric store;
+    and whether it fell back."""
+    if artifact_uri is None:
+        artifact_uri = client.get_run(run_id).info.artifact_uri
+    text = read_artifact(client, artifact_uri, HISTORY_ARTIFACT)
+    if text is not None:
+        return history_from_csv(run_id, text, keys), False
+    return history_from_metrics(client, run_id, keys), True
+
+
+def read_artifact(client: Any, artifact_uri: str, path: str) -> str | None:
+    """The text of one artifact file, or None when the run does not have it."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            local = download_artifacts(artifact_uri=f"{artifact_uri.rstrip('/')}/{path}", dst_path=folder,
+                                       tracking_uri=client.tracking_uri)
+        except (MlflowException, OSError) as error:
+            if is_missing(error):
+                return None
+            raise
+        return Path(local).read_text()
+
+
+def is_missing(error: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(error, FileNotFoundError):
+        return True
+    text = str(error).lower()
+    code = getattr(error, "error_code", "") if isinstance(error, MlflowException) else ""
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "404" in text or "no such" in text or "not found" in text
+
+
+def wanted(key: str, keys: Sequence[str] | None) -> bool:
+    return keys is None or any(fnmatch.fnmatchcase(key, pattern) for pattern in keys)
+
+
+def history_from_csv(run_id: str, text: str, keys: Sequence[str] | None) -> list[Row]:
+    """Rows of ``training.history_csv``'s table. An empty cell means "not logged at this step";
+    "nan" and "inf" are logged values and kept. (Plain csv: for tables this small it is several
+    times faster than pandas' reader.)"""
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, ["step"])
+    columns = [(index, key) for index, key in enumerate(header) if index and wanted(key, keys)]
+    rows: list[Row] = []
+    for record in reader:
+        step = int(record[0])
+        rows.extend((run_id, step, key, float(record[index])) for index, key in columns if record[index])
+    return rows
+
+
+def history_from_metrics(client: Any, run_id: str, keys: Sequence[str] | None) -> list[Row]:
+    """The slow path: one ``get_metric_history`` request per key; the last value per step wins."""
+    names = [key for key in client.get_run(run_id).data.metrics if key not in SUMMARY_METRICS and wanted(key, keys)]
+    rows: list[Row] = []
+    for key in names:
+        points = sorted(client.get_metric_history(run_id, key), key=lambda point: (point.step, point.timestamp))
+        latest = {point.step: point.value for point in points}
+        rows.extend((run_id, step, key, value) for step, value in latest.items())
+    return rows
+
+
+def load_gradient_histograms(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """``gradient_histograms.json`` of each run that has one, by run id."""
+    client = connect()
+    targets = list(zip(runs["run_id"], runs["artifact_uri"]))
+    with store_errors(client.tracking_uri), ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
+        texts = list(pool.map(lambda target: read_artifact(client, target[1], HISTOGRAM_ARTIFACT), targets))
+    return {run_id: json.loads(text) for (run_id, _), text in zip(targets, texts) if text is not None}
+
+
+def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float]) -> str:
+    """Log ``directory`` (report and figures) as the artifacts of an analysis run; returns its id.
+
+    Under ``mlflow run`` the run MLflow created for the command (``MLFLOW_RUN_ID``) receives
+    them, wherever ``mlflow run --experiment-name`` put it; otherwise a new run named
+    ``analysis`` in the analysed experiment. Either way it is tagged ``actopt.kind=analysis``
+    so that later analyses leave it out.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    from actopt.tracking import RUN_ID_VARIABLE, MlflowRunLogger
+
+    client = connect()
+    with store_errors(client.tracking_uri):
+        run_id = os.environ.get(RUN_ID_VARIABLE)
+        created = not run_id
+        if created:
+            experiment_id = find_experiment(client, experiment).experiment_id
+            run_id = client.create_run(experiment_id, run_name=ANALYSIS_RUN_NAME).info.run_id
+        try:
+            tags = [RunTag(KIND_TAG, "analysis"), RunTag("mlflow.runName", ANALYSIS_RUN_NAME)]
+            stamp = int(time.time() * 1000)
+            values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
+            client.log_batch(run_id, tags=tags, metrics=values)
+            MlflowRunLogger(client, run_id).log_params(params)
+            client.log_artifacts(run_id, str(directory))
+        except BaseException:
+            if created:
+                client.set_terminated(run_id, "FAILED")
+            raise
+        if created:
+            client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@dataclass
+class Outcome:
+    """What ``analyze_experiment`` wrote, how many runs it analysed, and its analysis run (None without logging)."""
+
+    written: AnalysisResult
+    runs: int
+    run_id: str | None
+
+
+def analyze_experiment(
+    experiment: str,
+    parent_run_id: str | None = None,
+    filter_string: str | None = None,
+    output_dir: str | Path = "analysis",
+    log: bool = True,
+) -> Outcome:
+    """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
+    from actopt.tracking import RUN_ID_VARIABLE, tracking_uri
+
+    everything = load_runs(experiment, parent_run_id, filter_string, kinds=None)
+    scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
+                     f" matching filter {filter_string!r}" if filter_string else ""])
+    runs, left_out = analysis.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
+    histories = load_histories(runs)
+    histograms = load_gradient_histograms(runs[runs["run_id"].isin(analysis.histogram_runs(runs))])
+    folder = Path(output_dir) / safe_folder_name(experiment)
+    source = {"experiment": experiment, "tracking_uri": tracking_uri(), "parent_run_id": parent_run_id or "",
+              "filter": filter_string or ""}
+    written = analysis.write_analysis(runs, left_out, histories, histograms, folder, source)
+    run_id = None
+    if log:
+        params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
+                  "output_dir": str(output_dir)}
+        metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
+        run_id = log_analysis_run(experiment, folder, params, metrics)
+    return Outcome(written, len(runs), run_id)
+
+
+def safe_folder_name(experiment: str) -> str:
+    """The experiment name as one folder name (a ``/`` in a name would nest folders)."""
+    return "".join(char if char.isalnum() or char in "-_." else "_" for char in experiment).strip(".") or "experiment"

@@ -1,0 +1,478 @@
+"""Sweeps against a real sqlite store: parent and child runs, resume, isolation, divergence, signals, workers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from click.testing import CliRunner
+from mlflow.tracking import MlflowClient
+
+from actopt import tracking
+from actopt.cli import main as cli_main
+from actopt.errors import UserError
+from actopt.study import config_digest, configurations, load_study
+from actopt.sweep import (
+    InlineExecutor, ProcessExecutor, ensure_datasets, is_stale, parent_record, run_sweep, summarize,
+)
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Each configuration trains in well under a second on the synthetic data.
+TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 2, "max_batches": 3, "batch_size": 32,
+        "gradient_statistics": False, "log_model": False, "device": "cpu"}
+FOUR = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """Sweeps install SIGTERM handlers; each test leaves pytest's own in place."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def write_study(folder: Path, grid: dict, name: str = "tiny", seeds=(0,), **fixed) -> Path:
+    path = folder / f"{name}.json"
+    fixed = {key: value for key, value in {**TINY, **fixed}.items() if key not in grid}
+    document = {"description": "A tiny study for tests.", "seeds": list(seeds), "fixed": fixed, "grid": grid}
+    path.write_text(json.dumps(document, indent=2))
+    return path
+
+
+def sweep(path: Path, data_dir: Path, executor=None, report=None, **values):
+    study = load_study(str(path))
+    configs = configurations(study, data_dir=str(data_dir), **values)
+    ensure_datasets(configs)
+    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None))
+    return study, configs, result
+
+
+def experiment_runs(name: str = "tiny") -> list:
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
+
+
+def split(runs):
+    parents = [run for run in runs if tracking.PARENT_RUN_TAG not in run.data.tags]
+    children = [run for run in runs if tracking.PARENT_RUN_TAG in run.data.tags]
+    return parents, children
+
+
+def finished_per_digest(children) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in children:
+        if run.info.status == "FINISHED":
+            digest = run.data.tags[tracking.CONFIG_DIGEST_TAG]
+            counts[digest] = counts.get(digest, 0) + 1
+    return counts
+
+
+def record(digest, status, start, diverged=False, accuracy=None, pid=None, host=None):
+    return tracking.SweepRun(run_id=f"{digest}-{start}", run_name=digest, status=status, start_time=start,
+                             end_time=None, digest=digest, host=host, pid=pid, diverged=diverged,
+                             best_val_accuracy=accuracy)
+
+
+def test_status_rules_and_the_best_child(tmp_path):
+    study = load_study(str(write_study(tmp_path, {"learning_rate": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]})))
+    configs = configurations(study)
+    a, b, c, d, e, f = (config_digest(config) for config in configs)
+    children = [
+        record(a, "FAILED", 1), record(a, "FINISHED", 2, accuracy=0.5), record(a, "FAILED", 3),  # finished wins
+        record(b, "FINISHED", 1, diverged=True, accuracy=0.9),  # diverged: done, never the best
+        record(c, "KILLED", 1), record(c, "FAILED", 2),  # the latest attempt speaks
+        record(d, "FAILED", 1), record(d, "KILLED", 2),
+        record(e, "RUNNING", 1),
+    ]
+    rows = summarize(configs, children)
+    assert [row.status for row in rows] == ["finished", "diverged", "failed", "killed", "running", "not run"]
+    metrics, tags = parent_record(rows)
+    assert metrics == {"children_total": 6, "children_finished": 1, "children_diverged": 1, "children_failed": 1,
+                       "children_killed": 1, "children_running": 1, "children_not_run": 1, "best_val_accuracy": 0.5}
+    assert tags["best_run_id"] == f"{a}-2"
+    host = socket.gethostname()
+    assert is_stale(record(a, "RUNNING", 1, pid=dead_pid(), host=host))
+    assert is_stale(record(a, "RUNNING", 1, pid=os.getpid(), host=host))  # this process is between runs
+    assert not is_stale(record(a, "RUNNING", 1, pid=os.getppid(), host=host))
+    assert not is_stale(record(a, "RUNNING", 1, pid=dead_pid(), host="another-host"))
+    assert not is_stale(record(a, "FINISHED", 1, pid=dead_pid(), host=host))
+
+
+def test_one_parent_and_one_child_per_configuration(tmp_path, data_dir):
+    study, configs, result = sweep(write_study(tmp_path, FOUR, seeds=(0, 1)), data_dir)
+    assert result.exit_code == 0
+    parents, children = split(experiment_runs("tiny"))
+    assert len(parents) == 1 and len(children) == 8 == len(configs)
+    parent = parents[0]
+    assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
+    assert parent.data.tags["study"] == "tiny"
+    assert parent.data.tags[tracking.STUDY_DIGEST_TAG] == study.digest
+    assert parent.data.tags[tracking.QUICK_TAG] == "false"
+    assert parent.data.tags[tracking.KIND_TAG] == "sweep"
+    expected = {config_digest(config): config for config in configs}
+    for child in children:
+        assert child.info.status == "FINISHED"
+        assert child.data.tags[tracking.PARENT_RUN_TAG] == parent.info.run_id
+        assert child.data.tags["study"] == "tiny"
+        assert child.data.tags[tracking.PID_TAG] == str(os.getpid())
+        config = expected.pop(child.data.tags[tracking.CONFIG_DIGEST_TAG])
+        assert child.data.params == config.to_params()
+        assert child.data.params["data_dir"] == str(data_dir)
+    assert expected == {}  # every configuration, once
+    metrics = parent.data.metrics
+    assert (metrics["children_total"], metrics["children_finished"], metrics["children_failed"],
+            metrics["children_diverged"]) == (8, 8, 0, 0)
+    best = max(children, key=lambda run: run.data.metrics["best_val_accuracy"])
+    assert metrics["best_val_accuracy"] == best.data.metrics["best_val_accuracy"]
+    assert parent.data.tags["best_run_id"] in {run.info.run_id for run in children
+                                               if run.data.metrics["best_val_accuracy"] == metrics["best_val_accuracy"]}
+    table = list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(
+        f"runs:/{parent.info.run_id}/{tracking.SUMMARY_ARTIFACT}"))))
+    assert [row["status"] for row in table] == ["finished"] * 8
+    assert json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{tracking.STUDY_ARTIFACT}"))["grid"] == FOUR
+
+
+def test_resume_skips_finished_configurations(tmp_path, data_dir):
+    path = write_study(tmp_path, FOUR)
+    _, _, first = sweep(path, data_dir)
+    before = experiment_runs()
+    lines: list[str] = []
+    _, _, second = sweep(path, data_dir, report=lines.append)
+    after = experiment_runs()
+    assert len(before) == len(after) == 5
+    assert second.parent_run_id == first.parent_run_id and second.exit_code == 0
+    assert "4 configurations, 4 finished before, 0 to run" in lines[0]
+    # Prose is not part of the study's digest; the grid is.
+    document = json.loads(path.read_text())
+    path.write_text(json.dumps({**document, "description": "Reworded.", "//": "a comment"}))
+    assert sweep(path, data_dir)[2].parent_run_id == first.parent_run_id
+    path.write_text(json.dumps({**document, "grid": {**FOUR, "activation": ["relu"]}}))
+    assert sweep(path, data_dir)[2].parent_run_id != first.parent_run_id
+    assert len(split(experiment_runs())[0]) == 2
+
+
+def test_a_failing_configuration_does_not_stop_the_others_and_runs_again(tmp_path, data_dir):
+    data = tmp_path / "data"
+    shutil.copytree(data_dir, data)
+    images = data / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    intact = images.read_bytes()
+    images.write_bytes(intact[:1000])  # present, so the sweep starts; unreadable, so these runs fail
+    path = write_study(tmp_path, {"dataset": ["fashion-mnist", "mnist"], "activation": ["relu", "tanh"]})
+    lines: list[str] = []
+    _, configs, result = sweep(path, data, report=lines.append)
+    assert result.exit_code == 1
+    assert sorted((row.config.dataset, row.status) for row in result.rows) == [
+        ("fashion-mnist", "failed"), ("fashion-mnist", "failed"), ("mnist", "finished"), ("mnist", "finished")]
+    parents, children = split(experiment_runs())
+    assert parents[0].info.status == "FAILED"
+    assert (parents[0].data.metrics["children_failed"], parents[0].data.metrics["children_finished"]) == (2, 2)
+    failed = [run for run in children if run.info.status == "FAILED"]
+    assert len(failed) == 2 and len(children) == 4
+    for run in failed:
+        assert run.data.tags[tracking.ERROR_TAG].startswith("DataError: fashion-mnist: cannot read")
+        assert run.data.params["dataset"] == "fashion-mnist"
+        assert "DataError" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{tracking.ERROR_ARTIFACT}")
+    assert sum("failed" in line and "DataError" in line for line in lines) == 2
+
+    images.write_bytes(intact)
+    _, _, resumed = sweep(path, data)
+    assert resumed.exit_code == 0 and resumed.parent_run_id == result.parent_run_id
+    parents, children = split(experiment_runs())
+    assert len(children) == 6  # the two failed configurations ran again; the finished ones did not
+    assert finished_per_digest(children) == {config_digest(config): 1 for config in configs}
+    assert parents[0].info.status == "FINISHED" and parents[0].data.metrics["children_failed"] == 0
+
+
+def test_a_diverging_configuration_finishes_tagged_and_is_never_the_best(tmp_path, data_dir):
+    grid = {"learning_rate": [0.1, 1e6]}
+    path = write_study(tmp_path, grid, hidden_sizes=[32, 16], optimizer="sgd", max_batches=0)
+    _, _, result = sweep(path, data_dir)
+    assert result.exit_code == 0
+    assert sorted(row.status for row in result.rows) == ["diverged", "finished"]
+    parents, children = split(experiment_runs())
+    diverged = [run for run in children if run.data.params["learning_rate"] == "1000000.0"][0]
+    assert diverged.info.status == "FINISHED"
+    assert diverged.data.tags["diverged"] == "true" and "diverged_epoch" in diverged.data.tags
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert (parent.data.metrics["children_diverged"], parent.data.metrics["children_finished"]) == (1, 1)
+    assert parent.data.tags["best_run_id"] != diverged.info.run_id
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen(["true"])
+    process.wait()
+    return process.pid
+
+
+def test_runs_left_running_by_a_dead_process_fail_and_run_again(tmp_path, data_dir):
+    path = write_study(tmp_path, FOUR)
+    _, configs, first = sweep(path, data_dir)
+    client = MlflowClient()
+    parents, children = split(experiment_runs())
+    orphan, watched = children[0], children[1]
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        # As a killed worker leaves them: one owner gone, one owner still alive on this host.
+        for run, pid in ((orphan, dead_pid()), (watched, sleeper.pid)):
+            client.update_run(run.info.run_id, status="RUNNING")
+            client.set_tag(run.info.run_id, tracking.PID_TAG, str(pid))
+        lines: list[str] = []
+        _, _, second = sweep(path, data_dir, report=lines.append)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert client.get_run(orphan.info.run_id).info.status == "FAILED"
+    assert "no longer runs it" in client.get_run(orphan.info.run_id).data.tags[tracking.ERROR_TAG]
+    assert client.get_run(watched.info.run_id).info.status == "RUNNING"  # its owner lives: not touched
+    statuses = {row.digest: row.status for row in second.rows}
+    assert statuses[orphan.data.tags[tracking.CONFIG_DIGEST_TAG]] == "finished"  # ran again
+    assert statuses[watched.data.tags[tracking.CONFIG_DIGEST_TAG]] == "running"
+    assert second.exit_code == 1
+    assert len(split(experiment_runs())[1]) == 5
+    assert "which no longer runs it: marked FAILED" in lines[0]
+    assert "4 configurations, 2 finished before, 1 to run, 1 running elsewhere" in lines[1]
+
+
+def test_a_study_already_being_swept_is_refused(tmp_path, data_dir):
+    path = write_study(tmp_path, FOUR)
+    _, _, first = sweep(path, data_dir)
+    client = MlflowClient()
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        client.update_run(first.parent_run_id, status="RUNNING")
+        client.set_tag(first.parent_run_id, tracking.PID_TAG, str(sleeper.pid))
+        before = len(experiment_runs())
+        with pytest.raises(UserError, match=f"already being swept by process {sleeper.pid}"):
+            sweep(path, data_dir)
+        assert len(experiment_runs()) == before
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    # Its process gone, the parent is simply reopened.
+    _, _, again = sweep(path, data_dir)
+    assert again.parent_run_id == first.parent_run_id and again.exit_code == 0
+
+
+def send_when_running(signal_number: int, experiment: str, after: float = 0.3) -> threading.Thread:
+    """Signal this process once a child run has been RUNNING for ``after`` seconds."""
+
+    def watch() -> None:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            runs = [run for run in experiment_runs(experiment) if tracking.PARENT_RUN_TAG in run.data.tags
+                    and run.info.status == "RUNNING" and time.time() * 1000 - run.info.start_time > after * 1000]
+            if runs:
+                os.kill(os.getpid(), signal_number)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_sigterm_in_process_ends_the_child_killed_and_resumes(tmp_path, data_dir):
+    path = write_study(tmp_path, {"activation": ["relu", "tanh", "sigmoid"]}, epochs=40, max_batches=0)
+    tracking.raise_on_sigterm()
+    watcher = send_when_running(signal.SIGTERM, "tiny")
+    _, configs, result = sweep(path, data_dir)
+    watcher.join()
+    assert result.stopped_by == "SIGTERM" and result.exit_code == 143
+    parents, children = split(experiment_runs())
+    assert parents[0].info.status == "KILLED"
+    assert [run.info.status for run in children].count("KILLED") == 1
+    assert "RUNNING" not in [run.info.status for run in children]
+    assert parents[0].data.metrics["children_killed"] == 1
+    _, _, resumed = sweep(path, data_dir)
+    assert resumed.exit_code == 0
+    assert finished_per_digest(split(experiment_runs())[1]) == {config_digest(config): 1 for config in configs}
+
+
+def test_a_signal_inside_the_store_is_delivered_when_the_call_returns():
+    tracking.interrupt_outside_store(signal.SIGTERM)
+    finished: list[str] = []
+    # A function that belongs to a store module, as sqlalchemy's do: the signal lands in its sleep.
+    namespace = {"__name__": "sqlalchemy.standin", "os": os, "signal": signal, "time": time, "finished": finished}
+    exec("def store_call():\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.3)\n"
+         "    finished.append('store call')\n", namespace)
+    with pytest.raises(tracking.Terminated):
+        namespace["store_call"]()
+        finished.append("after the call")
+        time.sleep(5)
+    assert finished == ["store call", "after the call"]
+
+
+def invoke(*arguments: str):
+    return CliRunner().invoke(cli_main, list(arguments))
+
+
+def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
+    path = write_study(tmp_path, FOUR)
+    result = invoke("sweep", str(path), "--data-dir", str(data_dir), "--quick")
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
+    assert len(progress) == 4 and progress[-1].endswith("all done") and "eta" in progress[0]
+    table = result.stdout.splitlines()
+    assert table[0].split()[:3] == ["status", "val_acc", "time"] and len(table) == 5
+    assert all(line.startswith("finished") for line in table[1:])
+    assert experiment_runs("tiny") == []  # --quick keeps its runs apart
+    children = split(experiment_runs("tiny-quick"))[1]
+    assert {(run.data.params["epochs"], run.data.params["max_batches"]) for run in children} == {("1", "5")}
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["nosuchstudy"], "unknown study 'nosuchstudy'; known studies: fashion-activations, mnist-depth, mnist-overfitting"),
+        (["missing.json"], "study file missing.json not found; known studies: fashion-activations"),
+        (["STUDY:{broken"], "not valid JSON"),
+        (["STUDY:" + json.dumps({"description": "x", "grid": {"activation": "relu"}})],
+         "grid.activation must be a list of values"),
+        (["STUDY:" + json.dumps({"description": "x", "grid": {"activation": []}})], "expands to zero runs"),
+        (["fashion-activations", "--workers", "0"], "--workers must be >= 1, got 0"),
+        (["fashion-activations", "--data-dir", "EMPTY", "--download", "false"],
+         "fashion-mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte"),
+        (["fashion-activations", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_bad_input_is_one_line_and_creates_nothing(tmp_path, arguments, message):
+    if arguments[0].startswith("STUDY:"):
+        (tmp_path / "bad.json").write_text(arguments[0][len("STUDY:"):])
+        arguments = [str(tmp_path / "bad.json"), *arguments[1:]]
+    arguments = [str(tmp_path / "empty") if argument == "EMPTY" else argument for argument in arguments]
+    (tmp_path / "empty").mkdir()
+    result = invoke("sweep", *arguments)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    client = MlflowClient()
+    assert [experiment.name for experiment in client.search_experiments()] == ["Default"]
+    assert client.search_runs(["0"]) == []
+
+
+def test_mlflow_run_launcher_becomes_the_parent_and_is_not_inherited(tmp_path, data_dir, monkeypatch):
+    path = write_study(tmp_path, FOUR)
+    client = MlflowClient()
+    experiment_id = client.create_experiment("launched")
+    launcher = client.create_run(experiment_id).info.run_id  # what `mlflow run` makes before our command
+    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, launcher)
+    result = invoke("sweep", str(path), "--data-dir", str(data_dir))
+    assert result.exit_code == 0, result.output
+    assert tracking.RUN_ID_VARIABLE not in os.environ
+    parents, children = split(experiment_runs("launched"))
+    assert [run.info.run_id for run in parents] == [launcher]
+    assert len(children) == 4 and {run.data.tags[tracking.PARENT_RUN_TAG] for run in children} == {launcher}
+    assert client.get_run(launcher).data.tags["study"] == "tiny"
+    # A second `mlflow run` continues under the first parent; its own run says where it went.
+    second = client.create_run(experiment_id).info.run_id
+    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, second)
+    assert invoke("sweep", str(path), "--data-dir", str(data_dir)).exit_code == 0
+    assert client.get_run(second).data.tags[tracking.CONTINUED_IN_TAG] == launcher
+    assert len(split(experiment_runs("launched"))[1]) == 4
+    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, second)
+    mismatch = invoke("sweep", str(path), "--data-dir", str(data_dir), "--experiment-name", "other")
+    assert mismatch.exit_code == 1 and "give --experiment-name to mlflow run instead" in mismatch.output
+
+
+def test_mlproject_sweep_parameters_are_the_cli_options():
+    entry = yaml.safe_load((PROJECT_ROOT / "MLproject").read_text())["entry_points"]["sweep"]
+    options = {parameter.name for parameter in cli_main.commands["sweep"].params if parameter.name != "help"}
+    # The experiment is mlflow run's own --experiment-name.
+    assert set(entry["parameters"]) == options - {"experiment_name"}
+    assert entry["command"].startswith("python -m actopt sweep {study} ")
+    for name in set(entry["parameters"]) - {"study"}:
+        option = f"--{name.replace('_', '-')}"
+        assert f"{option} {{{name}}}" in entry["command"] or f"{option}={{{name}}}" in entry["command"]
+
+
+@pytest.mark.slow
+def test_two_workers_on_one_sqlite_store_lose_no_metric_points(tmp_path, data_dir):
+    grid = {"activation": ["relu", "tanh", "sigmoid"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+    path = write_study(tmp_path, grid, hidden_sizes=[32, 16], epochs=3, max_batches=0, gradient_statistics=True)
+    _, configs, result = sweep(path, data_dir, executor=ProcessExecutor(2))
+    assert result.exit_code == 0
+    client = MlflowClient()
+    children = split(experiment_runs())[1]
+    assert len(children) == 6 and {run.data.tags[tracking.PID_TAG] for run in children} != {str(os.getpid())}
+    assert len({run.data.tags[tracking.PID_TAG] for run in children}) == 2
+    for run in children:
+        history = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/history.csv")
+        logged_per_epoch = sum(value != "" for row in csv.DictReader(io.StringIO(history))
+                               for key, value in row.items() if key != "step")
+        stored = sum(len(client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics)
+        assert stored == logged_per_epoch + 4  # + best_epoch, best_val_accuracy, test_accuracy, test_loss
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
+
+
+def wait_for_running_children(experiment: str, count: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        runs = [run for run in experiment_runs(experiment) if tracking.PARENT_RUN_TAG in run.data.tags]
+        if sum(run.info.status == "RUNNING" for run in runs) >= count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{count} children never ran at once")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_to_a_running_sweep_kills_its_children_and_a_restart_resumes(tmp_path, data_dir, signal_number, code):
+    grid = {"activation": ["relu", "tanh", "sigmoid"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+    path = write_study(tmp_path, grid, epochs=100, max_batches=0, hidden_sizes=[64])
+    command = [sys.executable, "-m", "actopt", "sweep", str(path), "--data-dir", str(data_dir), "--workers", "2"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for_running_children("tiny", 2)
+        driver.send_signal(signal_number)
+        stdout, stderr = driver.communicate(timeout=120)
+    finally:
+        driver.kill()
+    assert driver.returncode == code, stderr
+    assert "runs in flight ended KILLED" in stderr
+    parents, children = split(experiment_runs())
+    assert [run.info.status for run in children].count("KILLED") == 2
+    assert "RUNNING" not in [run.info.status for run in children]
+    assert parents[0].info.status == "KILLED" and parents[0].data.metrics["children_killed"] == 2
+    assert stdout.count("killed") == 2 and stdout.count("not run") == 6 - 2 - stdout.count("finished")
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    children = split(experiment_runs())[1]
+    study = load_study(str(path))
+    assert finished_per_digest(children) == {config_digest(config): 1 for config in configurations(study)}
+
+
+@pytest.mark.slow
+def test_mlflow_run_sweep_entry_point(tmp_path, data_dir):
+    path = write_study(tmp_path, FOUR)
+    MlflowClient().create_experiment("tiny")
+    command = [sys.executable, "-m", "mlflow", "run", str(PROJECT_ROOT), "-e", "sweep", "--env-manager", "local",
+               "--experiment-name", "tiny", "-P", f"study={path}", "-P", "quick=true", "-P", f"data_dir={data_dir}",
+               "-P", "workers=2"]
+    # The MLproject command calls `python`: the one of this environment, as after `source .venv/bin/activate`.
+    environment = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    parents, children = split(experiment_runs())
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.data.tags["mlflow.project.entryPoint"] == "sweep" and parent.info.status == "FINISHED"
+    assert parent.data.params["quick"] == "true"
+    assert {run.data.tags[tracking.PARENT_RUN_TAG] for run in children} == {parent.info.run_id}
+    assert {run.data.params["epochs"] for run in children} == {"1"}
