@@ -6,6 +6,7 @@ cannot drift apart (a test also holds MLproject to the same names).
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import MISSING, fields
 from typing import Any, Callable
@@ -62,7 +63,8 @@ def train_command(**options: str | None) -> None:
         prepared = tracking.prepare(config)
     except UserError as error:
         raise click.ClickException(str(error)) from None
-    tracking.raise_on_sigterm()
+    # Ctrl-C and SIGTERM end the run KILLED, but never halfway through a store transaction.
+    tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
     try:
         run_id, result = tracking.run_training(config, progress_reporter(), prepared=prepared)
     except KeyboardInterrupt:

@@ -102,7 +102,8 @@ def test_params_already_logged_by_mlflow_run_are_kept(small_config, tracking_sto
 
 
 @pytest.mark.slow
-def test_sigterm_during_training_ends_the_run_killed(data_dir, tracking_store, tmp_path):
+@pytest.mark.parametrize(("signal_number", "exit_code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_training_ends_the_run_killed(data_dir, tracking_store, signal_number, exit_code):
     command = [sys.executable, "-m", "actopt", "train", "--dataset", "mnist", "--data-dir", str(data_dir),
                "--download", "false", "--epochs", "1000", "--hidden-sizes", "32", "--log-model", "false",
                "--experiment-name", "tests"]
@@ -115,9 +116,9 @@ def test_sigterm_during_training_ends_the_run_killed(data_dir, tracking_store, t
         if runs and "val_accuracy" in runs[0].data.metrics:
             break
         time.sleep(0.3)
-    process.send_signal(signal.SIGTERM)
+    process.send_signal(signal_number)
     _, error = process.communicate(timeout=60)
-    assert process.returncode == 143, error
+    assert process.returncode == exit_code, error
     run = only_run(client)
     assert run.info.status == "KILLED"
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
