@@ -30,7 +30,7 @@ class Activation:
     derivative vanishes); ``rectifier`` marks the ReLU family, whose units can die (never active).
     """
 
-    build: Callable[[], nn.Module]
+    build: type[nn.Module]  # the module class; instances are built by calling it
     bounds: tuple[float, float] | None = None
     rectifier: bool = False
 

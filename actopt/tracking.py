@@ -127,7 +127,7 @@ def log_dataset(dataset: MetaDataset) -> None:
         mlflow.log_input(dataset, context="training")
 
 
-def run_tags(config: TrainConfig, data: DatasetSplits, device: torch.device) -> dict[str, str]:
+def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
     tags = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
             "device": device.type, "mlflow.runName": config.run_name}
     if config.study:
@@ -153,7 +153,7 @@ def training_run(
     logger = MlflowRunLogger(client, run.info.run_id)
     try:
         logger.log_params(config.to_params())
-        logger.set_tags({**run_tags(config, data, device), **(tags or {})})
+        logger.set_tags({**run_tags(config, device), **(tags or {})})
         log_dataset(dataset_input(data))
         yield logger
     except (KeyboardInterrupt, Terminated):

@@ -98,7 +98,8 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
 
 def hidden_outputs(model: nn.Module, inputs: torch.Tensor, activation: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Pre-activations and activation outputs of every hidden layer for ``inputs`` (eval mode)."""
-    kind = type(choose(ACTIVATIONS, activation, "activation").build())
+    # Every registered builder is the activation's module class itself.
+    kind = choose(ACTIVATIONS, activation, "activation").build
     pre_activations: list[torch.Tensor] = []
     outputs: list[torch.Tensor] = []
     was_training = model.training
