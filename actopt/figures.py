@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator, Sequence
+
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
@@ -11,28 +13,46 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
 
-def histogram_image(counts: list[list[int]], edges: list[float], layer_names: list[str], step: int) -> np.ndarray:
-    """A layer × log10|g| heatmap of one step's gradient histograms, as an RGB array.
+def step_title(step: int) -> str:
+    return f"Gradient histogram on a fixed minibatch, step {step} ({'init' if step == 0 else f'after epoch {step}'})"
 
-    One image per step, logged under the same key, lets the MLflow UI's step slider walk through
-    the epochs; rows are layers so a 40-layer net reads as well as a 3-layer one.
-    """
+
+def layer_fractions(counts: Sequence[Sequence[int]]) -> np.ma.MaskedArray:
     table = np.asarray(counts, dtype=np.float64)
     fractions = table / np.maximum(table.sum(axis=1, keepdims=True), 1.0)
+    return np.ma.masked_where(fractions <= 0, fractions)
+
+
+def histogram_images(
+    histograms: dict[int, list[list[int]]], edges: list[float], layer_names: list[str]
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Each step's layer × log10|g| heatmap of the gradient histograms, as (step, RGB array), by step.
+
+    One image per step, logged under the same key, lets the MLflow UI's step slider walk through
+    the epochs; rows are layers so a 40-layer net reads as well as a 3-layer one. The figure is laid
+    out once and only its colours and title change from step to step: laying it out is what costs
+    (about 0.15 s an image against a few hundredths), and every step shares the layout.
+    """
     # Open-ended buckets are drawn one bin wide beyond each end.
     width = edges[1] - edges[0]
     x_edges = [edges[0] - width, *edges, edges[-1] + width]
     height = max(2.5, 0.9 + 0.22 * len(layer_names))
+    steps = sorted(histograms)
     figure, axes = plt.subplots(figsize=(8, height), dpi=80)
-    masked = np.ma.masked_where(fractions <= 0, fractions)
-    mesh = axes.pcolormesh(x_edges, np.arange(len(layer_names) + 1), masked, cmap="viridis", norm=LogNorm(1e-4, 1.0))
-    axes.set_yticks(np.arange(len(layer_names)) + 0.5, layer_names, fontsize=7 if len(layer_names) > 12 else 9)
-    axes.invert_yaxis()
-    axes.set_xlabel("log10 |weight gradient|  (first column: < 1e%g or exactly 0)" % edges[0])
-    axes.set_title(f"Gradient histogram on a fixed minibatch, step {step} ({'init' if step == 0 else f'after epoch {step}'})")
-    figure.colorbar(mesh, ax=axes, label="fraction of weights")
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
-    plt.close(figure)
-    return image
+    try:
+        mesh = axes.pcolormesh(x_edges, np.arange(len(layer_names) + 1), layer_fractions(histograms[steps[0]]),
+                               cmap="viridis", norm=LogNorm(1e-4, 1.0))
+        axes.set_yticks(np.arange(len(layer_names)) + 0.5, layer_names, fontsize=7 if len(layer_names) > 12 else 9)
+        axes.invert_yaxis()
+        axes.set_xlabel("log10 |weight gradient|  (first column: < 1e%g or exactly 0)" % edges[0])
+        title = axes.set_title(step_title(steps[0]))
+        figure.colorbar(mesh, ax=axes, label="fraction of weights")
+        figure.tight_layout()
+        for step in steps:
+            mesh.set_array(layer_fractions(histograms[step]))
+            title.set_text(step_title(step))
+            figure.canvas.draw()
+            yield step, np.asarray(figure.canvas.buffer_rgba())[:, :, :3].copy()
+    finally:
+        plt.close(figure)
+

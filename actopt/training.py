@@ -307,10 +307,10 @@ def finish(
     if probe is not None and histograms:
         layer_names = [layer_name(index) for index in range(1, len(linear_layers(model)) + 1)]
         logger.log_dict(histogram_document(histograms, probe.edges, layer_names, len(probe.inputs)), HISTOGRAM_ARTIFACT)
-        from actopt.figures import histogram_image  # matplotlib is needed only here
+        from actopt.figures import histogram_images  # matplotlib is needed only here
 
-        for step, counts in sorted(histograms.items()):
-            logger.log_image(histogram_image(counts, probe.edges.tolist(), layer_names, step), HISTOGRAM_IMAGE_KEY, step)
+        for step, image in histogram_images(histograms, probe.edges.tolist(), layer_names):
+            logger.log_image(image, HISTOGRAM_IMAGE_KEY, step)
     result.model = model
     if config.log_model and best_state is not None:
         logger.log_model(model.cpu(), data.validation.inputs[:4].cpu().numpy())

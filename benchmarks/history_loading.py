@@ -36,10 +36,10 @@ EPOCHS = 10
 DEPTH = 8  # 9 Linear layers: 6 + 2 + 4·9 + 9 + 8 = 61 per-epoch keys
 
 
-def synthetic_history(seed: int) -> dict[int, dict[str, float]]:
+def synthetic_history(seed: int, epochs: int = EPOCHS) -> dict[int, dict[str, float]]:
     layers = DEPTH + 1
     table: dict[int, dict[str, float]] = {}
-    for step in range(EPOCHS + 1):
+    for step in range(epochs + 1):
         row = {f"probe_grad_max_abs/layer_{layer:02d}": 0.01 * layer + seed * 1e-4 for layer in range(1, layers + 1)}
         row.update({f"dead_fraction/layer_{layer:02d}": 0.01 * step for layer in range(1, layers)})
         if step:
@@ -52,25 +52,25 @@ def synthetic_history(seed: int) -> dict[int, dict[str, float]]:
     return table
 
 
-def log_study(client: MlflowClient, count: int, with_csv: bool, experiment: str) -> None:
+def log_study(client: MlflowClient, count: int, with_csv: bool, experiment: str, epochs: int = EPOCHS) -> None:
     experiment_id = client.create_experiment(experiment)
     rates = [0.0001, 0.001, 0.01, 0.1]
     for index in range(count):
         config = TrainConfig.from_mapping({
             "activation": ["sigmoid", "tanh", "relu", "lecun_tanh"][index % 4], "optimizer": "sgd" if index % 8 < 4 else "adam",
-            "learning_rate": rates[(index // 8) % 4], "seed": index // 32, "depth": DEPTH, "epochs": EPOCHS,
+            "learning_rate": rates[(index // 8) % 4], "seed": index // 32, "depth": DEPTH, "epochs": epochs,
             "data_dir": "x", "study": "bench"})
         run_id = client.create_run(experiment_id, run_name=config.run_name).info.run_id
-        table = synthetic_history(index)
+        table = synthetic_history(index, epochs)
         stamp = int(time.time() * 1000)
         metrics = [Metric(key, value, stamp, step) for step, row in table.items() for key, value in row.items()]
-        summary = {"best_val_accuracy": table[EPOCHS]["val_accuracy"], "best_epoch": EPOCHS, "test_accuracy": 0.88,
+        summary = {"best_val_accuracy": table[epochs]["val_accuracy"], "best_epoch": epochs, "test_accuracy": 0.88,
                    "test_loss": 0.3}
         metrics += [Metric(key, value, stamp, 0) for key, value in summary.items()]
         for start in range(0, len(metrics), 1000):  # MLflow's log_batch limit
             client.log_batch(run_id, metrics=metrics[start : start + 1000])
         client.log_batch(run_id, params=[Param(k, v) for k, v in config.to_params().items()],
-                         tags=[RunTag("diverged", "false"), RunTag("best_epoch", str(EPOCHS))])
+                         tags=[RunTag("diverged", "false"), RunTag("best_epoch", str(epochs))])
         if with_csv:
             client.log_text(run_id, history_csv(table), HISTORY_ARTIFACT)
         client.set_terminated(run_id)

@@ -1,0 +1,495 @@
+"""actopt's speed, side by side in one run, written to benchmarks/RESULTS.md.
+
+    python benchmarks/benchmark.py --data-dir ../shared/data                  # everything, ~15 min on 2 cores
+    python benchmarks/benchmark.py --data-dir DIR --quick --output OUT.md     # a minute or two: still works?
+
+1. Training throughput: seconds per epoch of the default configuration (784-256-128-10, ReLU,
+   Adam, batch 128, Fashion-MNIST) as (a) the seed's plain loop (torchvision dataset with
+   ToTensor/Normalize transforms behind a DataLoader), (b) actopt with gradient statistics,
+   histograms and MLflow off, (c) actopt with everything on, logging to MLflow; and the arithmetic
+   limit: forward + backward FLOPs per epoch over a matmul rate measured in the same run.
+2. Sweep throughput: a fixed slice of the fashion-activations study (every third configuration,
+   or all of it) by ``actopt sweep`` with 1 worker and with one per core, against the same
+   configurations one by one in form (a).
+3. Analysis scaling: 10, 64, 100 and 300 synthetic runs (61 per-epoch keys, 20 epochs, history.csv),
+   each logged into a fresh store, loaded and reported on sqlite and through a local
+   ``mlflow server``.
+4. Logging overhead: seconds per epoch inside MLflow calls during form (c), on sqlite and through
+   the server, and the end-of-run artifacts.
+
+Timings are medians of ``--repeats`` repetitions (sweeps: one of each, they take minutes). Ratios,
+not absolute times, are what carry from one machine to another. Nothing here writes into your own
+tracking store: every store is a fresh one in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import history_loading  # noqa: E402
+import seed_loop  # noqa: E402
+
+from actopt import training  # noqa: E402
+from actopt.config import TrainConfig  # noqa: E402
+from actopt.data import load_splits  # noqa: E402
+from actopt.study import configurations, load_study  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+STUDY = "fashion-activations"
+ANALYSIS_EPOCHS = 20
+
+
+# --- measuring ----------------------------------------------------------------------------------------------
+
+
+class TimingLogger:
+    """Stands between training and a run logger: stamps each epoch's log and times every call that
+    reaches the tracking backend, by method. Without an inner logger it drops everything (form (b))."""
+
+    def __init__(self, inner: Any = None) -> None:
+        self.inner = inner
+        self.stamps: list[float] = []
+        self.loop_seconds: list[float] = []  # per epoch, inside log_metrics(step=epoch)
+        self.end_seconds: dict[str, float] = defaultdict(float)  # after the last epoch, by method
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        seconds = self.forward("log_metrics", metrics, step)
+        if step:  # the step-0 probe comes before the first epoch; the final summary has no step
+            self.stamps.append(time.perf_counter())
+            self.loop_seconds.append(seconds)
+        elif step is None:
+            self.end_seconds["log_metrics"] += seconds
+
+    def forward(self, name: str, *arguments: Any) -> float:
+        if self.inner is None:
+            return 0.0
+        started = time.perf_counter()
+        getattr(self.inner, name)(*arguments)
+        return time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def timed(*arguments: Any) -> None:
+            self.end_seconds[name] += self.forward(name, *arguments)
+
+        return timed
+
+    def epoch_times(self, started: float) -> list[float]:
+        stamps = [started, *self.stamps]
+        return [later - earlier for earlier, later in zip(stamps, stamps[1:])]
+
+
+@contextlib.contextmanager
+def tracking_store(uri: str | None, folder: Path) -> Iterator[str]:
+    """MLFLOW_TRACKING_URI set to ``uri`` (or a fresh sqlite store in ``folder``), and the working
+    directory in ``folder`` so that artifacts land there, for the duration."""
+    uri = uri or f"sqlite:///{folder}/mlflow.db"
+    previous_uri, previous_directory = os.environ.get("MLFLOW_TRACKING_URI"), os.getcwd()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.chdir(folder)
+    try:
+        yield uri
+    finally:
+        os.chdir(previous_directory)
+        if previous_uri is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_uri
+
+
+def actopt_epochs(config: TrainConfig, data: Any, store: str | None) -> TimingLogger:
+    """One training of ``config``: bare when ``store`` is None, else fully instrumented and logged there."""
+    if store is None:
+        logger = TimingLogger()
+        started = time.perf_counter()
+        training.train(config.replace(gradient_statistics=False, log_model=False), data, logger)
+        logger.started = started  # type: ignore[attr-defined]
+        return logger
+    from actopt import tracking
+
+    with tempfile.TemporaryDirectory() as folder, tracking_store(None if store == "sqlite" else store, Path(folder)):
+        with tracking.training_run(config, data, torch.device("cpu")) as run_logger:
+            logger = TimingLogger(run_logger)
+            logger.started = time.perf_counter()  # type: ignore[attr-defined]
+            training.train(config, data, logger)
+    return logger
+
+
+def seed_style_epochs(config: TrainConfig) -> list[float]:
+    train_set, validation_set, _ = seed_loop.plain_splits(config)
+    model, optimizer, train_loader, validation_loader = seed_loop.plain_setup(config, train_set, validation_set)
+    times = []
+    for _ in range(config.epochs):
+        started = time.perf_counter()
+        seed_loop.plain_epoch(model, optimizer, train_loader, validation_loader)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
+    """float32 FLOP/s of a square matmul with torch's threads: the machine's arithmetic ceiling here."""
+    left, right = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(left, right)
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(repeats):
+            torch.mm(left, right)
+        rates.append(2 * size**3 * repeats / (time.perf_counter() - started))
+    return max(rates)
+
+
+def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: int) -> float:
+    """Forward (2·in·out per example and layer) plus backward (twice that) over an epoch, plus validation."""
+    sizes = [784, *config.layer_sizes, 10]
+    per_example = sum(2 * fan_in * fan_out for fan_in, fan_out in zip(sizes, sizes[1:]))
+    return 3 * per_example * train_examples + per_example * validation_examples
+
+
+@dataclass
+class Training:
+    seconds: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # form → epoch times
+    loop_logging: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # store → per epoch
+    end_logging: dict[str, dict[str, list[float]]] = field(default_factory=lambda: defaultdict(lambda: defaultdict(list)))
+    limit: float = 0.0
+    epochs: int = 0
+    repeats: int = 0
+
+
+def measure_training(config: TrainConfig, repeats: int, server: str | None, report: Callable[[str], None]) -> Training:
+    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    result = Training(epochs=config.epochs, repeats=repeats)
+    stores = ["sqlite"] + ([server] if server else [])
+    for repeat in range(repeats):
+        result.seconds["a"] += seed_style_epochs(config)
+        bare = actopt_epochs(config, data, None)
+        result.seconds["b"] += bare.epoch_times(bare.started)  # type: ignore[attr-defined]
+        for store in stores:
+            logged = actopt_epochs(config, data, store)
+            kind = "sqlite" if store == "sqlite" else "server"
+            if kind == "sqlite":
+                result.seconds["c"] += logged.epoch_times(logged.started)  # type: ignore[attr-defined]
+            result.loop_logging[kind] += logged.loop_seconds
+            for name, seconds in logged.end_seconds.items():
+                result.end_logging[kind][name].append(seconds)
+        report(f"training, repeat {repeat + 1}/{repeats}: (a) {statistics.median(result.seconds['a']):.2f} "
+               f"(b) {statistics.median(result.seconds['b']):.2f} (c) {statistics.median(result.seconds['c']):.2f} s/epoch")
+    result.limit = epoch_flops(config, len(data.train), len(data.validation)) / matmul_rate()
+    return result
+
+
+@dataclass
+class Sweep:
+    configurations: int
+    total_configurations: int
+    epochs: int
+    seconds: dict[str, float] = field(default_factory=dict)  # "1 worker", "N workers", "seed one by one"
+    fixed_cost: dict[str, float] = field(default_factory=dict)  # median seconds a run spends outside its epochs
+
+
+def run_fixed_costs(uri: str) -> list[float]:
+    """Each child run's wall time minus the sum of its epochs' times: set-up, test pass and artifacts."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    costs = []
+    for experiment in client.search_experiments():
+        for run in client.search_runs([experiment.experiment_id]):
+            if run.data.tags.get("actopt.kind") == "sweep":  # the parent
+                continue
+            epochs = sum(point.value for point in client.get_metric_history(run.info.run_id, "epoch_time"))
+            costs.append((run.info.end_time - run.info.start_time) / 1000 - epochs)
+    return costs
+
+
+def measure_sweep(data_dir: str, every: int, epochs: int | None, workers: int,
+                  report: Callable[[str], None]) -> Sweep:
+    from actopt.sweep import ProcessExecutor, run_sweep
+
+    study = load_study(STUDY)
+    everything = configurations(study, data_dir=data_dir, download=False, device="cpu")
+    if epochs:
+        everything = [config.replace(epochs=epochs) for config in everything]
+    chosen = everything[::every]
+    result = Sweep(len(chosen), len(everything), chosen[0].epochs)
+    for count in sorted({1, workers}):
+        name = f"{count} worker{'s' if count > 1 else ''}"
+        with tempfile.TemporaryDirectory() as folder, tracking_store(None, Path(folder)) as uri:
+            started = time.perf_counter()
+            outcome = run_sweep(study, chosen, ProcessExecutor(count))
+            result.seconds[name] = time.perf_counter() - started
+            if outcome.exit_code:
+                raise SystemExit(f"the benchmark sweep failed: {[row.status for row in outcome.rows]}")
+            result.fixed_cost[name] = statistics.median(run_fixed_costs(uri))
+        report(f"sweep, {name}: {result.seconds[name]:.0f} s")
+    started = time.perf_counter()
+    seed_loop.time_configurations(chosen, report=lambda line: None)
+    result.seconds["seed one by one"] = time.perf_counter() - started
+    report(f"sweep, seed-style one by one: {result.seconds['seed one by one']:.0f} s")
+    return result
+
+
+@dataclass
+class AnalysisPoint:
+    store: str
+    runs: int
+    load: float  # runs, histories and gradient histograms
+    report: float  # tables, findings and report.md (the whole analysis less its figures)
+    figures: float
+
+
+def measure_analysis(sizes: list[int], repeats: int, with_server: bool, report: Callable[[str], None]) -> list[AnalysisPoint]:
+    from actopt import plots, queries
+
+    points = []
+    for store in ["sqlite"] + (["server"] if with_server else []):
+        for size in sizes:
+            loads, reports, drawings = [], [], []
+            with tempfile.TemporaryDirectory() as directory:
+                folder = Path(directory)
+                with local_server(folder) if store == "server" else contextlib.nullcontext(None) as server_uri, \
+                        tracking_store(server_uri, folder):
+                    history_loading.log_study(queries.connect(), size, True, "bench", epochs=ANALYSIS_EPOCHS)
+                    for _ in range(repeats):
+                        loading: list[float] = []
+                        drawing: list[float] = []
+                        with timed_function(queries, "load_runs", loading), \
+                                timed_function(queries, "load_histories", loading), \
+                                timed_function(queries, "load_gradient_histograms", loading), \
+                                timed_function(plots, "draw_all", drawing):
+                            started = time.perf_counter()
+                            queries.analyze_experiment("bench", output_dir=folder / "analysis", log=False)
+                            whole = time.perf_counter() - started
+                        loads.append(sum(loading))
+                        drawings.append(sum(drawing))
+                        reports.append(whole - loads[-1] - drawings[-1])
+            points.append(AnalysisPoint(store, size, statistics.median(loads), statistics.median(reports),
+                                        statistics.median(drawings)))
+            report(f"analysis, {store}, {size} runs: load {points[-1].load:.2f} s, report {points[-1].report:.2f} s, "
+                   f"figures {points[-1].figures:.2f} s")
+    return points
+
+
+@contextlib.contextmanager
+def timed_function(module: Any, name: str, into: list[float]) -> Iterator[None]:
+    original = getattr(module, name)
+
+    def timed(*arguments: Any, **keywords: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*arguments, **keywords)
+        finally:
+            into.append(time.perf_counter() - started)
+
+    setattr(module, name, timed)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
+
+
+@contextlib.contextmanager
+def local_server(folder: Path) -> Iterator[str]:
+    """A fresh ``mlflow server`` on loopback, sqlite behind it, artifacts proxied into ``folder``."""
+    server, uri = history_loading.start_server(folder)
+    try:
+        yield uri
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+# --- writing --------------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    model = next((line.split(":", 1)[1].strip() for line in read_lines("/proc/cpuinfo") if line.startswith("model name")),
+                 platform.processor() or platform.machine())
+    memory = next((int(line.split()[1]) / 2**20 for line in read_lines("/proc/meminfo") if line.startswith("MemTotal")), 0)
+    import mlflow
+
+    return (f"{model}; {len(os.sched_getaffinity(0))} cores available to this process, {memory:.0f} GiB memory; "
+            f"{platform.system()} {platform.release()}; Python {platform.python_version()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), mlflow {mlflow.__version__}")
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        return Path(path).read_text().splitlines()
+    except OSError:
+        return []
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "**missed**"
+
+
+def training_section(result: Training) -> list[str]:
+    median = {form: statistics.median(times) for form, times in result.seconds.items()}
+    a, b, c = median["a"], median["b"], median["c"]
+    return [
+        "## 1. Training throughput",
+        "",
+        f"Default configuration, {result.epochs} epochs × {result.repeats} repetitions, median seconds per epoch "
+        "(training plus the validation pass).",
+        "",
+        "| form | s/epoch |",
+        "| --- | ---: |",
+        f"| (a) seed-style loop: per-image transforms, DataLoader | {a:.3f} |",
+        f"| (b) actopt, no gradient statistics, no histograms, no MLflow | {b:.3f} |",
+        f"| (c) actopt, everything on, logging to MLflow (sqlite) | {c:.3f} |",
+        f"| arithmetic limit: FLOPs per epoch / measured matmul rate | {result.limit:.3f} |",
+        "",
+        "| ratio | value | target | |",
+        "| --- | ---: | --- | --- |",
+        f"| (a)/(c): actopt instrumented vs seed loop | {a / c:.2f}× | ≥ 5× | {verdict(a / c >= 5)} |",
+        f"| (c)/(b): cost of the instrumentation | {c / b:.3f} | ≤ 1.10 | {verdict(c / b <= 1.10)} |",
+        f"| (c)/limit | {c / result.limit:.2f}× | ≤ 2× | {verdict(c / result.limit <= 2)} |",
+    ]
+
+
+def sweep_section(result: Sweep, workers: int) -> list[str]:
+    seed = result.seconds["seed one by one"]
+    which = ("the whole study" if result.configurations == result.total_configurations else
+             f"a fixed slice of {result.configurations} of its {result.total_configurations} configurations, evenly spaced")
+    lines = [
+        "## 2. Sweep throughput",
+        "",
+        f"The {STUDY} study, {which}, {result.epochs} epoch(s) each; one measurement each. "
+        "'Outside epochs' is the median time a child run spends beyond its epochs (start, test pass on the best "
+        "weights, history, histogram images, model).",
+        "",
+        "| how | wall s | seed one by one / this | outside epochs, s per run |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, seconds in result.seconds.items():
+        cost = result.fixed_cost.get(name)
+        lines.append(f"| {'seed-style loop, one by one' if name == 'seed one by one' else f'actopt sweep, {name}'} "
+                     f"| {seconds:.1f} | {seed / seconds:.2f}× | {'-' if cost is None else f'{cost:.2f}'} |")
+    best = min(seconds for name, seconds in result.seconds.items() if name != "seed one by one")
+    lines += ["", f"Target: the study in at most 1/8 of the seed-style time: {seed / best:.2f}× with the faster sweep, "
+              f"{verdict(seed / best >= 8)} (with {workers} workers on {workers} cores)."]
+    return lines
+
+
+def analysis_section(points: list[AnalysisPoint]) -> list[str]:
+    lines = [
+        "## 3. Analysis scaling",
+        "",
+        f"Synthetic runs shaped like a depth-8 MLP's (61 per-epoch keys, {ANALYSIS_EPOCHS} epochs, history.csv), "
+        "each size logged into a fresh store; median seconds. 'Load' is runs, histories and gradient histograms; "
+        "'report' the tables, findings and report.md; 'figures' every figure the data supports.",
+        "",
+        "| store | runs | load | report | figures | load + report per run, ms |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for point in points:
+        lines.append(f"| {point.store} | {point.runs} | {point.load:.2f} | {point.report:.2f} | {point.figures:.2f} | "
+                     f"{1000 * (point.load + point.report) / point.runs:.1f} |")
+    server = sorted((point for point in points if point.store == "server"), key=lambda point: point.runs)
+    if len(server) >= 2:
+        small, large = server[0], server[-1]
+        at_64 = next((point for point in server if point.runs == 64), None)
+        per_run = [1000 * (point.load + point.report) / point.runs for point in server]
+        lines += ["", f"Through the server, load + report takes {(large.load + large.report) / (small.load + small.report):.1f}× "
+                  f"as long for {large.runs / small.runs:.0f}× the runs ({', '.join(f'{value:.0f}' for value in per_run)} ms "
+                  "per run)."]
+        if at_64 is not None:
+            seconds = at_64.load + at_64.report
+            lines.append(f"64 runs: {seconds:.2f} s to load and report (target ≤ 5 s: {verdict(seconds <= 5)}), "
+                         f"{at_64.figures:.2f} s more for the figures.")
+    return lines
+
+
+def logging_section(result: Training) -> list[str]:
+    lines = [
+        "## 4. Logging overhead",
+        "",
+        "Seconds per epoch inside MLflow calls during form (c) (each epoch's metrics in one `log_metrics`), "
+        "and what the end of a run logs once.",
+        "",
+        "| store | per epoch, in the loop | share of an epoch | end of run: calls |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    epoch = statistics.median(result.seconds["c"])
+    for store, seconds in result.loop_logging.items():
+        ends = ", ".join(f"{name} {statistics.median(values):.2f} s" for name, values in sorted(result.end_logging[store].items()))
+        lines.append(f"| {store} | {statistics.median(seconds):.4f} s | {statistics.median(seconds) / epoch:.1%} | {ends} |")
+    return lines
+
+
+def render(arguments: argparse.Namespace, training_result: Training | None, sweep_result: Sweep | None,
+           analysis_points: list[AnalysisPoint] | None, workers: int) -> str:
+    command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:])
+    sections = [
+        "# actopt benchmark results",
+        "",
+        f"Written by `{command}` on {datetime.date.today().isoformat()}"
+        + (" in quick mode: tiny sizes, to show the script works; these numbers mean little." if arguments.quick else "."),
+        "",
+        f"Machine: {machine()}.",
+    ]
+    for lines in (training_section(training_result) if training_result else None,
+                  sweep_section(sweep_result, workers) if sweep_result else None,
+                  analysis_section(analysis_points) if analysis_points else None,
+                  logging_section(training_result) if training_result else None):
+        if lines:
+            sections += ["", *lines]
+    return "\n".join(sections) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", default=os.environ.get("ACTOPT_DATA_DIR", "./data"),
+                        help="holds FashionMNIST/raw (never downloaded here)")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks the script, measures little")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per training measurement")
+    parser.add_argument("--whole-study", action="store_true", help="sweep all configurations, not every third")
+    parser.add_argument("--sections", default="training,sweep,analysis",
+                        help="comma-separated: training (includes logging overhead), sweep, analysis")
+    parser.add_argument("--no-server", action="store_true", help="skip the measurements through a local mlflow server")
+    arguments = parser.parse_args()
+    sections = set(arguments.sections.split(","))
+    workers = len(os.sched_getaffinity(0))
+    repeats, epochs = (1, 1) if arguments.quick else (arguments.repeats, arguments.epochs)
+    sizes = [3, 6] if arguments.quick else [10, 64, 100, 300]
+
+    def report(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    config = TrainConfig.from_mapping({"data_dir": arguments.data_dir, "download": False, "epochs": epochs,
+                                       "device": "cpu", "log_model": True, "experiment_name": "benchmark"})
+    training_result = sweep_result = analysis_points = None
+    if "training" in sections:
+        with tempfile.TemporaryDirectory() as folder:
+            with (contextlib.nullcontext(None) if arguments.no_server else local_server(Path(folder))) as server:
+                training_result = measure_training(config, repeats, server, report)
+    if "sweep" in sections:
+        every = 1 if arguments.whole_study else 7 if arguments.quick else 3
+        sweep_result = measure_sweep(arguments.data_dir, every, 1 if arguments.quick else None, workers, report)
+    if "analysis" in sections:
+        analysis_points = measure_analysis(sizes, repeats, not arguments.no_server, report)
+    arguments.output.write_text(render(arguments, training_result, sweep_result, analysis_points, workers))
+    report(f"wrote {arguments.output}")
+
+
+if __name__ == "__main__":
+    main()
