@@ -123,7 +123,8 @@ def train_command(**options: str | None) -> None:
     except tracking.Terminated:
         click.echo("terminated: run ended KILLED", err=True)
         sys.exit(143)
-    except Exception as error:  # the store or the artifact location failed; the run, if any, ended FAILED
+    except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
+        # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
         raise click.ClickException(tracking.store_failure(error)) from None
     status = f"diverged at epoch {result.diverged_epoch}" if result.diverged else "finished"
     best = (
