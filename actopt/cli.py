@@ -6,12 +6,14 @@ cannot drift apart (a test also holds MLproject to the same names).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 from dataclasses import MISSING, fields
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
 from actopt.config import TrainConfig, format_value
 from actopt.errors import UserError
@@ -31,13 +33,6 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def one_line(error: BaseException) -> str:
-    """An unexpected error as one line: its type and the first line of its message, shortened."""
-    lines = str(error).strip().splitlines()
-    first = lines[0] if lines else ""
-    return f"{type(error).__name__}: {first[:300]}"
-
-
 def terminal_report(line: str) -> None:
     click.echo(line, err=True)
 
@@ -47,7 +42,57 @@ def progress_reporter() -> Callable[[str], None] | None:
     return terminal_report if sys.stderr.isatty() else None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Where the group notes which command it resolved.
+COMMAND_KEY = "actopt.command"
+
+
+class OneLineUsageError(click.ClickException):
+    """A usage error (unknown option, missing argument, bad value) shown as one line, keeping exit code 2."""
+
+    exit_code = 2
+
+
+def one_line_usage(error: click.UsageError, command_path: str | None) -> OneLineUsageError:
+    message = " ".join(error.format_message().split()).rstrip(".")
+    if error.ctx is not None:
+        command_path = error.ctx.command_path
+    if command_path:
+        message += f" (try '{command_path} --help')"
+    return OneLineUsageError(message)
+
+
+@contextlib.contextmanager
+def usage_in_one_line(command_path: Callable[[], str | None] = lambda: None) -> Iterator[None]:
+    try:
+        yield
+    except NoArgsIsHelpError:  # a bare `actopt` shows the help, as it should
+        raise
+    except click.UsageError as error:
+        raise one_line_usage(error, command_path()) from None
+
+
+class ActoptGroup(click.Group):
+    """Click prints a usage error as usage, hint and error on three lines; every actopt error is one
+    line ("Error: ..."), so that logs, CI output and scripts that read the last line keep it whole."""
+
+    def make_context(self, *args: Any, **extra: Any) -> click.Context:
+        with usage_in_one_line():
+            return super().make_context(*args, **extra)
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name, command, rest = super().resolve_command(ctx, args)
+        ctx.meta[COMMAND_KEY] = name  # some parse errors come without a context: this names the command
+        return name, command, rest
+
+    def invoke(self, ctx: click.Context) -> Any:
+        def command_path() -> str:
+            return " ".join(filter(None, [ctx.command_path, ctx.meta.get(COMMAND_KEY)]))
+
+        with usage_in_one_line(command_path):  # parsing a command's options happens in here
+            return super().invoke(ctx)
+
+
+@click.group("actopt", cls=ActoptGroup, context_settings={"help_option_names": ["-h", "--help"]})
 def main() -> None:
     """actopt: how activation functions and optimizers shape training, tracked in MLflow."""
 
@@ -57,10 +102,15 @@ def main() -> None:
 def train_command(**options: str | None) -> None:
     """Train one configuration as one MLflow run."""
     from actopt import tracking  # imports mlflow and torch: slow, and not needed for --help
+    from actopt.study import config_digest
+    from actopt.sweep import reap_stale
 
     try:
         config = TrainConfig.from_mapping({key: value for key, value in options.items() if value is not None})
         prepared = tracking.prepare(config)
+        tracking.check_store()
+        # A run of this configuration that a killed process left RUNNING ends FAILED now.
+        reap_stale(tracking.running_runs(config.experiment_name, config_digest(config)), terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     # Ctrl-C and SIGTERM end the run KILLED, but never halfway through a store transaction.
@@ -73,8 +123,9 @@ def train_command(**options: str | None) -> None:
     except tracking.Terminated:
         click.echo("terminated: run ended KILLED", err=True)
         sys.exit(143)
-    except Exception as error:  # the store or the artifact location failed; the run, if any, ended FAILED
-        raise click.ClickException(one_line(error)) from None
+    except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
+        # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
+        raise click.ClickException(tracking.store_failure(error)) from None
     status = f"diverged at epoch {result.diverged_epoch}" if result.diverged else "finished"
     best = (
         f"best epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}"
@@ -140,6 +191,7 @@ def sweep_command(
         configs = configurations(loaded, data_dir=data_dir or None, download=download, device=device or None,
                                  experiment_name=launcher[1] if launcher else experiment_name, quick=quick)
         ensure_datasets(configs)
+        tracking.check_store()
         tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
         if workers == 1:
             executor: InlineExecutor | ProcessExecutor = InlineExecutor()
@@ -154,7 +206,7 @@ def sweep_command(
     except tracking.Terminated:
         sys.exit(143)
     except Exception as error:  # the store or the artifact location failed
-        raise click.ClickException(one_line(error)) from None
+        raise click.ClickException(tracking.store_failure(error)) from None
     click.echo(summary_table(result.rows))
     if result.exit_code == 1:
         terminal_report("some configurations did not finish: start the same sweep again to run them")

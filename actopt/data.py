@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,30 @@ def raw_files(name: str, data_dir: str | os.PathLike) -> list[Path]:
     return [folder / Path(url).stem for url, _ in dataset_class.resources]
 
 
+# IDX, the raw format: two zero bytes, a type code, the number of dimensions, each dimension as a
+# big-endian uint32, then the values. MNIST and Fashion-MNIST hold unsigned bytes.
+IDX_UNSIGNED_BYTE = 0x08
+
+
+def idx_problem(path: Path) -> str | None:
+    """What makes one raw file unreadable, or None. Checked here because torchvision's own errors
+    (a reshape that fails, a short read) do not say which of the four files is broken."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        if len(head) < 4 or head[:2] != b"\0\0" or head[2] != IDX_UNSIGNED_BYTE or head[3] not in (1, 3):
+            return f"not an IDX file of unsigned bytes (it starts with {head.hex() or 'nothing'}, {size} bytes in all)"
+        dimensions = handle.read(4 * head[3])
+    if len(dimensions) < 4 * head[3]:
+        return f"truncated inside its header ({size} bytes)"
+    shape = [int.from_bytes(dimensions[index:index + 4], "big") for index in range(0, len(dimensions), 4)]
+    expected = 4 + len(dimensions) + math.prod(shape)
+    if size != expected:
+        state = "truncated" if size < expected else "longer than its header says"
+        return f"{state}: its header promises {'×'.join(map(str, shape))} values ({expected} bytes), the file has {size}"
+    return None
+
+
 def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[torch.Tensor, ...]:
     """Train images, train labels, test images, test labels as tensors, read by torchvision."""
     dataset_class = choose(DATASETS, name, "dataset")
@@ -74,6 +99,10 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[to
                 f"{name}: not found in {folder} and the download failed ({detail}); point --data-dir or "
                 f"ACTOPT_DATA_DIR at a folder holding {dataset_class.__name__}/raw/*-ubyte"
             ) from None
+    for path in raw_files(name, data_dir):
+        problem = idx_problem(path)
+        if problem:
+            raise DataError(f"{name}: cannot read {path}: {problem}")
     splits = []
     for train in (True, False):
         try:

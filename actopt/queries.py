@@ -32,7 +32,7 @@ from actopt import analysis
 from actopt.analysis import AnalysisResult
 from actopt.config import TrainConfig, parse_value
 from actopt.errors import UserError
-from actopt.tracking import KIND_TAG  # marks runs that are not training runs (sweep parents, analysis runs)
+from actopt.tracking import KIND_TAG, no_answer, tracking_uri  # KIND_TAG marks sweep parents and analysis runs
 from actopt.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 
 ANALYSIS_RUN_NAME = "analysis"
@@ -77,7 +77,8 @@ def store_errors(uri: str) -> Iterator[None]:
         text = " ".join(str(error).split())
         if isinstance(error, MlflowException) and getattr(error, "error_code", "") == "INVALID_PARAMETER_VALUE":
             raise StoreError(f"the tracking store refused the query: {text[:300]}") from None
-        if any(sign in text for sign in ("NewConnectionError", "Connection refused", "Max retries exceeded", "timed out")):
+        signs = ("NewConnectionError", "Connection refused", "Max retries exceeded", "timed out")
+        if no_answer(error) or any(sign in text for sign in signs):
             raise StoreError(f"cannot read the tracking store {uri}: no answer from the server (is it running and "
                              f"reachable? MLFLOW_TRACKING_URI chooses the store)") from None
         raise StoreError(f"cannot read the tracking store {uri}: {type(error).__name__}: {text[:300]}") from None
@@ -122,8 +123,8 @@ def load_runs(
     or ``other``; ``kinds`` keeps those kinds (``None``: all). ``filter_string`` is an MLflow
     search filter, e.g. ``"params.optimizer = 'sgd' and tags.study = 'fashion-activations'"``.
     """
-    client = connect()
-    with store_errors(client.tracking_uri):
+    with store_errors(tracking_uri()):
+        client = connect()  # a sqlite store opens here: a path that cannot hold it fails here
         found = find_experiment(client, experiment)
         runs = []
         token = None

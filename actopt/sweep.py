@@ -59,6 +59,8 @@ class Outcome:
     diverged: bool = False
     best_val_accuracy: float | None = None
     error: str | None = None
+    # The tracking server stopped answering: nothing more can be recorded, so the sweep stops.
+    unreachable: bool = False
 
 
 # The data of the last configuration, kept for the next: a study's runs mostly share dataset and seed.
@@ -82,6 +84,8 @@ def run_task(task: Task) -> Outcome:
         run_id, result = tracking.run_training(task.config, parent_run_id=task.parent_run_id, tags=tags, prepared=prepared)
     except Exception as error:  # KeyboardInterrupt and tracking.Terminated pass: the sweep is stopping
         message = f"{type(error).__name__}: {' '.join(str(error).split())}"[:500]
+        if tracking.no_answer(error):  # recording the failure would wait out the retries again, in vain
+            return Outcome(task.digest, "FAILED", None, time.time() - started, error=message, unreachable=True)
         try:
             run_id = tracking.record_failure(task.config, task.parent_run_id, tags, started, message, traceback.format_exc())
         except Exception:  # the store itself failing: the outcome still says what happened
@@ -211,6 +215,8 @@ def worker_main(connection: Connection, threads: int) -> None:
             connection.send(run_task(task))
     except (tracking.Terminated, EOFError, OSError):  # stopped by the driver, or the driver is gone
         pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leaving: a late SIGTERM has nothing left to stop
 
 
 def available_cores() -> int:
@@ -431,6 +437,11 @@ def run_sweep(
     started = time.monotonic()
     try:
         for done, outcome in enumerate(executor.run(tasks), start=1):
+            if outcome.unreachable:
+                # Leaving the loop stops the workers; the runs they leave RUNNING, and the parent, are
+                # marked FAILED (runs) or reopened (parent) when the same sweep starts again.
+                raise tracking.StoreUnavailable(f"{tracking.no_answer_message()}; the sweep stopped: start it "
+                                                "again once the server is back, and it continues")
             report(progress_line(done, len(tasks), outcome, by_digest[outcome.digest], time.monotonic() - started))
     except KeyboardInterrupt:
         stopped_by = "SIGINT"

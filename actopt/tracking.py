@@ -24,6 +24,7 @@ from torch import nn
 from actopt.config import TrainConfig
 from actopt.data import DatasetSplits, load_splits
 from actopt.errors import UserError
+from actopt.study import config_digest
 from actopt.training import TrainResult, resolve_device, train
 
 # MLflow 3's own default, stated here so that every actopt command agrees on it.
@@ -42,12 +43,22 @@ def tracking_uri() -> str:
 
 
 # MLflow retries a failing HTTP request 7 times with doubling waits and a 120 s timeout: minutes of
-# silence when a server is down. actopt's bound: 5 retries waiting 1, 2, 4, 8, 16 s (about 31 s for
-# a server to come back) and 30 s per request. Values the user set in the environment win.
+# silence when a server is down. actopt's bound: 5 retries, urllib3 waiting 0, 2, 4, 8 and 16 s
+# between them (factor × 2^(n-1), plus up to 1 s of jitter each): a server has about 30 s to come
+# back, long enough for `mlflow server` to restart (about 11 s on our 2-core machine), short enough
+# that a server that is gone is reported within a minute. 30 s per request bounds a server that hangs.
+# Values the user set in the environment win.
 HTTP_LIMITS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "5",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+# For the check before a command starts, and for the last word of a run whose server has gone: a
+# server that is not there at the start is a wrong URI or a server not started, not a restart.
+QUICK_HTTP_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 
@@ -59,6 +70,93 @@ def configure(http_limits: dict[str, str] = HTTP_LIMITS) -> MlflowClient:
         os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(tracking_uri())
     return MlflowClient(tracking_uri())
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    """MLflow requests with one quick retry for a moment (MLflow reads the limits at each request).
+    Only actopt's own limits are shortened: a value the user chose (one that differs) stays."""
+    changed = {name: value for name, value in QUICK_HTTP_LIMITS.items()
+               if os.environ.get(name, HTTP_LIMITS[name]) == HTTP_LIMITS[name]}
+    saved = {name: os.environ.get(name) for name in changed}
+    os.environ.update(changed)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class StoreUnavailable(UserError):
+    """The store cannot be opened, or its server gives no answer even after the retries: one line naming it."""
+
+
+def no_answer(error: BaseException | None) -> bool:
+    """Whether ``error``, or an error it arose from, says that no answer came back from the server
+    (refused, reset, timed out, or only 5xx while it restarts), as opposed to an answer saying no."""
+    import requests
+
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, (requests.exceptions.ConnectionError, requests.exceptions.Timeout,
+                              requests.exceptions.RetryError)):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def retry_window() -> str:
+    """The retries in effect and how long they wait in all, in words."""
+    settings = {name: os.environ.get(name, default) for name, default in HTTP_LIMITS.items()}
+    retries = int(settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
+    factor = float(settings["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    waits = sum(factor * 2 ** number for number in range(1, retries))  # urllib3 does not wait before the first
+    return f"{retries} retries over {waits:.0f} s"
+
+
+def no_answer_message() -> str:
+    return (f"no answer from the tracking server {tracking_uri()} after {retry_window()}: is it running and "
+            "reachable? (MLFLOW_TRACKING_URI chooses the store)")
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The first error of a chain: MLflow and SQLAlchemy wrap the one that says what happened
+    ("database or disk is full") in errors that say where."""
+    seen = {id(error)}
+    while (cause := error.__cause__ or error.__context__) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        error = cause
+    return error
+
+
+def store_failure(error: BaseException) -> str:
+    """One line for an error of the store or of the artifact location, naming the store."""
+    if no_answer(error):
+        return no_answer_message()
+    cause = root_cause(error)
+    lines = str(cause).strip().splitlines()
+    what = f"{type(cause).__name__}: {(lines[0] if lines else '')[:300]}"
+    if isinstance(cause, OSError):
+        return f"cannot write the run's artifacts: {what}"
+    return f"the tracking store {tracking_uri()} failed: {what}"
+
+
+def check_store() -> None:
+    """Before any run exists: the store answers (quickly) and can be opened, else a one-line error."""
+    try:
+        with quick_http():
+            configure().search_experiments(max_results=1)  # a sqlite store opens (and migrates) here
+    except Exception as error:  # MlflowException, requests' and SQLAlchemy's errors, OSError
+        if no_answer(error):
+            raise StoreUnavailable(f"no answer from the tracking server {tracking_uri()}: is it running and "
+                                   "reachable? (MLFLOW_TRACKING_URI chooses the store)") from None
+        text = " ".join(str(error).split())[:300]
+        raise StoreUnavailable(f"cannot open the tracking store {tracking_uri()}: {type(error).__name__}: {text}") \
+            from None
 
 
 def raise_on_sigterm() -> None:
@@ -142,6 +240,9 @@ def training_run(
 ) -> Iterator[MlflowRunLogger]:
     """An active MLflow run for ``config``: FINISHED on success, KILLED on a signal, FAILED on an error."""
     client = configure()
+    # The configuration and the process, so that a run left RUNNING by a process that died is found
+    # and marked FAILED by the next sweep or `actopt train` of the same configuration.
+    tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {})}
     existing = os.environ.get(RUN_ID_VARIABLE)
     if existing:
         run = mlflow.start_run(run_id=existing)
@@ -153,17 +254,32 @@ def training_run(
     logger = MlflowRunLogger(client, run.info.run_id)
     try:
         logger.log_params(config.to_params())
-        logger.set_tags({**run_tags(config, device), **(tags or {})})
+        logger.set_tags({**run_tags(config, device), **tags})
         log_dataset(dataset_input(data))
         yield logger
     except (KeyboardInterrupt, Terminated):
-        mlflow.end_run(status="KILLED")
+        end_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
         raise
-    except BaseException:
-        mlflow.end_run(status="FAILED")
+    except BaseException as error:
+        end_run("FAILED", quick=no_answer(error))
         raise
     else:
         mlflow.end_run(status="FINISHED")
+
+
+def end_run(status: str, quick: bool = False) -> None:
+    """End the active run. ``quick``: one short try, and a server that does not answer leaves the run
+    RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
+    waiting out the retries, which after a server has just failed them would only delay the error."""
+    if not quick:
+        mlflow.end_run(status=status)
+        return
+    with quick_http():
+        try:
+            mlflow.end_run(status=status)  # takes the run off MLflow's stack before it asks the store
+        except Exception as error:
+            if not no_answer(error):
+                raise
 
 
 def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
@@ -306,6 +422,17 @@ def sweep_children(parent_run_id: str) -> list[SweepRun]:
     return [sweep_run(run) for run in search_all(client, experiment_id, f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")]
 
 
+def running_runs(experiment_name: str, digest: str) -> list[SweepRun]:
+    """The runs of this configuration (by digest) that the store holds as RUNNING; reads only."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    found = search_all(client, experiment.experiment_id,
+                       f"attributes.status = 'RUNNING' and tags.`{CONFIG_DIGEST_TAG}` = '{digest}'")
+    return [sweep_run(run) for run in found]
+
+
 def mark_failed(run_id: str, reason: str) -> None:
     client = configure()
     client.set_tag(run_id, ERROR_TAG, reason)
@@ -366,7 +493,9 @@ def interrupt_outside_store(*signals: int) -> None:
 
     def handler(signum: int, frame: Any) -> None:
         if in_store(frame):
-            threading.Timer(SIGNAL_RETRY_SECONDS, os.kill, (os.getpid(), signum)).start()
+            again = threading.Timer(SIGNAL_RETRY_SECONDS, os.kill, (os.getpid(), signum))
+            again.daemon = True  # a process that is leaving anyway does not wait for it
+            again.start()
         elif signum == signal.SIGINT:
             raise KeyboardInterrupt
         else:

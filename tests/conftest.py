@@ -79,6 +79,10 @@ def tracking_store(tmp_path: Path, migrated_store: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("ACTOPT_DATA_DIR", raising=False)
+    # actopt sets MLflow's HTTP limits in the environment of its process, here pytest's: each test starts
+    # without those an earlier one left, and hands its subprocesses only what it chose itself.
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
     import mlflow
@@ -180,6 +184,34 @@ def start_mlflow_server(folder: Path, port: int):
             break
     process.kill()
     raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
+
+
+class RestartableServer:
+    """A real `mlflow server` that a test stops and starts again on the same port, with the same
+    sqlite file and artifact folder: a server restart, or an outage, as a client sees it."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process = None
+
+    def start(self) -> None:
+        self.process = start_mlflow_server(self.folder, self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+
+
+@pytest.fixture
+def restartable_server(tmp_path: Path):
+    server = RestartableServer(tmp_path / "server")
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(scope="session")

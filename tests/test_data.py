@@ -82,5 +82,29 @@ def test_truncated_file_names_the_file(data_dir, tmp_path):
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    ("file", "damage", "problem"),
+    [
+        ("t10k-labels-idx1-ubyte", lambda data: data[:50],
+         "truncated: its header promises 200 values (208 bytes), the file has 50"),
+        ("train-labels-idx1-ubyte", lambda data: data + b"\0",
+         "longer than its header says: its header promises 600 values (608 bytes), the file has 609"),
+        ("t10k-images-idx3-ubyte", lambda data: b"<html>Not Found</html>",
+         "not an IDX file of unsigned bytes (it starts with 3c68746d, 22 bytes in all)"),
+        ("train-images-idx3-ubyte", lambda data: data[:10], "truncated inside its header (10 bytes)"),
+        ("train-labels-idx1-ubyte", lambda data: b"",
+         "not an IDX file of unsigned bytes (it starts with nothing, 0 bytes in all)"),
+    ],
+)
+def test_a_damaged_file_is_named_with_what_is_wrong(data_dir, tmp_path, file, damage, problem):
+    copy = tmp_path / "copy"
+    shutil.copytree(data_dir / "MNIST", copy / "MNIST")
+    path = copy / "MNIST" / "raw" / file
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(DataError) as raised:
+        load_splits("mnist", copy, False, 0.1, 0)
+    assert str(raised.value) == f"mnist: cannot read {path}: {problem}"
+
+
 def test_registry_names_the_two_datasets():
     assert set(DATASETS) == {"fashion-mnist", "mnist"}

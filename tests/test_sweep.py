@@ -26,7 +26,7 @@ from actopt.cli import main as cli_main
 from actopt.errors import UserError
 from actopt.study import config_digest, configurations, load_study
 from actopt.sweep import (
-    InlineExecutor, ProcessExecutor, ensure_datasets, is_stale, parent_record, run_sweep, summarize,
+    InlineExecutor, ensure_datasets, is_stale, parent_record, run_sweep, summarize,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -336,36 +336,6 @@ def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
     assert {(run.data.params["epochs"], run.data.params["max_batches"]) for run in children} == {("1", "5")}
 
 
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["nosuchstudy"], "unknown study 'nosuchstudy'; known studies: fashion-activations, mnist-depth, mnist-overfitting"),
-        (["missing.json"], "study file missing.json not found; known studies: fashion-activations"),
-        (["STUDY:{broken"], "not valid JSON"),
-        (["STUDY:" + json.dumps({"description": "x", "grid": {"activation": "relu"}})],
-         "grid.activation must be a list of values"),
-        (["STUDY:" + json.dumps({"description": "x", "grid": {"activation": []}})], "expands to zero runs"),
-        (["fashion-activations", "--workers", "0"], "--workers must be >= 1, got 0"),
-        (["fashion-activations", "--data-dir", "EMPTY", "--download", "false"],
-         "fashion-mnist: train-images-idx3-ubyte, train-labels-idx1-ubyte"),
-        (["fashion-activations", "--device", "tpu"], "unknown device 'tpu'"),
-    ],
-)
-def test_bad_input_is_one_line_and_creates_nothing(tmp_path, arguments, message):
-    if arguments[0].startswith("STUDY:"):
-        (tmp_path / "bad.json").write_text(arguments[0][len("STUDY:"):])
-        arguments = [str(tmp_path / "bad.json"), *arguments[1:]]
-    arguments = [str(tmp_path / "empty") if argument == "EMPTY" else argument for argument in arguments]
-    (tmp_path / "empty").mkdir()
-    result = invoke("sweep", *arguments)
-    assert result.exit_code == 1
-    assert message in result.output
-    assert len(result.output.strip().splitlines()) == 1
-    client = MlflowClient()
-    assert [experiment.name for experiment in client.search_experiments()] == ["Default"]
-    assert client.search_runs(["0"]) == []
-
-
 def test_mlflow_run_launcher_becomes_the_parent_and_is_not_inherited(tmp_path, data_dir, monkeypatch):
     path = write_study(tmp_path, FOUR)
     client = MlflowClient()
@@ -399,25 +369,6 @@ def test_mlproject_sweep_parameters_are_the_cli_options():
     for name in set(entry["parameters"]) - {"study"}:
         option = f"--{name.replace('_', '-')}"
         assert f"{option} {{{name}}}" in entry["command"] or f"{option}={{{name}}}" in entry["command"]
-
-
-@pytest.mark.slow
-def test_two_workers_on_one_sqlite_store_lose_no_metric_points(tmp_path, data_dir):
-    grid = {"activation": ["relu", "tanh", "sigmoid"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
-    path = write_study(tmp_path, grid, hidden_sizes=[32, 16], epochs=3, max_batches=0, gradient_statistics=True)
-    _, configs, result = sweep(path, data_dir, executor=ProcessExecutor(2))
-    assert result.exit_code == 0
-    client = MlflowClient()
-    children = split(experiment_runs())[1]
-    assert len(children) == 6 and {run.data.tags[tracking.PID_TAG] for run in children} != {str(os.getpid())}
-    assert len({run.data.tags[tracking.PID_TAG] for run in children}) == 2
-    for run in children:
-        history = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/history.csv")
-        logged_per_epoch = sum(value != "" for row in csv.DictReader(io.StringIO(history))
-                               for key, value in row.items() if key != "step")
-        stored = sum(len(client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics)
-        assert stored == logged_per_epoch + 4  # + best_epoch, best_val_accuracy, test_accuracy, test_loss
-        assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 3
 
 
 def wait_for_running_children(experiment: str, count: int, timeout: float = 120) -> None:
