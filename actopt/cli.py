@@ -151,10 +151,52 @@ class OptionalBoolean(click.ParamType):
         self.fail(f"{value!r} is not true or false (write the option after the study name, or as --quick=true)", param, ctx)
 
 
+def process_executor(workers: int, ray_address: str) -> Any:
+    from actopt.sweep import InlineExecutor, ProcessExecutor
+
+    if ray_address:
+        raise UserError(f"--ray-address {ray_address} needs --executor ray")
+    return InlineExecutor() if workers == 1 else ProcessExecutor(workers)
+
+
+def ray_executor(workers: int, ray_address: str) -> Any:
+    import os
+
+    from actopt.ray_executor import RayExecutor
+
+    if workers != 1:
+        raise UserError(f"--workers {workers} is for --executor process; on Ray each configuration takes one CPU "
+                        "and the cluster's size sets how many run at once")
+    # Ray's own variable: set for the driver of a Ray job, and by users who always join one cluster.
+    return RayExecutor(ray_address or os.environ.get("RAY_ADDRESS") or None)
+
+
+EXECUTORS = {"process": process_executor, "ray": ray_executor}
+
+
+def start_executor(executor: Any) -> str | None:
+    """Start what the executor needs before any run exists, so that a Ray cluster that cannot be
+    reached is a one-line error; returns what to tell the user about it."""
+    from actopt.ray_executor import RayExecutor
+    from actopt.sweep import ProcessExecutor
+
+    if isinstance(executor, RayExecutor):
+        return executor.connect().describe(executor.cpus_per_task)
+    if isinstance(executor, ProcessExecutor):
+        return f"{executor.workers} worker processes, {executor.threads} threads each"
+    return None
+
+
 @main.command("sweep")
 @click.argument("study")
 @click.option("--workers", type=int, default=1, show_default=True,
               help="Configurations trained at once; 2 or more run in worker processes with cores/workers threads each.")
+@click.option("--executor", default="process", show_default=True, metavar="[process|ray]",
+              help="process: this process, or --workers local processes; ray: one Ray task per configuration "
+                   "(pip install 'actopt[ray]').")
+@click.option("--ray-address", default="", metavar="ADDRESS",
+              help="With --executor ray, the cluster to join: its head's HOST:PORT, ray://HOST:10001 or auto "
+                   "[default: env RAY_ADDRESS, else a Ray instance started here for the sweep].")
 @click.option("--quick", type=OptionalBoolean(), is_flag=False, flag_value=True, default=False,
               help="Smoke run: every configuration trains 1 epoch of 5 batches and logs no model, "
                    "in the experiment STUDY-quick.")
@@ -166,8 +208,8 @@ class OptionalBoolean(click.ParamType):
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
 def sweep_command(
-    study: str, workers: int, quick: bool, data_dir: str | None, download: bool, device: str | None,
-    experiment_name: str | None,
+    study: str, workers: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
+    download: bool, device: str | None, experiment_name: str | None,
 ) -> None:
     """Run a study: one parent MLflow run with one child run per configuration.
 
@@ -177,12 +219,14 @@ def sweep_command(
     import signal
 
     from actopt import tracking  # imports mlflow and torch: slow, and not needed for --help
+    from actopt.errors import choose
     from actopt.study import configurations, load_study
-    from actopt.sweep import InlineExecutor, ProcessExecutor, ensure_datasets, run_sweep, summary_table
+    from actopt.sweep import ensure_datasets, run_sweep, summary_table
 
     try:
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
+        engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
         launcher = tracking.take_launcher_run()  # (run id, experiment name) under mlflow run
         if launcher and experiment_name and experiment_name != launcher[1]:
@@ -193,12 +237,10 @@ def sweep_command(
         ensure_datasets(configs)
         tracking.check_store()
         tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
-        if workers == 1:
-            executor: InlineExecutor | ProcessExecutor = InlineExecutor()
-        else:
-            executor = ProcessExecutor(workers)
-            terminal_report(f"{workers} worker processes, {executor.threads} threads each")
-        result = run_sweep(loaded, configs, executor, quick, launcher[0] if launcher else None, terminal_report)
+        started = start_executor(engine)
+        if started:
+            terminal_report(started)
+        result = run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:  # before any configuration started

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import os
 import signal
@@ -258,16 +259,16 @@ def training_run(
         log_dataset(dataset_input(data))
         yield logger
     except (KeyboardInterrupt, Terminated):
-        end_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
+        end_active_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
         raise
     except BaseException as error:
-        end_run("FAILED", quick=no_answer(error))
+        end_active_run("FAILED", quick=no_answer(error))
         raise
     else:
         mlflow.end_run(status="FINISHED")
 
 
-def end_run(status: str, quick: bool = False) -> None:
+def end_active_run(status: str, quick: bool = False) -> None:
     """End the active run. ``quick``: one short try, and a server that does not answer leaves the run
     RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
     waiting out the retries, which after a server has just failed them would only delay the error."""
@@ -434,9 +435,23 @@ def running_runs(experiment_name: str, digest: str) -> list[SweepRun]:
 
 
 def mark_failed(run_id: str, reason: str) -> None:
+    terminate_run(run_id, "FAILED", reason)
+
+
+def terminate_run(run_id: str, status: str, reason: str) -> None:
+    """End a run that its own process can no longer end, saying why."""
     client = configure()
     client.set_tag(run_id, ERROR_TAG, reason)
-    client.set_terminated(run_id, "FAILED")
+    client.set_terminated(run_id, status)
+
+
+def running_attempts(parent_run_id: str, digest: str) -> list[str]:
+    """The ids of a configuration's child runs that are RUNNING under a sweep's parent."""
+    client = configure()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    found = search_all(client, experiment_id, f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and "
+                                              f"tags.`{CONFIG_DIGEST_TAG}` = '{digest}' and attributes.status = 'RUNNING'")
+    return [run.info.run_id for run in found]
 
 
 def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str], since: float,
@@ -486,6 +501,16 @@ def in_store(frame: Any) -> bool:
     return False
 
 
+def signal_again(signum: int) -> None:
+    """Send this process ``signum`` once more. A real signal also wakes a main thread blocked in a
+    system call; where the signal is blocked (Ray's workers block SIGINT in every thread, and
+    ``ray.cancel`` simulates it), the handler is called without one."""
+    if signum in signal.pthread_sigmask(signal.SIG_BLOCK, []):
+        _thread.interrupt_main(signum)
+    else:
+        os.kill(os.getpid(), signum)
+
+
 def interrupt_outside_store(*signals: int) -> None:
     """SIGINT raises KeyboardInterrupt and SIGTERM ``Terminated`` in the main thread, but never inside
     MLflow or database code: there the signal is sent again a moment later, once the call is over.
@@ -493,7 +518,7 @@ def interrupt_outside_store(*signals: int) -> None:
 
     def handler(signum: int, frame: Any) -> None:
         if in_store(frame):
-            again = threading.Timer(SIGNAL_RETRY_SECONDS, os.kill, (os.getpid(), signum))
+            again = threading.Timer(SIGNAL_RETRY_SECONDS, signal_again, (signum,))
             again.daemon = True  # a process that is leaving anyway does not wait for it
             again.start()
         elif signum == signal.SIGINT:

@@ -160,15 +160,16 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_mlflow_server(folder: Path, port: int):
-    """A real `mlflow server` on loopback with a sqlite backend and proxied artifacts in ``folder``."""
+def start_mlflow_server(folder: Path, port: int, backend_store_uri: str | None = None):
+    """A real `mlflow server` on loopback with proxied artifacts in ``folder``; its backend is a
+    sqlite file there unless ``backend_store_uri`` names another (PostgreSQL)."""
     import subprocess
     import time
     import urllib.request
 
     folder.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", f"sqlite:///{folder / 'server.db'}",
+               "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'server.db'}",
                "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
     log = open(folder / "server.log", "ab")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
@@ -223,3 +224,147 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=30)
+
+
+def require(reason: str) -> None:
+    """Skip a test whose tool is missing here; in CI (``CI`` set, as .ci/run does) fail it instead,
+    so that CI never passes by skipping."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run this test: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def postgres_bin() -> Path | None:
+    """The folder of PostgreSQL's server programs: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
+    return installed[-1].parent if installed else None
+
+
+def postgres_owner() -> str | None:
+    """The user the server runs as: initdb and postgres refuse to run as root, so root lends them
+    the ``postgres`` account that the distribution's package creates."""
+    if os.geteuid() != 0:
+        return None
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        require("running as root, and there is no postgres user to run PostgreSQL as")
+    return "postgres"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    """A PostgreSQL database for a tracking server: ACTOPT_TEST_POSTGRES_URL when set, else a
+    throwaway cluster started here on 127.0.0.1 and a free port, with trust authentication (it
+    listens on loopback only and lives as long as the test session)."""
+    import subprocess
+    import tempfile
+
+    provided = os.environ.get("ACTOPT_TEST_POSTGRES_URL")
+    if provided:
+        yield provided
+        return
+    binaries = postgres_bin()
+    if binaries is None:
+        require("PostgreSQL is not installed (no initdb on PATH or under /usr/lib/postgresql)")
+    owner = postgres_owner()
+    folder = Path(tempfile.mkdtemp(prefix="actopt-pg-"))  # not under pytest's folders, which only root may enter
+    if owner:
+        import pwd
+
+        account = pwd.getpwnam(owner)
+        os.chown(folder, account.pw_uid, account.pw_gid)
+    port = free_port()
+
+    def postgres(program: str, *arguments: str) -> None:
+        subprocess.run([str(binaries / program), *arguments], check=True, capture_output=True, cwd=folder,
+                       user=owner, group=owner, extra_groups=[] if owner else None)
+
+    data = folder / "data"
+    postgres("initdb", "-D", str(data), "-U", "actopt", "--auth=trust", "--encoding=UTF8", "--no-sync")
+    postgres("pg_ctl", "start", "-w", "-D", str(data), "-l", str(folder / "server.log"),
+             "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {folder} -c fsync=off")
+    try:
+        postgres("createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "actopt", "mlflow")
+        yield f"postgresql://actopt@127.0.0.1:{port}/mlflow"
+    finally:
+        postgres("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(data))
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory, postgres_url: str):
+    """The URI of an `mlflow server` on 127.0.0.1 whose backend store is PostgreSQL."""
+    try:
+        import psycopg  # noqa: F401  (SQLAlchemy's driver for postgresql:// URLs)
+    except ImportError:
+        require("psycopg is not installed: pip install 'actopt[server]'")
+    folder = tmp_path_factory.mktemp("postgres-server")
+    port = free_port()
+    process = start_mlflow_server(folder, port, postgres_url)
+    yield f"http://127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=30)
+
+
+# What a Ray cluster of the tests may hold: two CPUs, a small object store, nothing listening for a browser.
+RAY_CLUSTER_CPUS = 2
+RAY_OBJECT_STORE_BYTES = 100_000_000
+
+
+@pytest.fixture(scope="session")
+def ray_module():
+    """Ray itself, for the tests that need it."""
+    try:
+        import ray
+    except ImportError:
+        require("Ray is not installed: pip install 'actopt[ray]'")
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(ray_module):
+    """The address of a Ray cluster started with `ray start --head` for the session, on loopback
+    and free ports, stopped at the end by ending the `ray start --block` that owns its processes.
+    It starts in a folder of its own without MLFLOW_TRACKING_URI or PYTHONPATH, so the tests see
+    that the executor itself gives its workers the code and the store."""
+    import subprocess
+    import tempfile
+    import time
+
+    command = Path(sys.executable).with_name("ray")
+    # Ray's session folder holds unix sockets, whose paths may not exceed about 100 characters.
+    folder = Path(tempfile.mkdtemp(prefix="actopt-ray-"))
+    port = free_port()
+    environment = {name: value for name, value in os.environ.items()
+                   if name not in ("MLFLOW_TRACKING_URI", "PYTHONPATH", "RAY_ADDRESS")}
+    # No token authentication, even where ~/.ray/auth_token exists (which `ray start` would otherwise
+    # turn on, refusing drivers that join by address without the token): a test cluster on a free port.
+    environment.update(RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
+    log = open(folder / "start.log", "ab")
+    process = subprocess.Popen(
+        [str(command), "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", str(RAY_CLUSTER_CPUS), "--num-gpus", "0", "--include-dashboard=false", "--disable-usage-stats",
+         "--object-store-memory", str(RAY_OBJECT_STORE_BYTES), "--temp-dir", str(folder / "ray"),
+         "--ray-client-server-port", str(free_port()), "--dashboard-agent-listen-port", str(free_port())],
+        stdout=log, stderr=subprocess.STDOUT, cwd=folder, env=environment)
+    deadline = time.time() + 120
+    while "Ray runtime started" not in (folder / "start.log").read_text(errors="replace"):
+        if process.poll() is not None or time.time() > deadline:
+            process.kill()
+            raise RuntimeError(f"ray start failed: {(folder / 'start.log').read_text()[-2000:]}")
+        time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    process.terminate()  # `ray start --block` stops the cluster's processes as it ends
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    log.close()
+    shutil.rmtree(folder, ignore_errors=True)
