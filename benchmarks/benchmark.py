@@ -1,6 +1,6 @@
 """actopt's speed, side by side in one run, written to benchmarks/RESULTS.md.
 
-    python benchmarks/benchmark.py --data-dir ../shared/data                  # everything, ~15 min on 2 cores
+    python benchmarks/benchmark.py --data-dir ../shared/data                  # everything, ~20 min on 2 cores
     python benchmarks/benchmark.py --data-dir DIR --quick --output OUT.md     # a minute or two: still works?
 
 1. Training throughput: seconds per epoch of the default configuration (784-256-128-10, ReLU,
@@ -503,6 +503,8 @@ def main() -> None:
     parser.add_argument("--no-server", action="store_true", help="skip the measurements through a local mlflow server")
     arguments = parser.parse_args()
     sections = set(arguments.sections.split(","))
+    # Absolute: the stores and runs below work inside temporary folders.
+    arguments.data_dir = str(Path(arguments.data_dir).resolve())
     workers = len(os.sched_getaffinity(0))
     repeats, epochs = (1, 1) if arguments.quick else (arguments.repeats, arguments.epochs)
     sizes = [3, 6] if arguments.quick else [10, 64, 100, 300]

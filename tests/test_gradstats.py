@@ -28,6 +28,9 @@ def test_step_statistics_match_torch():
     # The global norm is the one gradient clipping uses, over weights and biases.
     expected_global = torch.nn.utils.get_total_norm(weights + biases)
     assert statistics[3 * layers] == pytest.approx(float(expected_global), rel=1e-5)
+    # The training loop passes scratch buffers (dirty from earlier steps): same values.
+    scratch = [torch.full_like(weight, -7.0) for weight in weights]
+    assert torch.equal(gradstats.step_statistics(weights, biases, scratch), statistics)
 
 
 def test_epoch_summary_is_mean_and_peak_of_steps():
