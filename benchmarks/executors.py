@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,32 +31,10 @@ from actopt.data import load_raw  # noqa: E402
 from actopt.ray_executor import RayExecutor  # noqa: E402
 from actopt.study import configurations, load_study  # noqa: E402
 from actopt.sweep import ProcessExecutor, ensure_datasets, run_sweep  # noqa: E402
+from history_loading import start_server  # noqa: E402  (this folder is on sys.path when run as a script)
 
 CPUS = 2
 QUICK_CONFIGURATIONS = 2
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_server(folder: Path, backend_store_uri: str) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", backend_store_uri,
-               "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-               "--workers", "2"]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
-    uri = f"http://127.0.0.1:{port}"
-    for _ in range(240):
-        try:
-            MlflowClient(uri).search_experiments()
-            return server, uri
-        except Exception:
-            time.sleep(0.5)
-    server.kill()
-    raise SystemExit("mlflow server did not start within two minutes")
 
 
 def first_run_start(parent_run_id: str) -> float:

@@ -97,21 +97,24 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, str]:
+def start_server(folder: Path, backend_store_uri: str | None = None) -> tuple[subprocess.Popen, str]:
+    """A local ``mlflow server`` on a free port, proxying artifacts into ``folder``; its runs go to
+    ``backend_store_uri``, by default a sqlite file there."""
     port = free_port()
-    command = [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{folder}/mlflow.db",
+    command = [str(Path(sys.executable).parent / "mlflow"), "server",
+               "--backend-store-uri", backend_store_uri or f"sqlite:///{folder}/mlflow.db",
                "--artifacts-destination", str(folder / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
                "--workers", "2"]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=folder)
     uri = f"http://127.0.0.1:{port}"
-    for _ in range(120):
+    for _ in range(240):  # a first start migrates the database's schema: on PostgreSQL that takes a while
         try:
             MlflowClient(uri).search_experiments()
             return server, uri
         except Exception:
             time.sleep(0.5)
     server.kill()
-    raise SystemExit("mlflow server did not start within a minute")
+    raise SystemExit("mlflow server did not start within two minutes")
 
 
 def main() -> None:
