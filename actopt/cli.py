@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, fields
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
 
-from actopt.config import TrainConfig, format_value
+from actopt.core.config import TrainConfig, format_value, parse_boolean
 from actopt.errors import UserError
 
 
@@ -29,7 +30,8 @@ def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for item in reversed(fields(TrainConfig)):
         default = item.default if item.default is not MISSING else item.default_factory()
         help_text = f"{item.metadata['help']} [default: {format_value(default)}]"
-        command = click.option(option_name(item.name), item.name, default=None, metavar="VALUE", help=help_text)(command)
+        command = click.option(option_name(item.name), item.name, default=None, metavar="VALUE",
+                               help=help_text)(command)
     return command
 
 
@@ -101,34 +103,40 @@ def main() -> None:
 @config_options
 def train_command(**options: str | None) -> None:
     """Train one configuration as one MLflow run."""
-    from actopt import tracking  # imports mlflow and torch: slow, and not needed for --help
-    from actopt.study import config_digest
-    from actopt.sweep import reap_stale
+    from actopt.core.config import config_digest
+    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
+        records,
+        runlog,
+        signals,
+        store,
+    )
+    from actopt.tracking.records import reap_stale
 
     try:
         config = TrainConfig.from_mapping({key: value for key, value in options.items() if value is not None})
-        prepared = tracking.prepare(config)
-        tracking.check_store()
+        prepared = runlog.prepare(config)
+        store.check_store()
         # A run of this configuration that a killed process left RUNNING ends FAILED now.
-        reap_stale(tracking.running_runs(config.experiment_name, config_digest(config)), terminal_report)
+        reap_stale(records.running_runs(config.experiment_name, config_digest(config)), terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     # Ctrl-C and SIGTERM end the run KILLED, but never halfway through a store transaction.
-    tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
+    signals.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
     try:
-        run_id, result = tracking.run_training(config, progress_reporter(), prepared=prepared)
+        run_id, result = runlog.run_training(config, progress_reporter(), prepared=prepared)
     except KeyboardInterrupt:
         click.echo("interrupted: run ended KILLED", err=True)
         sys.exit(130)
-    except tracking.Terminated:
+    except signals.Terminated:
         click.echo("terminated: run ended KILLED", err=True)
         sys.exit(143)
     except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
         # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
-        raise click.ClickException(tracking.store_failure(error)) from None
+        raise click.ClickException(store.store_failure(error)) from None
     status = f"diverged at epoch {result.diverged_epoch}" if result.diverged else "finished"
     best = (
-        f"best epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f}"
+        f"best epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}, test accuracy "
+        f"{result.test_accuracy:.4f}"
         if result.best_epoch is not None
         else "no epoch completed"
     )
@@ -141,18 +149,15 @@ class OptionalBoolean(click.ParamType):
     name = "boolean"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
-        if isinstance(value, bool):
-            return value
-        text = str(value).strip().lower()
-        if text in ("true", "1", "yes", "on"):
-            return True
-        if text in ("false", "0", "no", "off"):
-            return False
-        self.fail(f"{value!r} is not true or false (write the option after the study name, or as --quick=true)", param, ctx)
+        try:
+            return parse_boolean(value)
+        except ValueError:
+            self.fail(f"{value!r} is not true or false (write the option after the study name, or as --quick=true)",
+                      param, ctx)
 
 
 def process_executor(workers: int, ray_address: str) -> Any:
-    from actopt.sweep import InlineExecutor, ProcessExecutor
+    from actopt.sweeps.sweep import InlineExecutor, ProcessExecutor
 
     if ray_address:
         raise UserError(f"--ray-address {ray_address} needs --executor ray")
@@ -162,7 +167,7 @@ def process_executor(workers: int, ray_address: str) -> Any:
 def ray_executor(workers: int, ray_address: str) -> Any:
     import os
 
-    from actopt.ray_executor import RayExecutor
+    from actopt.sweeps.ray_executor import RayExecutor
 
     if workers != 1:
         raise UserError(f"--workers {workers} is for --executor process; on Ray each configuration takes one CPU "
@@ -177,8 +182,8 @@ EXECUTORS = {"process": process_executor, "ray": ray_executor}
 def start_executor(executor: Any) -> str | None:
     """Start what the executor needs before any run exists, so that a Ray cluster that cannot be
     reached is a one-line error; returns what to tell the user about it."""
-    from actopt.ray_executor import RayExecutor
-    from actopt.sweep import ProcessExecutor
+    from actopt.sweeps.ray_executor import RayExecutor
+    from actopt.sweeps.sweep import ProcessExecutor
 
     if isinstance(executor, RayExecutor):
         return executor.connect().describe(executor.cpus_per_task)
@@ -204,7 +209,8 @@ def start_executor(executor: Any) -> str | None:
               help="Folder holding torchvision's raw dataset layout [default: env ACTOPT_DATA_DIR, else ./data].")
 @click.option("--download", type=click.BOOL, default=True, show_default=True,
               help="Download a missing dataset, once, before any run starts.")
-@click.option("--device", default=None, help="Device for every configuration: auto, cpu, cuda [default: the study's, else auto].")
+@click.option("--device", default=None,
+              help="Device for every configuration: auto, cpu, cuda [default: the study's, else auto].")
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
 def sweep_command(
@@ -218,25 +224,29 @@ def sweep_command(
     """
     import signal
 
-    from actopt import tracking  # imports mlflow and torch: slow, and not needed for --help
     from actopt.errors import choose
-    from actopt.study import configurations, load_study
-    from actopt.sweep import ensure_datasets, run_sweep, summary_table
+    from actopt.sweeps.study import configurations, load_study
+    from actopt.sweeps.sweep import ensure_datasets, run_sweep, summary_table
+    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
+        records,
+        signals,
+        store,
+    )
 
     try:
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
-        launcher = tracking.take_launcher_run()  # (run id, experiment name) under mlflow run
+        launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
         if launcher and experiment_name and experiment_name != launcher[1]:
             raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "
                             "give --experiment-name to mlflow run instead")
         configs = configurations(loaded, data_dir=data_dir or None, download=download, device=device or None,
                                  experiment_name=launcher[1] if launcher else experiment_name, quick=quick)
         ensure_datasets(configs)
-        tracking.check_store()
-        tracking.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
+        store.check_store()
+        signals.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
         started = start_executor(engine)
         if started:
             terminal_report(started)
@@ -245,10 +255,10 @@ def sweep_command(
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:  # before any configuration started
         sys.exit(130)
-    except tracking.Terminated:
+    except signals.Terminated:
         sys.exit(143)
     except Exception as error:  # the store or the artifact location failed
-        raise click.ClickException(tracking.store_failure(error)) from None
+        raise click.ClickException(store.store_failure(error)) from None
     click.echo(summary_table(result.rows))
     if result.exit_code == 1:
         terminal_report("some configurations did not finish: start the same sweep again to run them")
@@ -260,7 +270,7 @@ def studies_command() -> None:
     """List the preset studies that `actopt sweep NAME` runs."""
     import textwrap
 
-    from actopt.study import load_study, preset_names
+    from actopt.sweeps.study import load_study, preset_names
 
     for name in preset_names():
         study = load_study(name)
@@ -279,10 +289,12 @@ def studies_command() -> None:
               help="Also log the report and figures as the artifacts of an MLflow run named 'analysis'.")
 def analyze_command(experiment: str, parent_run_id: str, filter_string: str, output_dir: str, log: bool) -> None:
     """Compare an experiment's runs: figures and a markdown report of findings computed from what they logged."""
-    from actopt import queries  # imports mlflow, pandas and matplotlib: slow, and not needed for --help
+    from actopt.analysis import (
+        analyze,  # imports mlflow, pandas and matplotlib: slow, and not needed for --help
+    )
 
     try:
-        outcome = queries.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir, log)
+        outcome = analyze.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir, log)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     written = outcome.written

@@ -24,14 +24,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlflow.tracking import MlflowClient  # noqa: E402
 
-from actopt import tracking  # noqa: E402
-from actopt.data import load_raw  # noqa: E402
-from actopt.ray_executor import RayExecutor  # noqa: E402
-from actopt.study import configurations, load_study  # noqa: E402
-from actopt.sweep import ProcessExecutor, ensure_datasets, run_sweep  # noqa: E402
 from history_loading import start_server  # noqa: E402  (this folder is on sys.path when run as a script)
+
+from actopt.core.data import load_raw  # noqa: E402
+from actopt.sweeps.ray_executor import RayExecutor  # noqa: E402
+from actopt.sweeps.study import configurations, load_study  # noqa: E402
+from actopt.sweeps.sweep import ProcessExecutor, ensure_datasets, run_sweep  # noqa: E402
+from actopt.tracking import records  # noqa: E402
 
 CPUS = 2
 QUICK_CONFIGURATIONS = 2
@@ -39,7 +39,7 @@ QUICK_CONFIGURATIONS = 2
 
 def first_run_start(parent_run_id: str) -> float:
     """When the sweep's first child run started (seconds since the epoch)."""
-    return min(run.start_time for run in tracking.sweep_children(parent_run_id)) / 1000
+    return min(run.start_time for run in records.sweep_children(parent_run_id)) / 1000
 
 
 def measure(name: str, make_executor, study, configs) -> dict[str, float | str]:
@@ -57,8 +57,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("ACTOPT_DATA_DIR", "./data"))
     parser.add_argument("--study", default="fashion-activations")
-    parser.add_argument("--quick", action="store_true", help=f"the first {QUICK_CONFIGURATIONS} configurations, 1 epoch each")
-    parser.add_argument("--backend-store-uri", default="", help="the server's database [default: sqlite in a temporary folder]")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"the first {QUICK_CONFIGURATIONS} configurations, 1 epoch each")
+    parser.add_argument("--backend-store-uri", default="",
+                        help="the server's database [default: sqlite in a temporary folder]")
     arguments = parser.parse_args()
     data_dir = os.path.abspath(arguments.data_dir)
     study = load_study(arguments.study)
@@ -72,7 +74,8 @@ def main() -> None:
             rows = []
             for name, make_executor in ((f"process pool, {CPUS} workers", lambda: ProcessExecutor(CPUS)),
                                         (f"Ray, local instance of {CPUS} CPUs", lambda: RayExecutor(local_cpus=CPUS))):
-                configs = configurations(study, data_dir=data_dir, download=False, experiment_name=f"{study.name}: {name}")
+                configs = configurations(study, data_dir=data_dir, download=False,
+                                         experiment_name=f"{study.name}: {name}")
                 if arguments.quick:
                     configs = [config.replace(epochs=1, log_model=False) for config in configs[:QUICK_CONFIGURATIONS]]
                 ensure_datasets(configs)

@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mlflow.entities import Metric, Param, RunTag  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from actopt import queries  # noqa: E402
-from actopt.config import TrainConfig  # noqa: E402
-from actopt.training import HISTORY_ARTIFACT, history_csv  # noqa: E402
+from actopt.analysis import analyze  # noqa: E402
+from actopt.core.config import TrainConfig  # noqa: E402
+from actopt.core.training import HISTORY_ARTIFACT, history_csv  # noqa: E402
+from actopt.tracking import queries, store  # noqa: E402
 
 EPOCHS = 10
 DEPTH = 8  # 9 Linear layers: 6 + 2 + 4·9 + 9 + 8 = 61 per-epoch keys
@@ -57,7 +58,8 @@ def log_study(client: MlflowClient, count: int, with_csv: bool, experiment: str,
     rates = [0.0001, 0.001, 0.01, 0.1]
     for index in range(count):
         config = TrainConfig.from_mapping({
-            "activation": ["sigmoid", "tanh", "relu", "lecun_tanh"][index % 4], "optimizer": "sgd" if index % 8 < 4 else "adam",
+            "activation": ["sigmoid", "tanh", "relu", "lecun_tanh"][index % 4],
+            "optimizer": "sgd" if index % 8 < 4 else "adam",
             "learning_rate": rates[(index // 8) % 4], "seed": index // 32, "depth": DEPTH, "epochs": epochs,
             "data_dir": "x", "study": "bench"})
         run_id = client.create_run(experiment_id, run_name=config.run_name).info.run_id
@@ -132,13 +134,13 @@ def main() -> None:
             uri = f"sqlite:///{folder}/mlflow.db"
         os.environ["MLFLOW_TRACKING_URI"] = uri
         try:
-            client = queries.connect()
+            client = store.connect()
             log_study(client, arguments.runs, True, "with-csv")
             log_study(client, arguments.runs, False, "without-csv")
             artifact = timed(lambda: queries.load_histories(queries.load_runs("with-csv")))
             fallback = timed(lambda: queries.load_histories(queries.load_runs("without-csv")))
             baseline = per_key_baseline(client, "with-csv")
-            whole = timed(queries.analyze_experiment, "with-csv", output_dir=folder / "analysis", log=False)
+            whole = timed(analyze.analyze_experiment, "with-csv", output_dir=folder / "analysis", log=False)
         finally:
             if server is not None:
                 server.terminate()

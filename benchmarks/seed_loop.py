@@ -24,10 +24,10 @@ from torchvision import transforms
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from actopt.config import TrainConfig  # noqa: E402
-from actopt.data import DATASETS  # noqa: E402
-from actopt.models import build_mlp  # noqa: E402
-from actopt.study import configurations, label, load_study  # noqa: E402
+from actopt.core.config import TrainConfig  # noqa: E402
+from actopt.core.data import DATASETS  # noqa: E402
+from actopt.core.models import build_mlp  # noqa: E402
+from actopt.sweeps.study import configurations, label, load_study  # noqa: E402
 
 TRANSFORM = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
@@ -62,7 +62,9 @@ def plain_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train_loader
     return accuracy(model, validation_loader)
 
 
-def plain_setup(config: TrainConfig, train_set: Dataset, validation_set: Dataset) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, DataLoader]:
+def plain_setup(
+    config: TrainConfig, train_set: Dataset, validation_set: Dataset
+) -> tuple[nn.Module, torch.optim.Optimizer, DataLoader, DataLoader]:
     torch.manual_seed(config.seed)
     train_loader = DataLoader(train_set, batch_size=config.batch_size, shuffle=True)
     validation_loader = DataLoader(validation_set, batch_size=1000)

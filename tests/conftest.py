@@ -81,7 +81,8 @@ def tracking_store(tmp_path: Path, migrated_store: Path, monkeypatch: pytest.Mon
     monkeypatch.delenv("ACTOPT_DATA_DIR", raising=False)
     # actopt sets MLflow's HTTP limits in the environment of its process, here pytest's: each test starts
     # without those an earlier one left, and hands its subprocesses only what it chose itself.
-    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+    for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))
@@ -96,7 +97,7 @@ def tracking_store(tmp_path: Path, migrated_store: Path, monkeypatch: pytest.Mon
 @pytest.fixture
 def small_config(data_dir: Path):
     """A configuration that trains in about a second on the synthetic data."""
-    from actopt.config import TrainConfig
+    from actopt.core.config import TrainConfig
 
     return TrainConfig.from_mapping(
         {

@@ -8,9 +8,9 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from actopt.config import TrainConfig
-from actopt.models import ACTIVATIONS
-from actopt.training import HISTORY_ARTIFACT, history_csv
+from actopt.core.config import TrainConfig
+from actopt.core.models import ACTIVATIONS
+from actopt.core.training import HISTORY_ARTIFACT, history_csv
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -68,7 +68,8 @@ def log_run(
     run_id = run.info.run_id
     stamp = int(time.time() * 1000)
     metrics = [Metric(key, value, stamp, step) for step, row in table.items() for key, value in row.items()]
-    vals = {step: row["val_accuracy"] for step, row in table.items() if "val_accuracy" in row and step != diverged_epoch}
+    vals = {step: row["val_accuracy"] for step,
+            row in table.items() if "val_accuracy" in row and step != diverged_epoch}
     run_tags = {"diverged": "true" if diverged_epoch else "false", "dataset": settings.dataset,
                 "activation": settings.activation, "optimizer": settings.optimizer, **(tags or {})}
     if diverged_epoch:
@@ -76,7 +77,8 @@ def log_run(
     if vals:
         best_epoch = max(vals, key=vals.get)
         run_tags["best_epoch"] = str(best_epoch)
-        summary = {"best_epoch": float(best_epoch), "best_val_accuracy": vals[best_epoch], "test_accuracy": test_accuracy,
+        summary = {"best_epoch": float(best_epoch), "best_val_accuracy": vals[best_epoch],
+                   "test_accuracy": test_accuracy,
                    "test_loss": 0.4}
         metrics += [Metric(key, value, stamp, 0) for key, value in summary.items()]
     params = [Param(key, value) for key, value in settings.to_params().items()]

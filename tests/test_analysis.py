@@ -7,21 +7,23 @@ import time
 
 import pytest
 from click.testing import CliRunner
+from fake_runs import history, log_run
 from mlflow.tracking import MlflowClient
 
-from actopt import analysis, plots, queries, tracking
+from actopt.analysis import findings, plots, tables
+from actopt.analysis.report import write_analysis
 from actopt.cli import main
-from fake_runs import history, log_run
+from actopt.tracking import queries, records, runlog, store
 
 
 def analysed(experiment: str = "study") -> tuple:
     runs = queries.load_runs(experiment)
     histories = queries.load_histories(runs)
-    table = analysis.run_table(runs, histories)
+    table = tables.run_table(runs, histories)
     return table, histories
 
 
-def statements(found: list[analysis.Finding], topic: str, kind: str = "holds") -> list[str]:
+def statements(found: list[findings.Finding], topic: str, kind: str = "holds") -> list[str]:
     return [item.statement for item in found if item.topic == topic and item.kind == kind]
 
 
@@ -48,10 +50,10 @@ def test_best_learning_rate_skips_diverged_runs_and_flags_the_edge(client):
         log_run(client, "study", {"activation": "relu", "optimizer": "sgd", "learning_rate": rate},
                 history("relu", best=best), diverged_epoch=2 if rate == 1.0 else None)
     table, _ = analysed()
-    best = analysis.best_learning_rates(table).iloc[0]
+    best = tables.best_learning_rates(table).iloc[0]
     assert best["best_learning_rate"] == 0.1 and best["edge"] == "" and best["diverged"] == 1
     assert best["grid"] == (0.01, 0.1, 1.0)
-    assert list(analysis.tuned_runs(table)["learning_rate"]) == [0.1]
+    assert list(tables.tuned_runs(table)["learning_rate"]) == [0.1]
 
 
 # --- findings: present when the rule holds, absent when it does not -------------------------------------
@@ -61,7 +63,7 @@ def test_best_learning_rate_skips_diverged_runs_and_flags_the_edge(client):
 def test_vanishing_gradient_finding(client, ratio, holds):
     log_run(client, "study", {"activation": "sigmoid"}, history("sigmoid", ratio=ratio))
     log_run(client, "study", {"activation": "relu"}, history("relu", ratio=0.5))
-    found = analysis.findings(*analysed())
+    found = findings.findings(*analysed())
     found_now = statements(found, "Vanishing gradients")
     if holds:
         assert found_now == ["sigmoid: the first layer's gradient norm was below 0.01 × the output layer's in epoch 1 "
@@ -77,7 +79,7 @@ def test_dead_and_saturated_unit_findings(client, fraction, holds):
             history("relu", unit_fraction=fraction))
     log_run(client, "study", {"activation": "tanh", "optimizer": "sgd", "learning_rate": 0.5},
             history("tanh", unit_fraction=fraction))
-    found = analysis.findings(*analysed())
+    found = findings.findings(*analysed())
     dead, saturated = statements(found, "Dead units"), statements(found, "Saturation")
     if holds:
         assert dead == ["relu: more than 50% of a hidden layer's units were dead after the last epoch in 1 of 1 runs "
@@ -97,7 +99,7 @@ def test_divergence_finding(client, diverges, holds):
         for activation in ("relu", "tanh"):
             log_run(client, "study", {"activation": activation, "optimizer": "sgd", "learning_rate": rate},
                     history(activation), diverged_epoch=2 if diverges and rate == 1.0 else None)
-    found = analysis.findings(*analysed())
+    found = findings.findings(*analysed())
     if holds:
         finding = next(item for item in found if item.topic == "Divergence")
         assert finding.statement == ("sgd diverged in every run at learning rate ≥ 1 (2 runs: tanh, relu) and in none "
@@ -114,7 +116,7 @@ def test_learning_rate_edge_finding(client, best_rate, holds):
     for rate in (0.0001, 0.001, 0.01):
         log_run(client, "study", {"activation": "relu", "optimizer": "adam", "learning_rate": rate},
                 history("relu", best=0.9 if rate == best_rate else 0.8))
-    found = statements(analysis.findings(*analysed()), "Learning-rate grid")
+    found = statements(findings.findings(*analysed()), "Learning-rate grid")
     if holds:
         assert found == ["relu: the best learning rate 0.01 is the largest tried (0.0001, 0.001, 0.01); the optimum "
                          "may lie beyond the grid."]
@@ -126,19 +128,32 @@ def test_learning_rate_edge_finding(client, best_rate, holds):
 def test_fastest_convergence_needs_a_one_epoch_lead(client, sigmoid_reach, verdict):
     log_run(client, "study", {"activation": "relu"}, history("relu", epochs=5, reach=1))
     log_run(client, "study", {"activation": "sigmoid"}, history("sigmoid", epochs=5, reach=sigmoid_reach))
-    found = statements(analysis.findings(*analysed()), "Convergence speed", verdict)
+    found = statements(findings.findings(*analysed()), "Convergence speed", verdict)
     if verdict == "holds":
-        assert found == ["relu converged fastest: 95% of its best validation accuracy after 1 epochs on average, "
+        assert found == ["relu converged fastest: 95% of its best validation accuracy after 1 epoch on average, "
                          "3 epochs before sigmoid."]
     else:
         assert found == ["Cannot decide which activation converges fastest: relu and sigmoid differ by 0 epochs, "
                          "less than the 1-epoch resolution."]
 
 
+@pytest.mark.parametrize("relu_reach, sigmoid_reach, timing", [
+    (1, 4, "after 1 epoch on average, 3 epochs before sigmoid"),
+    (1, 2, "after 1 epoch on average, 1 epoch before sigmoid"),
+    (2, 4, "after 2 epochs on average, 2 epochs before sigmoid"),
+])
+def test_convergence_statement_says_epoch_or_epochs(client, relu_reach, sigmoid_reach, timing):
+    """Singular for one epoch, plural otherwise, for both the leader's time and its lead."""
+    log_run(client, "study", {"activation": "relu"}, history("relu", epochs=5, reach=relu_reach))
+    log_run(client, "study", {"activation": "sigmoid"}, history("sigmoid", epochs=5, reach=sigmoid_reach))
+    found = statements(findings.findings(*analysed()), "Convergence speed")
+    assert found == [f"relu converged fastest: 95% of its best validation accuracy {timing}."]
+
+
 def test_overfitting_and_dropout_findings(client):
     log_run(client, "study", {"activation": "relu", "dropout": 0.0}, history("relu", gap=0.08))
     log_run(client, "study", {"activation": "relu", "dropout": 0.5}, history("relu", gap=0.01))
-    found = analysis.findings(*analysed())
+    found = findings.findings(*analysed())
     assert statements(found, "Overfitting") == [
         "relu · dropout 0: train accuracy exceeded validation accuracy by 8.0 points after the last epoch."]
     assert statements(found, "Dropout and the gap") == [
@@ -147,10 +162,10 @@ def test_overfitting_and_dropout_findings(client):
 
 def test_dropout_effect_is_undecided_without_dropout_runs_and_gap_absent_when_small(client):
     log_run(client, "study", {"activation": "relu"}, history("relu", gap=0.08))
-    found = analysis.findings(*analysed())
+    found = findings.findings(*analysed())
     assert statements(found, "Dropout and the gap", "undecided")[0].startswith("Cannot decide whether dropout narrows")
     log_run(client, "other", {"activation": "relu"}, history("relu", gap=0.005))
-    found = analysis.findings(*analysed("other"))
+    found = findings.findings(*analysed("other"))
     assert statements(found, "Overfitting") == []
     assert statements(found, "Overfitting", "absent")[0].startswith("No configuration's gap exceeded 2.0 points")
 
@@ -160,11 +175,12 @@ def test_optimizer_comparison_respects_the_noise_margin(client, sgd_best, verdic
     log_run(client, "study", {"activation": "relu", "optimizer": "adam"}, history("relu", best=0.88))
     log_run(client, "study", {"activation": "relu", "optimizer": "sgd", "learning_rate": 0.1},
             history("relu", best=sgd_best))
-    found = statements(analysis.findings(*analysed()), "Optimizers at their best learning rates", verdict)
+    found = statements(findings.findings(*analysed()), "Optimizers at their best learning rates", verdict)
     if verdict == "holds":
         assert found == ["relu: adam reached the best validation accuracy, 3.0 points ahead of sgd."]
     else:
-        assert found == ["relu: cannot decide between adam and sgd: they differ by 0.2 points, within the noise margin."]
+        assert found == ["relu: cannot decide between adam and sgd: they differ by 0.2 points, "
+                         "within the noise margin."]
 
 
 def test_repeated_seeds_widen_the_noise_margin(client):
@@ -173,7 +189,7 @@ def test_repeated_seeds_widen_the_noise_margin(client):
     for seed, best in ((0, 0.85), (1, 0.87)):
         log_run(client, "study", {"activation": "relu", "optimizer": "sgd", "learning_rate": 0.1, "seed": seed},
                 history("relu", best=best))
-    found = [item for item in analysis.findings(*analysed()) if item.topic == "Optimizers at their best learning rates"]
+    found = [item for item in findings.findings(*analysed()) if item.topic == "Optimizers at their best learning rates"]
     # adam leads by 2 points, but its seeds differ by 4 (std 2.8): noise.
     assert found[0].kind == "undecided" and "largest seed standard deviation, 2.8 points" in found[0].numbers
 
@@ -197,7 +213,8 @@ def test_unknown_experiment_is_one_line(client):
 
 def test_experiment_without_finished_runs_is_one_line(client):
     client.create_experiment("empty")
-    assert "experiment 'empty' has no finished training runs (no runs at all)" in one_line_error(["--experiment", "empty"])
+    assert "experiment 'empty' has no finished training runs (no runs at all)" in one_line_error(["--experiment",
+                                                                                                  "empty"])
     log_run(client, "broken", {"activation": "relu"}, history("relu"), status="FAILED")
     message = one_line_error(["--experiment", "broken"])
     assert "has no finished training runs (1 run: 1 FAILED)" in message
@@ -212,7 +229,7 @@ def test_runs_of_two_studies_are_refused_with_a_filter_to_choose(client):
 
 
 def test_unreachable_store_is_one_line_within_seconds(monkeypatch):
-    for name in queries.HTTP_DEFAULTS:
+    for name in [*store.HTTP_LIMITS["read"], store.APPLIED_LIMITS_VARIABLE]:
         monkeypatch.setenv(name, "unset")
         monkeypatch.delenv(name)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
@@ -239,8 +256,8 @@ def report_rows(report: str) -> dict[str, dict[str, str]]:
 def log_small_study(config, client) -> list[str]:
     """Two tiny real runs and a diverged run logged by hand without history.csv, in experiment "study"."""
     config = config.replace(experiment_name="study", epochs=2)
-    real = [tracking.run_training(config)[0],
-            tracking.run_training(config.replace(activation="tanh", optimizer="sgd", learning_rate=0.1))[0]]
+    real = [runlog.run_training(config)[0],
+            runlog.run_training(config.replace(activation="tanh", optimizer="sgd", learning_rate=0.1))[0]]
     log_run(client, "study", {"activation": "relu", "optimizer": "sgd", "learning_rate": 10.0, "epochs": 2,
                               "batch_size": 32, "log_model": False, "download": False, "device": "cpu"},
             history("relu", epochs=2), diverged_epoch=1, with_history_csv=False)
@@ -249,7 +266,7 @@ def log_small_study(config, client) -> list[str]:
 
 def analysis_runs(client: MlflowClient, experiment: str = "study") -> list:
     return client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                              f"tags.`{queries.KIND_TAG}` = 'analysis'")
+                              f"tags.`{records.KIND_TAG}` = 'analysis'")
 
 
 def test_the_report_table_holds_the_store_values(small_config, client, tmp_path, monkeypatch):
@@ -260,7 +277,7 @@ def test_the_report_table_holds_the_store_values(small_config, client, tmp_path,
     report = (tmp_path / "out" / "study" / "report.md").read_text()
     rows = report_rows(report)
     runs = client.search_runs([client.get_experiment_by_name("study").experiment_id])
-    runs = [run for run in runs if queries.KIND_TAG not in run.data.tags]
+    runs = [run for run in runs if records.KIND_TAG not in run.data.tags]
     assert len(rows) == len(runs) == 3 and set(real) <= {run.info.run_id for run in runs}
     for run in runs:
         cell = rows[run.info.run_id[:8]]
@@ -306,7 +323,8 @@ def test_every_figure_is_written_listed_and_logged(small_config, client, tmp_pat
     for name in figures:
         assert f"]({name})" in report
     assert "- depth study: test accuracy: no run sets depth" in report
-    assert "- optimizers at their best learning rates: no configuration was run at more than one learning rate" in report
+    assert ("- optimizers at their best learning rates: no configuration was run at more than one learning rate"
+            in report)
     [logged] = analysis_runs(client)
     assert {item.path for item in client.list_artifacts(logged.info.run_id)} == {"report.md", *figures}
 
@@ -321,10 +339,11 @@ def test_depth_and_overfitting_studies_get_their_figures(client, tmp_path):
                     history(activation, ratio=0.001 if depth == 20 else 0.5, test_every_epoch=True))
     runs = queries.load_runs("depth")
     histories = queries.load_histories(runs)
-    result = analysis.write_analysis(runs, runs.iloc[:0], histories, {}, tmp_path / "depth", {"experiment": "depth"})
+    result = write_analysis(runs, runs.iloc[:0], histories, {}, tmp_path / "depth", {"experiment": "depth"})
     names = {path.name for path in result.figures}
     assert {"depth_test_accuracy.png", "depth_max_gradient.png", "lecun_tanh_vs_tanh.png"} <= names
-    assert "training loss curves" in result.skipped and "depth, init vary as well" in result.skipped["training loss curves"]
+    assert "training loss curves" in result.skipped and "depth, init vary as well" in result.skipped["training loss "
+                                                                                                     "curves"]
     report = result.report.read_text()
     assert "tanh · depth 20 · init xavier: the first layer's gradient norm was below 0.01" in report
 
@@ -333,7 +352,7 @@ def test_depth_and_overfitting_studies_get_their_figures(client, tmp_path):
             log_run(client, "overfit", {"activation": activation, "dropout": dropout},
                     history(activation, gap=0.05 - dropout / 5))
     runs = queries.load_runs("overfit")
-    result = analysis.write_analysis(runs, runs.iloc[:0], queries.load_histories(runs), {}, tmp_path / "overfit",
+    result = write_analysis(runs, runs.iloc[:0], queries.load_histories(runs), {}, tmp_path / "overfit",
                                      {"experiment": "overfit"})
     assert "overfitting.png" in {path.name for path in result.figures}
     assert all(path.stat().st_size > 10_000 for path in result.figures)
@@ -367,8 +386,9 @@ def test_mlflow_run_analyze_entry_point(client, tmp_path):
 
 
 def test_mlproject_analyze_parameters_are_the_cli_options():
-    import yaml
     from pathlib import Path
+
+    import yaml
 
     project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
     entry = project["entry_points"]["analyze"]

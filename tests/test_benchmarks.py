@@ -1,7 +1,9 @@
-"""The benchmark script still runs end to end (quick mode, tiny data); its timings are never asserted."""
+"""The benchmark script still runs end to end (quick mode, tiny data); its timings are never asserted.
+Its FLOP count, the arithmetic limit's numerator, is checked against torch's own FlopCounterMode."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -9,12 +11,102 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
-pytestmark = pytest.mark.slow
+from actopt.core import training
+from actopt.core.config import TrainConfig
+from actopt.core.data import DatasetSplits, Split
+from actopt.core.models import CLASSES, INPUT_SIZE, build_mlp
+from actopt.core.optimizers import build_optimizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
+
+def load_benchmark():
+    """benchmarks/benchmark.py as a module (the folder is not a package), loaded once."""
+    name = "actopt_benchmark"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "benchmark.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # its dataclasses look their module up there
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+# The default 784-256-128-10, one hidden layer, and a deeper net of the depth study's shape.
+SHAPES = [{}, {"hidden_sizes": "64"}, {"depth": 3, "width": 32}]
+
+
+def small_config(**changes: object) -> TrainConfig:
+    return TrainConfig.from_mapping({"device": "cpu", "download": False, "batch_size": 8, **changes})
+
+
+def random_split(examples: int) -> Split:
+    return Split(torch.randn(examples, INPUT_SIZE), torch.randint(0, CLASSES, (examples,)))
+
+
+@pytest.mark.parametrize("changes", SHAPES)
+def test_epoch_flops_matches_flop_counter_on_a_training_step_and_a_validation_pass(changes):
+    benchmark = load_benchmark()
+    config = small_config(**changes)
+    torch.manual_seed(0)
+    model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
+    optimizer = build_optimizer(config.optimizer, model.parameters(), config.learning_rate, config.momentum,
+                                config.weight_decay)
+    batch = random_split(config.batch_size)
+    with FlopCounterMode(display=False) as counter:  # one step as actopt.training.train takes it
+        loss = nn.functional.cross_entropy(model(batch.inputs), batch.targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    assert counter.get_total_flops() > 0
+    assert benchmark.epoch_flops(config, config.batch_size, 0) == counter.get_total_flops()
+    with FlopCounterMode(display=False) as counter:
+        training.evaluate(model, random_split(24))
+    assert benchmark.epoch_flops(config, 0, 24) == counter.get_total_flops()
+
+
+@pytest.mark.parametrize("changes", SHAPES)
+def test_epoch_flops_matches_flop_counter_on_the_timed_epoch_of_form_b(changes):
+    """The whole bare epoch the benchmark times (a partial last batch too), less the test pass that
+    follows the last epoch's stamp."""
+    benchmark = load_benchmark()
+    config = small_config(epochs=1, **changes)
+    data = DatasetSplits("synthetic", "memory", "none", random_split(20), random_split(12), random_split(6))
+    with FlopCounterMode(display=False) as counter:
+        logger = benchmark.actopt_epochs(config, data, None)
+    assert len(logger.stamps) == 1
+    test_pass = benchmark.epoch_flops(config, 0, len(data.test))
+    assert benchmark.epoch_flops(config, len(data.train), len(data.validation)) == counter.get_total_flops() - test_pass
+
+
+def test_default_configuration_counts_no_input_gradient_for_the_first_layer():
+    benchmark = load_benchmark()
+    config = small_config()
+    weights = 784 * 256 + 256 * 128 + 128 * 10
+    assert benchmark.epoch_flops(config, 1, 0) == 3 * 2 * weights - 2 * 784 * 256
+    assert benchmark.epoch_flops(config, 0, 1) == 2 * weights
+
+
+def training_result(benchmark, seconds_c: float, limit: float):
+    result = benchmark.Training(epochs=1, repeats=1, limit=limit, profile={"other": 1.0})
+    result.seconds.update({"a": [10.0], "b": [seconds_c / 1.05], "c": [seconds_c]})
+    return result
+
+
+def test_results_print_the_limit_and_a_verdict_computed_from_the_ratio():
+    benchmark = load_benchmark()
+    met = "\n".join(benchmark.training_section(training_result(benchmark, 0.5, 0.3)))
+    assert re.search(r"\| arithmetic limit[^|]*\| 0\.300 \|", met)
+    assert "| (c)/limit | 1.67× | ≤ 2× | met |" in met
+    missed = "\n".join(benchmark.training_section(training_result(benchmark, 0.7, 0.3)))
+    assert "| (c)/limit | 2.33× | ≤ 2× | **missed** |" in missed
+
+
+@pytest.mark.slow
 
 def test_quick_mode_writes_every_section_and_leaves_the_users_store_alone(tmp_path, data_dir, tracking_store):
     output = tmp_path / "RESULTS.md"

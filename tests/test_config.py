@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from actopt.cli import main as cli_main
-from actopt.config import TrainConfig
+from actopt.core.config import TrainConfig
 from actopt.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

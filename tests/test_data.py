@@ -7,11 +7,11 @@ import shutil
 import pytest
 import torch
 import torchvision
+from conftest import TEST_EXAMPLES, TRAIN_EXAMPLES
 from torchvision import transforms
 
-from actopt.data import DATASETS, batch_indices, load_splits, split_indices
+from actopt.core.data import DATASETS, batch_indices, load_splits, split_indices
 from actopt.errors import DataError
-from conftest import TEST_EXAMPLES, TRAIN_EXAMPLES
 
 
 def test_splits_have_the_expected_sizes_and_range(data_dir):

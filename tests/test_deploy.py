@@ -12,9 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from conftest import free_port
+from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "mlflow-server.sh"
@@ -50,7 +49,8 @@ def test_the_server_stores_runs_in_postgresql_and_artifacts_in_the_shared_root(p
                                      MLFLOW_SERVER_PORT=str(port), MLFLOW_SERVER_WORKERS="1",
                                      MLFLOW_AUTH_ADMIN_PASSWORD="a long test password")
     log = open(tmp_path / "server.log", "wb")
-    server = subprocess.Popen(["bash", str(SCRIPT)], stdout=log, stderr=subprocess.STDOUT, env=environment, cwd=tmp_path)
+    server = subprocess.Popen(["bash", str(SCRIPT)], stdout=log, stderr=subprocess.STDOUT, env=environment,
+                              cwd=tmp_path)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.time() + 120

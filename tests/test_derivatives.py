@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actopt import derivatives
-from actopt.models import ACTIVATIONS
+from actopt.core import derivatives
+from actopt.core.models import ACTIVATIONS
 
 
 @pytest.mark.parametrize("name", list(ACTIVATIONS))

@@ -18,12 +18,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-
-from actopt import tracking
-from actopt.cli import main
-from actopt.queries import SUMMARY_METRICS
-from actopt.study import config_digest, configurations, load_study
 from test_sweep import experiment_runs, finished_per_digest, split, write_study
+
+from actopt.cli import main
+from actopt.core.config import config_digest
+from actopt.sweeps.study import configurations, load_study
+from actopt.tracking import records
+from actopt.tracking.queries import SUMMARY_METRICS
 
 # Long enough to be caught in the middle (each epoch logs once), short enough to run again in seconds.
 LONG = {"epochs": 40, "max_batches": 0, "hidden_sizes": [64]}
@@ -118,7 +119,8 @@ def test_sigkill_leaves_runs_running_and_the_next_sweep_fails_them_and_runs_agai
     for run in caught:
         after = client.get_run(run.info.run_id)
         assert after.info.status == "FAILED"
-        assert after.data.tags[tracking.ERROR_TAG].startswith(f"left RUNNING by process {run.data.tags[tracking.PID_TAG]}")
+        owner = run.data.tags[records.PID_TAG]
+        assert after.data.tags[records.ERROR_TAG].startswith(f"left RUNNING by process {owner}")
         assert f"run {run.info.run_id} ({run.info.run_name}) left RUNNING" in resumed.stderr
     parents, children = split(experiment_runs())
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
@@ -144,7 +146,7 @@ def test_sigkill_during_train_and_the_next_train_of_that_configuration_fails_the
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     failed = client.get_run(caught.info.run_id)
-    assert failed.info.status == "FAILED" and "no longer runs it" in failed.data.tags[tracking.ERROR_TAG]
+    assert failed.info.status == "FAILED" and "no longer runs it" in failed.data.tags[records.ERROR_TAG]
     assert f"run {caught.info.run_id} (relu-adam-lr0.001) left RUNNING" in again.stderr
     statuses = sorted(run.info.status for run in runs_of(tracking_store))
     assert statuses == ["FAILED", "FINISHED", "FINISHED"]
@@ -261,7 +263,7 @@ def test_workers_on_one_store_lose_no_metric_point(tmp_path, data_dir, tracking_
     client = MlflowClient(uri)
     children = split(runs_of(uri, experiment))[1]
     assert len(children) == 8
-    assert len({run.data.tags[tracking.PID_TAG] for run in children}) == workers  # each worker trained
+    assert len({run.data.tags[records.PID_TAG] for run in children}) == workers  # each worker trained
     assert_every_point_stored(client, children, epochs)
 
 

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from actopt import gradstats, training
-from actopt.models import build_mlp
+from actopt.core import gradstats, training
+from actopt.core.models import build_mlp
 
 
-def random_gradients(seed: int, shapes=((64, 784), (32, 64), (10, 32))) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def random_gradients(seed: int, shapes=((64, 784), (32, 64), (10, 32))) -> tuple[list[torch.Tensor],
+                                                                                 list[torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     weights = [torch.randn(shape, generator=generator) * 10.0 ** -index for index, shape in enumerate(shapes)]
     biases = [torch.randn(shape[0], generator=generator) for shape in shapes]
@@ -139,7 +140,7 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
 
     monkeypatch.setattr(training, "build_mlp", instrumented)
     config = small_config.replace(epochs=1, max_batches=4)
-    from actopt.data import load_splits
+    from actopt.core.data import load_splits
 
     data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
     training.train(config, data, recorder)
@@ -156,7 +157,7 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
 
 def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
     """probe_grad_max_abs at step 0 equals the max |grad| of the untrained net on the probe batch."""
-    from actopt.data import load_splits
+    from actopt.core.data import load_splits
 
     config = small_config.replace(epochs=1, max_batches=1)
     data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from fake_runs import experiment_id, history, log_run
 from mlflow.tracking import MlflowClient
 
-from actopt import queries, tracking
-from fake_runs import experiment_id, history, log_run
+from actopt.analysis import analyze
+from actopt.tracking import queries, records, runlog, store
 
 
 def test_runs_have_typed_params_metrics_and_tags(tracking_store):
@@ -43,7 +44,8 @@ def test_sweep_parents_and_analysis_runs_are_told_apart(tracking_store):
     parent = client.create_run(experiment_id(client, "study"), run_name="sweep").info.run_id
     child = log_run(client, "study", {"activation": "relu"}, history("relu"), tags={"mlflow.parentRunId": parent})
     other = log_run(client, "study", {"activation": "tanh"}, history("tanh"))
-    analysis = client.create_run(experiment_id(client, "study"), run_name="analysis", tags={queries.KIND_TAG: "analysis"})
+    analysis = client.create_run(experiment_id(client, "study"), run_name="analysis",
+                                 tags={records.KIND_TAG: "analysis"})
     kinds = queries.load_runs("study", kinds=None).set_index("run_id")["kind"]
     assert kinds.to_dict() == {parent: "sweep", child: "training", other: "training", analysis.info.run_id: "analysis"}
     assert list(queries.load_runs("study")["run_id"].sort_values()) == sorted([child, other])
@@ -84,8 +86,8 @@ def test_runs_without_history_csv_fall_back_to_the_metric_history(tracking_store
 
 
 def test_a_real_run_reads_the_same_from_its_artifact_and_its_metrics(small_config, tracking_store):
-    run_id, result = tracking.run_training(small_config)
-    client = queries.connect()
+    run_id, result = runlog.run_training(small_config)
+    client = store.connect()
     from_csv = queries.load_histories([run_id])
     columns = ["run_id", "step", "key", "value"]
     from_metrics = pd.DataFrame(queries.history_from_metrics(client, run_id, None), columns=columns)
@@ -99,13 +101,13 @@ def test_a_real_run_reads_the_same_from_its_artifact_and_its_metrics(small_confi
 
 def test_unknown_experiment_names_the_known_ones(tracking_store):
     MlflowClient(tracking_store).create_experiment("fashion")
-    with pytest.raises(queries.StoreError, match="unknown experiment 'fashon'.*known: Default, fashion"):
+    with pytest.raises(store.StoreError, match="unknown experiment 'fashon'.*known: Default, fashion"):
         queries.load_runs("fashon")
 
 
 def test_a_bad_filter_is_a_store_error():
     MlflowClient().create_experiment("study")
-    with pytest.raises(queries.StoreError, match="refused the query"):
+    with pytest.raises(store.StoreError, match="refused the query"):
         queries.load_runs("study", filter_string="params.activation ==== 'x'")
 
 
@@ -116,10 +118,10 @@ def test_the_analysis_run_holds_the_folder(tracking_store, tmp_path):
     folder.mkdir()
     (folder / "report.md").write_text("# report\n")
     (folder / "figure.png").write_bytes(b"png")
-    run_id = queries.log_analysis_run("study", folder, {"experiment": "study"}, {"runs_analyzed": 1.0})
+    run_id = analyze.log_analysis_run("study", folder, {"experiment": "study"}, {"runs_analyzed": 1.0})
     run = client.get_run(run_id)
     assert run.info.run_name == "analysis" and run.info.status == "FINISHED"
-    assert run.data.tags[queries.KIND_TAG] == "analysis" and run.data.params["experiment"] == "study"
+    assert run.data.tags[records.KIND_TAG] == "analysis" and run.data.params["experiment"] == "study"
     assert run.info.experiment_id == client.get_experiment_by_name("study").experiment_id
     assert {item.path for item in client.list_artifacts(run_id)} == {"report.md", "figure.png"}
 
@@ -128,12 +130,12 @@ def test_under_mlflow_run_the_analysis_goes_to_its_run(tracking_store, tmp_path,
     client = MlflowClient(tracking_store)
     launcher = client.create_run(experiment_id(client, "elsewhere")).info.run_id
     client.log_param(launcher, "experiment", "study")
-    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, launcher)
+    monkeypatch.setenv(store.RUN_ID_VARIABLE, launcher)
     folder = tmp_path / "out"
     folder.mkdir()
     (folder / "report.md").write_text("# report\n")
-    assert queries.log_analysis_run("study", folder, {"experiment": "study"}, {}) == launcher
+    assert analyze.log_analysis_run("study", folder, {"experiment": "study"}, {}) == launcher
     run = client.get_run(launcher)
     assert run.info.status == "RUNNING"  # mlflow run ends it when the command exits
-    assert run.data.tags[queries.KIND_TAG] == "analysis"
+    assert run.data.tags[records.KIND_TAG] == "analysis"
     assert [item.path for item in client.list_artifacts(launcher)] == ["report.md"]

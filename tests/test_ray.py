@@ -17,12 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-
-from actopt import queries, tracking
-from actopt.errors import UserError
-from actopt.ray_executor import worker_environment, worker_tracking_uri
-from actopt.study import config_digest, configurations, load_study
 from test_sweep import FOUR, experiment_runs, invoke, split, sweep, write_study
+
+from actopt.analysis import analyze
+from actopt.core.config import config_digest
+from actopt.errors import UserError
+from actopt.sweeps.ray_executor import worker_environment, worker_tracking_uri
+from actopt.sweeps.study import configurations, load_study
+from actopt.tracking import queries, records
 
 REMOTE = "10.0.0.5:6379"
 
@@ -131,7 +133,7 @@ def one_thread():
 
 
 def executor(address=None, **options):
-    from actopt.ray_executor import RayExecutor
+    from actopt.sweeps.ray_executor import RayExecutor
 
     return RayExecutor(address, **options)
 
@@ -143,14 +145,15 @@ def comparable(experiment: str):
     histories = histories.merge(runs[["run_id", "run_name", "seed"]])
     histories = histories[histories["key"] != "epoch_time"].drop(columns="run_id")
     histories = histories.sort_values(["run_name", "seed", "key", "step"]).reset_index(drop=True)
-    columns = ["run_name", "seed", "status", "activation", "optimizer", "learning_rate", "best_epoch", "best_val_accuracy",
+    columns = ["run_name", "seed", "status", "activation", "optimizer", "learning_rate", "best_epoch",
+               "best_val_accuracy",
                "test_accuracy", "test_loss", "diverged", "final_train_loss", "final_val_accuracy"]
     return runs, runs[columns], histories
 
 
 def findings(experiment: str, folder: Path) -> list[str]:
     """The analysis' findings, with the runs' ids (which each store makes its own) left out."""
-    outcome = queries.analyze_experiment(experiment, output_dir=folder, log=False)
+    outcome = analyze.analyze_experiment(experiment, output_dir=folder, log=False)
     texts = [" | ".join([finding.topic, finding.statement, finding.numbers, *finding.runs])
              for finding in outcome.written.findings]
     return [re.sub(r" \([0-9a-f]{8}\)", "", text) for text in texts]
@@ -176,7 +179,7 @@ def test_a_sweep_on_a_ray_cluster_through_postgresql_reads_as_from_sqlite(
     assert findings("ray-postgres", tmp_path / "server") == sqlite_findings
     # Trained in Ray's worker processes, from the data folder as an absolute path.
     children = split(experiment_runs("ray-postgres"))[1]
-    assert str(os.getpid()) not in {run.data.tags[tracking.PID_TAG] for run in children}
+    assert str(os.getpid()) not in {run.data.tags[records.PID_TAG] for run in children}
     assert {run.data.params["data_dir"] for run in children} == {str(data_dir)}
 
     lines: list[str] = []
@@ -196,7 +199,7 @@ def test_a_local_ray_instance_logs_to_a_relative_sqlite_path(tmp_path, data_dir,
     assert not ray_module.is_initialized()  # the instance started for the sweep is gone
     children = split(experiment_runs("local-ray"))[1]
     assert len(children) == 4 and (tmp_path / "relative.db").is_file()
-    assert str(os.getpid()) not in {run.data.tags[tracking.PID_TAG] for run in children}
+    assert str(os.getpid()) not in {run.data.tags[records.PID_TAG] for run in children}
 
 
 def kill_attempts(experiment: str, digest: str, count: int, killed: list[str]) -> threading.Thread:
@@ -209,9 +212,10 @@ def kill_attempts(experiment: str, digest: str, count: int, killed: list[str]) -
         while len(killed) < count and time.time() < deadline:
             for run in experiment_runs(experiment):
                 tags = run.data.tags
-                if (run.info.status == "RUNNING" and tags.get(tracking.CONFIG_DIGEST_TAG) == digest
-                        and run.info.run_id not in killed and "train_loss" in client.get_run(run.info.run_id).data.metrics):
-                    os.kill(int(tags[tracking.PID_TAG]), signal.SIGKILL)
+                if (run.info.status == "RUNNING" and tags.get(records.CONFIG_DIGEST_TAG) == digest
+                        and run.info.run_id not in killed
+                        and "train_loss" in client.get_run(run.info.run_id).data.metrics):
+                    os.kill(int(tags[records.PID_TAG]), signal.SIGKILL)
                     killed.append(run.info.run_id)
             time.sleep(0.1)
 
@@ -234,7 +238,7 @@ def test_a_worker_that_dies_is_retried_then_its_configuration_failed(tmp_path, d
     client = MlflowClient()
     for run_id in killed:
         run = client.get_run(run_id)
-        assert run.info.status == "FAILED" and "Ray worker died" in run.data.tags[tracking.ERROR_TAG]
+        assert run.info.status == "FAILED" and "Ray worker died" in run.data.tags[records.ERROR_TAG]
     assert any("failed" in line and "its Ray worker died on each of 2 attempts" in line for line in lines)
     assert "RUNNING" not in {run.info.status for run in experiment_runs("dying")}
 
@@ -242,14 +246,16 @@ def test_a_worker_that_dies_is_retried_then_its_configuration_failed(tmp_path, d
 @pytest.mark.slow
 @pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_cancels_the_ray_tasks_and_their_runs_end_killed(tmp_path, data_dir, ray_cluster, signal_number, code):
-    path = write_study(tmp_path, {"activation": ["relu", "tanh", "sigmoid"]}, name="stopped", epochs=3000, max_batches=0)
+    path = write_study(tmp_path, {"activation": ["relu", "tanh", "sigmoid"]}, name="stopped", epochs=3000,
+                       max_batches=0)
     command = [sys.executable, "-m", "actopt", "sweep", str(path), "--data-dir", str(data_dir), "--executor", "ray",
                "--ray-address", ray_cluster]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 180
         while sum(run.info.status == "RUNNING" for run in split(experiment_runs("stopped"))[1]) < 2:
-            assert time.time() < deadline and driver.poll() is None, driver.stderr.read() if driver.poll() else "timeout"
+            assert time.time() < deadline and driver.poll() is None, \
+                driver.stderr.read() if driver.poll() else "timeout"
             time.sleep(0.2)
         driver.send_signal(signal_number)
         stdout, stderr = driver.communicate(timeout=120)
@@ -259,6 +265,6 @@ def test_a_signal_cancels_the_ray_tasks_and_their_runs_end_killed(tmp_path, data
     assert "runs in flight ended KILLED" in stderr
     parents, children = split(experiment_runs("stopped"))
     assert sorted(run.info.status for run in children) == ["KILLED", "KILLED"]  # the third never started
-    assert not [run for run in children if tracking.ERROR_TAG in run.data.tags]  # ended by their tasks, not the driver
+    assert not [run for run in children if records.ERROR_TAG in run.data.tags]  # ended by their tasks, not the driver
     assert parents[0].info.status == "KILLED" and parents[0].data.metrics["children_not_run"] == 1
     assert stdout.count("killed") == 2 and stdout.count("not run") == 1

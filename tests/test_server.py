@@ -11,16 +11,17 @@ import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from actopt import tracking, training
 from actopt.cli import main
+from actopt.core import training
+from actopt.tracking import records, runlog
 
 pytestmark = pytest.mark.slow
 
 
 def test_training_over_http_logs_the_same_run(small_config, mlflow_server, tracking_store, monkeypatch):
-    local_run_id, local_result = tracking.run_training(small_config.replace(experiment_name="local"))
+    local_run_id, local_result = runlog.run_training(small_config.replace(experiment_name="local"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    remote_run_id, remote_result = tracking.run_training(small_config.replace(experiment_name="over-http"))
+    remote_run_id, remote_result = runlog.run_training(small_config.replace(experiment_name="over-http"))
     local = MlflowClient(tracking_store).get_run(local_run_id)
     remote = MlflowClient(mlflow_server).get_run(remote_run_id)
     assert remote.info.status == "FINISHED"
@@ -49,7 +50,7 @@ def restore_signal_handlers():
 def children_by_digest(client: MlflowClient, experiment: str) -> dict[str, object]:
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id])
-    return {run.data.tags[tracking.CONFIG_DIGEST_TAG]: run for run in runs if tracking.PARENT_RUN_TAG in run.data.tags}
+    return {run.data.tags[records.CONFIG_DIGEST_TAG]: run for run in runs if records.PARENT_RUN_TAG in run.data.tags}
 
 
 def findings_section(folder: Path) -> str:
@@ -61,7 +62,8 @@ def findings_section(folder: Path) -> str:
 
 def test_a_sweep_and_its_analysis_over_http_match_a_local_store(tmp_path, data_dir, mlflow_server, tracking_store,
                                                                monkeypatch, restore_signal_handlers):
-    grid = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+    grid = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]},
+                                                          "adam": {"learning_rate": [0.001]}}}
     study = tmp_path / "tiny.json"
     study.write_text(json.dumps({"description": "Two activations, two optimizers.", "seeds": [0], "grid": grid,
                                  "fixed": {"dataset": "mnist", "hidden_sizes": [32, 16], "epochs": 3, "batch_size": 32,
@@ -69,9 +71,11 @@ def test_a_sweep_and_its_analysis_over_http_match_a_local_store(tmp_path, data_d
     experiment = f"sweep-{tmp_path.name}"  # the session's server is shared
     for uri, name in ((tracking_store, "local"), (mlflow_server, "remote")):
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-        swept = CliRunner().invoke(main, ["sweep", str(study), "--data-dir", str(data_dir), "--experiment-name", experiment])
+        swept = CliRunner().invoke(main, ["sweep", str(study), "--data-dir", str(data_dir), "--experiment-name",
+                                          experiment])
         assert swept.exit_code == 0, swept.output
-        analysed = CliRunner().invoke(main, ["analyze", "--experiment", experiment, "--output-dir", str(tmp_path / name)])
+        analysed = CliRunner().invoke(main, ["analyze", "--experiment", experiment, "--output-dir",
+                                             str(tmp_path / name)])
         assert analysed.exit_code == 0, analysed.output
         assert ": 4 run(s), " in analysed.output
     local, remote = MlflowClient(tracking_store), MlflowClient(mlflow_server)
@@ -88,11 +92,11 @@ def test_a_sweep_and_its_analysis_over_http_match_a_local_store(tmp_path, data_d
             assert [(point.step, point.value) for point in remote.get_metric_history(there.info.run_id, key)] == [
                 (point.step, point.value) for point in local.get_metric_history(here.info.run_id, key)]
     parents = [client.search_runs([client.get_experiment_by_name(experiment).experiment_id],
-                                  f"tags.`{tracking.KIND_TAG}` = 'sweep'")[0] for client in (local, remote)]
+                                  f"tags.`{records.KIND_TAG}` = 'sweep'")[0] for client in (local, remote)]
     assert parents[0].data.metrics == parents[1].data.metrics  # counts per status, best accuracy
     findings = findings_section(tmp_path / "local")
     assert findings.count("\n- **") >= 3  # rules that found something, or said why not
     assert findings_section(tmp_path / "remote") == findings
     analyses = remote.search_runs([remote.get_experiment_by_name(experiment).experiment_id],
-                                  f"tags.`{tracking.KIND_TAG}` = 'analysis'")
+                                  f"tags.`{records.KIND_TAG}` = 'analysis'")
     assert len(analyses) == 1 and "report.md" in {item.path for item in remote.list_artifacts(analyses[0].info.run_id)}

@@ -6,9 +6,14 @@ import json
 
 import pytest
 
+from actopt.core.config import config_digest
 from actopt.errors import ConfigError
-from actopt.study import (
-    QUICK, config_digest, configurations, load_study, preset_names, STUDIES_DIR,
+from actopt.sweeps.study import (
+    QUICK,
+    STUDIES_DIR,
+    configurations,
+    load_study,
+    preset_names,
 )
 
 
@@ -34,7 +39,8 @@ def test_presets_are_listed_and_expand_as_the_issue_states():
     assert len(fashion) == 3 * (4 + 3)
     rates = {(c.optimizer, c.learning_rate) for c in fashion}
     assert rates == {("sgd", lr) for lr in (0.01, 0.1, 0.5, 1.0)} | {("adam", lr) for lr in (1e-4, 1e-3, 1e-2)}
-    assert {(c.dataset, c.hidden_sizes, c.batch_size, c.epochs) for c in fashion} == {("fashion-mnist", (256, 128), 128, 10)}
+    assert {(c.dataset, c.hidden_sizes, c.batch_size, c.epochs) for c in fashion} == {("fashion-mnist", (256, 128),
+                                                                                       128, 10)}
 
     depth = configurations(load_study("mnist-depth"))
     assert len(depth) == 3 * 4 * 2
@@ -42,7 +48,8 @@ def test_presets_are_listed_and_expand_as_the_issue_states():
     for config in depth:
         assert config.init in ("default", matched[config.activation])
         assert config.test_every_epoch and config.gradient_statistics
-    assert {c.depth for c in depth} == {5, 20, 40} and len({(c.width, c.optimizer, c.learning_rate) for c in depth}) == 1
+    assert {c.depth for c in depth} == {5, 20, 40} and len({(c.width, c.optimizer,
+                                                             c.learning_rate) for c in depth}) == 1
 
     overfitting = configurations(load_study("mnist-overfitting"))
     assert sorted((c.activation, c.dropout) for c in overfitting) == sorted(
@@ -80,7 +87,8 @@ def test_sweep_values_and_quick(tmp_path, monkeypatch):
 def test_config_digest_is_what_trains_not_where(tmp_path):
     study = load_study(str(write_study(tmp_path, CONDITIONAL)))
     first = configurations(study)[0]
-    assert config_digest(first) == config_digest(first.replace(data_dir="/elsewhere", experiment_name="x", download=False))
+    assert config_digest(first) == config_digest(first.replace(data_dir="/elsewhere", experiment_name="x",
+                                                               download=False))
     assert config_digest(first) != config_digest(first.replace(learning_rate=0.2))
     assert config_digest(first) != config_digest(first.replace(seed=1))
     assert len(config_digest(first)) == 16
@@ -109,16 +117,22 @@ def test_study_digest_ignores_prose_comments_and_layout(tmp_path):
          "grid.optimizer.sgd.learning_rate is empty: the grid expands to zero runs"),
         ({"description": "x", "grid": {"optimizer": {}}}, "grid.optimizer is empty"),
         ({"description": "x", "grid": {"learnin_rate": [0.1]}}, "grid.learnin_rate is not an option; valid options:"),
-        ({"description": "x", "grid": {"learning_rate": 0.1}}, "grid.learning_rate must be a list of values or an object"),
+        ({"description": "x", "grid": {"learning_rate": 0.1}},
+         "grid.learning_rate must be a list of values or an object"),
         ({"description": "x", "grid": {"optimizer": {"sgd": [0.1]}}}, "grid.optimizer.sgd must be an object"),
-        ({"description": "x", "grid": {"activation": [["relu"]]}}, "grid.activation lists [\"relu\"], which is not one value"),
+        ({"description": "x", "grid": {"activation": [["relu"]]}},
+         "grid.activation lists [\"relu\"], which is not one value"),
         ({"description": "x", "fixed": {"data_dir": "/d"}}, "fixed.data_dir cannot be set in a study file"),
-        ({"description": "x", "grid": {"seed": [1, 2]}}, "grid.seed cannot be set in a study file: list seeds in 'seeds'"),
+        ({"description": "x", "grid": {"seed": [1, 2]}},
+         "grid.seed cannot be set in a study file: list seeds in 'seeds'"),
         ({"description": "x", "fixed": {"activation": ["relu"]}}, "fixed.activation must be one value"),
-        ({"description": "x", "fixed": {"epochs": 2}, "grid": {"epochs": [1, 3]}}, "fixed.epochs is also set in the grid"),
-        ({"description": "x", "grid": {"optimizer": {"sgd": {"optimizer": ["adam"]}}}}, "grid.optimizer.sgd sets optimizer again"),
+        ({"description": "x", "fixed": {"epochs": 2}, "grid": {"epochs": [1, 3]}},
+         "fixed.epochs is also set in the grid"),
+        ({"description": "x", "grid": {"optimizer": {"sgd": {"optimizer": ["adam"]}}}},
+         "grid.optimizer.sgd sets optimizer again"),
         ({"description": "x", "grid": {"activation": ["relu", "relu"]}}, "runs 1 and 2 are the same configuration"),
-        ({"description": "x", "grid": {"learning_rate": [0.1, -1]}}, "study tiny, run 2 (learning_rate=-1, seed=0): learning_rate must be > 0"),
+        ({"description": "x", "grid": {"learning_rate": [0.1, -1]}},
+         "study tiny, run 2 (learning_rate=-1, seed=0): learning_rate must be > 0"),
         ({"description": "x", "grid": {"activation": ["swish"]}}, "unknown activation 'swish'"),
     ],
 )

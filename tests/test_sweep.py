@@ -21,19 +21,26 @@ import yaml
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
-from actopt import tracking
 from actopt.cli import main as cli_main
+from actopt.core.config import config_digest
 from actopt.errors import UserError
-from actopt.study import config_digest, configurations, load_study
-from actopt.sweep import (
-    InlineExecutor, ensure_datasets, is_stale, parent_record, run_sweep, summarize,
+from actopt.sweeps.study import configurations, load_study
+from actopt.sweeps.sweep import (
+    InlineExecutor,
+    ensure_datasets,
+    parent_record,
+    run_sweep,
+    summarize,
 )
+from actopt.tracking import records, signals, store
+from actopt.tracking.records import is_stale
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Each configuration trains in well under a second on the synthetic data.
 TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 2, "max_batches": 3, "batch_size": 32,
         "gradient_statistics": False, "log_model": False, "device": "cpu"}
-FOUR = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+FOUR = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]},
+                                                      "adam": {"learning_rate": [0.001]}}}
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +75,8 @@ def experiment_runs(name: str = "tiny") -> list:
 
 
 def split(runs):
-    parents = [run for run in runs if tracking.PARENT_RUN_TAG not in run.data.tags]
-    children = [run for run in runs if tracking.PARENT_RUN_TAG in run.data.tags]
+    parents = [run for run in runs if records.PARENT_RUN_TAG not in run.data.tags]
+    children = [run for run in runs if records.PARENT_RUN_TAG in run.data.tags]
     return parents, children
 
 
@@ -77,13 +84,13 @@ def finished_per_digest(children) -> dict[str, int]:
     counts: dict[str, int] = {}
     for run in children:
         if run.info.status == "FINISHED":
-            digest = run.data.tags[tracking.CONFIG_DIGEST_TAG]
+            digest = run.data.tags[records.CONFIG_DIGEST_TAG]
             counts[digest] = counts.get(digest, 0) + 1
     return counts
 
 
 def record(digest, status, start, diverged=False, accuracy=None, pid=None, host=None):
-    return tracking.SweepRun(run_id=f"{digest}-{start}", run_name=digest, status=status, start_time=start,
+    return records.SweepRun(run_id=f"{digest}-{start}", run_name=digest, status=status, start_time=start,
                              end_time=None, digest=digest, host=host, pid=pid, diverged=diverged,
                              best_val_accuracy=accuracy)
 
@@ -121,16 +128,16 @@ def test_one_parent_and_one_child_per_configuration(tmp_path, data_dir):
     parent = parents[0]
     assert parent.info.run_id == result.parent_run_id and parent.info.status == "FINISHED"
     assert parent.data.tags["study"] == "tiny"
-    assert parent.data.tags[tracking.STUDY_DIGEST_TAG] == study.digest
-    assert parent.data.tags[tracking.QUICK_TAG] == "false"
-    assert parent.data.tags[tracking.KIND_TAG] == "sweep"
+    assert parent.data.tags[records.STUDY_DIGEST_TAG] == study.digest
+    assert parent.data.tags[records.QUICK_TAG] == "false"
+    assert parent.data.tags[records.KIND_TAG] == "sweep"
     expected = {config_digest(config): config for config in configs}
     for child in children:
         assert child.info.status == "FINISHED"
-        assert child.data.tags[tracking.PARENT_RUN_TAG] == parent.info.run_id
+        assert child.data.tags[records.PARENT_RUN_TAG] == parent.info.run_id
         assert child.data.tags["study"] == "tiny"
-        assert child.data.tags[tracking.PID_TAG] == str(os.getpid())
-        config = expected.pop(child.data.tags[tracking.CONFIG_DIGEST_TAG])
+        assert child.data.tags[records.PID_TAG] == str(os.getpid())
+        config = expected.pop(child.data.tags[records.CONFIG_DIGEST_TAG])
         assert child.data.params == config.to_params()
         assert child.data.params["data_dir"] == str(data_dir)
     assert expected == {}  # every configuration, once
@@ -142,9 +149,10 @@ def test_one_parent_and_one_child_per_configuration(tmp_path, data_dir):
     assert parent.data.tags["best_run_id"] in {run.info.run_id for run in children
                                                if run.data.metrics["best_val_accuracy"] == metrics["best_val_accuracy"]}
     table = list(csv.DictReader(io.StringIO(mlflow.artifacts.load_text(
-        f"runs:/{parent.info.run_id}/{tracking.SUMMARY_ARTIFACT}"))))
+        f"runs:/{parent.info.run_id}/{records.SUMMARY_ARTIFACT}"))))
     assert [row["status"] for row in table] == ["finished"] * 8
-    assert json.loads(mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{tracking.STUDY_ARTIFACT}"))["grid"] == FOUR
+    study = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{records.STUDY_ARTIFACT}")
+    assert json.loads(study)["grid"] == FOUR
 
 
 def test_resume_skips_finished_configurations(tmp_path, data_dir):
@@ -184,9 +192,9 @@ def test_a_failing_configuration_does_not_stop_the_others_and_runs_again(tmp_pat
     failed = [run for run in children if run.info.status == "FAILED"]
     assert len(failed) == 2 and len(children) == 4
     for run in failed:
-        assert run.data.tags[tracking.ERROR_TAG].startswith("DataError: fashion-mnist: cannot read")
+        assert run.data.tags[records.ERROR_TAG].startswith("DataError: fashion-mnist: cannot read")
         assert run.data.params["dataset"] == "fashion-mnist"
-        assert "DataError" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{tracking.ERROR_ARTIFACT}")
+        assert "DataError" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{records.ERROR_ARTIFACT}")
     assert sum("failed" in line and "DataError" in line for line in lines) == 2
 
     images.write_bytes(intact)
@@ -231,18 +239,18 @@ def test_runs_left_running_by_a_dead_process_fail_and_run_again(tmp_path, data_d
         # As a killed worker leaves them: one owner gone, one owner still alive on this host.
         for run, pid in ((orphan, dead_pid()), (watched, sleeper.pid)):
             client.update_run(run.info.run_id, status="RUNNING")
-            client.set_tag(run.info.run_id, tracking.PID_TAG, str(pid))
+            client.set_tag(run.info.run_id, records.PID_TAG, str(pid))
         lines: list[str] = []
         _, _, second = sweep(path, data_dir, report=lines.append)
     finally:
         sleeper.kill()
         sleeper.wait()
     assert client.get_run(orphan.info.run_id).info.status == "FAILED"
-    assert "no longer runs it" in client.get_run(orphan.info.run_id).data.tags[tracking.ERROR_TAG]
+    assert "no longer runs it" in client.get_run(orphan.info.run_id).data.tags[records.ERROR_TAG]
     assert client.get_run(watched.info.run_id).info.status == "RUNNING"  # its owner lives: not touched
     statuses = {row.digest: row.status for row in second.rows}
-    assert statuses[orphan.data.tags[tracking.CONFIG_DIGEST_TAG]] == "finished"  # ran again
-    assert statuses[watched.data.tags[tracking.CONFIG_DIGEST_TAG]] == "running"
+    assert statuses[orphan.data.tags[records.CONFIG_DIGEST_TAG]] == "finished"  # ran again
+    assert statuses[watched.data.tags[records.CONFIG_DIGEST_TAG]] == "running"
     assert second.exit_code == 1
     assert len(split(experiment_runs())[1]) == 5
     assert "which no longer runs it: marked FAILED" in lines[0]
@@ -256,7 +264,7 @@ def test_a_study_already_being_swept_is_refused(tmp_path, data_dir):
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         client.update_run(first.parent_run_id, status="RUNNING")
-        client.set_tag(first.parent_run_id, tracking.PID_TAG, str(sleeper.pid))
+        client.set_tag(first.parent_run_id, records.PID_TAG, str(sleeper.pid))
         before = len(experiment_runs())
         with pytest.raises(UserError, match=f"already being swept by process {sleeper.pid}"):
             sweep(path, data_dir)
@@ -275,7 +283,7 @@ def send_when_running(signal_number: int, experiment: str, after: float = 0.3) -
     def watch() -> None:
         deadline = time.time() + 60
         while time.time() < deadline:
-            runs = [run for run in experiment_runs(experiment) if tracking.PARENT_RUN_TAG in run.data.tags
+            runs = [run for run in experiment_runs(experiment) if records.PARENT_RUN_TAG in run.data.tags
                     and run.info.status == "RUNNING" and time.time() * 1000 - run.info.start_time > after * 1000]
             if runs:
                 os.kill(os.getpid(), signal_number)
@@ -289,7 +297,7 @@ def send_when_running(signal_number: int, experiment: str, after: float = 0.3) -
 
 def test_sigterm_in_process_ends_the_child_killed_and_resumes(tmp_path, data_dir):
     path = write_study(tmp_path, {"activation": ["relu", "tanh", "sigmoid"]}, epochs=40, max_batches=0)
-    tracking.raise_on_sigterm()
+    signals.raise_on_sigterm()
     watcher = send_when_running(signal.SIGTERM, "tiny")
     _, configs, result = sweep(path, data_dir)
     watcher.join()
@@ -305,13 +313,13 @@ def test_sigterm_in_process_ends_the_child_killed_and_resumes(tmp_path, data_dir
 
 
 def test_a_signal_inside_the_store_is_delivered_when_the_call_returns():
-    tracking.interrupt_outside_store(signal.SIGTERM)
+    signals.interrupt_outside_store(signal.SIGTERM)
     finished: list[str] = []
     # A function that belongs to a store module, as sqlalchemy's do: the signal lands in its sleep.
     namespace = {"__name__": "sqlalchemy.standin", "os": os, "signal": signal, "time": time, "finished": finished}
     exec("def store_call():\n    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(0.3)\n"
          "    finished.append('store call')\n", namespace)
-    with pytest.raises(tracking.Terminated):
+    with pytest.raises(signals.Terminated):
         namespace["store_call"]()
         finished.append("after the call")
         time.sleep(5)
@@ -341,21 +349,21 @@ def test_mlflow_run_launcher_becomes_the_parent_and_is_not_inherited(tmp_path, d
     client = MlflowClient()
     experiment_id = client.create_experiment("launched")
     launcher = client.create_run(experiment_id).info.run_id  # what `mlflow run` makes before our command
-    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, launcher)
+    monkeypatch.setenv(store.RUN_ID_VARIABLE, launcher)
     result = invoke("sweep", str(path), "--data-dir", str(data_dir))
     assert result.exit_code == 0, result.output
-    assert tracking.RUN_ID_VARIABLE not in os.environ
+    assert store.RUN_ID_VARIABLE not in os.environ
     parents, children = split(experiment_runs("launched"))
     assert [run.info.run_id for run in parents] == [launcher]
-    assert len(children) == 4 and {run.data.tags[tracking.PARENT_RUN_TAG] for run in children} == {launcher}
+    assert len(children) == 4 and {run.data.tags[records.PARENT_RUN_TAG] for run in children} == {launcher}
     assert client.get_run(launcher).data.tags["study"] == "tiny"
     # A second `mlflow run` continues under the first parent; its own run says where it went.
     second = client.create_run(experiment_id).info.run_id
-    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, second)
+    monkeypatch.setenv(store.RUN_ID_VARIABLE, second)
     assert invoke("sweep", str(path), "--data-dir", str(data_dir)).exit_code == 0
-    assert client.get_run(second).data.tags[tracking.CONTINUED_IN_TAG] == launcher
+    assert client.get_run(second).data.tags[records.CONTINUED_IN_TAG] == launcher
     assert len(split(experiment_runs("launched"))[1]) == 4
-    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, second)
+    monkeypatch.setenv(store.RUN_ID_VARIABLE, second)
     mismatch = invoke("sweep", str(path), "--data-dir", str(data_dir), "--experiment-name", "other")
     assert mismatch.exit_code == 1 and "give --experiment-name to mlflow run instead" in mismatch.output
 
@@ -374,7 +382,7 @@ def test_mlproject_sweep_parameters_are_the_cli_options():
 def wait_for_running_children(experiment: str, count: int, timeout: float = 120) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
-        runs = [run for run in experiment_runs(experiment) if tracking.PARENT_RUN_TAG in run.data.tags]
+        runs = [run for run in experiment_runs(experiment) if records.PARENT_RUN_TAG in run.data.tags]
         if sum(run.info.status == "RUNNING" for run in runs) >= count:
             return
         time.sleep(0.2)
@@ -384,7 +392,8 @@ def wait_for_running_children(experiment: str, count: int, timeout: float = 120)
 @pytest.mark.slow
 @pytest.mark.parametrize(("signal_number", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_to_a_running_sweep_kills_its_children_and_a_restart_resumes(tmp_path, data_dir, signal_number, code):
-    grid = {"activation": ["relu", "tanh", "sigmoid"], "optimizer": {"sgd": {"learning_rate": [0.1]}, "adam": {"learning_rate": [0.001]}}}
+    grid = {"activation": ["relu", "tanh", "sigmoid"], "optimizer": {"sgd": {"learning_rate": [0.1]},
+                                                                     "adam": {"learning_rate": [0.001]}}}
     path = write_study(tmp_path, grid, epochs=100, max_batches=0, hidden_sizes=[64])
     command = [sys.executable, "-m", "actopt", "sweep", str(path), "--data-dir", str(data_dir), "--workers", "2"]
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -425,5 +434,5 @@ def test_mlflow_run_sweep_entry_point(tmp_path, data_dir):
     parent = parents[0]
     assert parent.data.tags["mlflow.project.entryPoint"] == "sweep" and parent.info.status == "FINISHED"
     assert parent.data.params["quick"] == "true"
-    assert {run.data.tags[tracking.PARENT_RUN_TAG] for run in children} == {parent.info.run_id}
+    assert {run.data.tags[records.PARENT_RUN_TAG] for run in children} == {parent.info.run_id}
     assert {run.data.params["epochs"] for run in children} == {"1"}

@@ -13,7 +13,8 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from actopt import tracking, training
+from actopt.core import training
+from actopt.tracking import runlog, store
 
 
 def only_run(client: MlflowClient, experiment: str = "tests"):
@@ -23,7 +24,7 @@ def only_run(client: MlflowClient, experiment: str = "tests"):
 
 
 def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, tracking_store):
-    run_id, result = tracking.run_training(small_config.replace(study="unit"))
+    run_id, result = runlog.run_training(small_config.replace(study="unit"))
     client = MlflowClient(tracking_store)
     run = only_run(client)
     assert run.info.run_id == run_id
@@ -40,14 +41,15 @@ def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, track
     assert [dataset.dataset.name for dataset in run.inputs.dataset_inputs] == ["mnist"]
     artifacts = {item.path for item in client.list_artifacts(run_id)}
     assert {training.HISTORY_ARTIFACT, training.HISTOGRAM_ARTIFACT, "images"} <= artifacts
-    histograms = json.loads(open(client.download_artifacts(run_id, training.HISTOGRAM_ARTIFACT)).read())
+    with open(client.download_artifacts(run_id, training.HISTOGRAM_ARTIFACT)) as stream:
+        histograms = json.load(stream)
     assert histograms["steps"] == [0, 1, 2, 3]
     images = [item.path for item in client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
     assert len(images) == 4
 
 
 def test_a_diverging_run_ends_finished_and_tagged(small_config, tracking_store):
-    run_id, result = tracking.run_training(small_config.replace(optimizer="sgd", learning_rate=1e6, epochs=4))
+    run_id, result = runlog.run_training(small_config.replace(optimizer="sgd", learning_rate=1e6, epochs=4))
     run = MlflowClient(tracking_store).get_run(run_id)
     assert result.diverged
     assert run.info.status == "FINISHED"
@@ -59,9 +61,9 @@ def test_a_failing_run_ends_failed(small_config, tracking_store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(tracking, "train", broken)
+    monkeypatch.setattr(runlog, "train", broken)
     with pytest.raises(RuntimeError):
-        tracking.run_training(small_config)
+        runlog.run_training(small_config)
     assert only_run(MlflowClient(tracking_store)).info.status == "FAILED"
 
 
@@ -70,16 +72,16 @@ def test_an_interrupted_run_ends_killed(small_config, tracking_store, monkeypatc
         logger.log_metrics({"train_loss": 1.0}, step=1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(tracking, "train", interrupted)
+    monkeypatch.setattr(runlog, "train", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tracking.run_training(small_config)
+        runlog.run_training(small_config)
     run = only_run(MlflowClient(tracking_store))
     assert run.info.status == "KILLED"
     assert run.data.metrics["train_loss"] == 1.0
 
 
 def test_the_model_is_logged_with_a_signature(small_config, tracking_store):
-    run_id, _ = tracking.run_training(small_config.replace(log_model=True, epochs=1))
+    run_id, _ = runlog.run_training(small_config.replace(log_model=True, epochs=1))
     models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
     assert len(models) == 1
     loaded = mlflow.pytorch.load_model(models[0].model_uri)
@@ -93,8 +95,8 @@ def test_params_already_logged_by_mlflow_run_are_kept(small_config, tracking_sto
     experiment = client.create_experiment("tests")
     run = client.create_run(experiment)
     client.log_param(run.info.run_id, "learning_rate", "1e-3")
-    monkeypatch.setenv(tracking.RUN_ID_VARIABLE, run.info.run_id)
-    run_id, _ = tracking.run_training(small_config)
+    monkeypatch.setenv(store.RUN_ID_VARIABLE, run.info.run_id)
+    run_id, _ = runlog.run_training(small_config)
     assert run_id == run.info.run_id
     params = client.get_run(run_id).data.params
     assert params["learning_rate"] == "1e-3"
@@ -122,3 +124,17 @@ def test_a_signal_during_training_ends_the_run_killed(data_dir, tracking_store, 
     run = only_run(client)
     assert run.info.status == "KILLED"
     assert len(client.get_metric_history(run.info.run_id, "val_accuracy")) >= 1
+
+
+def test_http_limits_follow_the_request_and_the_user_wins(monkeypatch):
+    for name in [*store.HTTP_LIMITS["run"], store.APPLIED_LIMITS_VARIABLE]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own
+    store.apply_http_limits("run")
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+    store.apply_http_limits("read")  # actopt's own value gives way to the row in use
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    with store.quick_http():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from actopt import gradstats, training
-from actopt.data import load_splits
+from actopt.core import gradstats, training
+from actopt.core.data import load_splits
 
 TRAIN_KEYS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time",
               "grad_global_norm", "grad_global_norm_peak"}
@@ -81,7 +81,8 @@ def test_histogram_artifact_and_images(small_config, recorder):
     for step_counts in document["counts"]:
         assert [sum(layer) for layer in step_counts] == sizes
         assert all(len(layer) == gradstats.HISTOGRAM_BINS + 2 for layer in step_counts)
-    assert [(key, step) for key, step, _ in recorder.images] == [(training.HISTOGRAM_IMAGE_KEY, step) for step in (0, 1, 2)]
+    expected = [(training.HISTOGRAM_IMAGE_KEY, step) for step in (0, 1, 2)]
+    assert [(key, step) for key, step, _ in recorder.images] == expected
     key, step, image = recorder.images[0]
     assert image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
 
@@ -104,7 +105,8 @@ def test_same_seed_same_metrics(small_config):
 
         recorder = RecordingLogger()
         run(small_config.replace(dropout=0.2, epochs=2), recorder)
-        store.extend((step, {k: v for k, v in metrics.items() if k != "epoch_time"}) for step, metrics in recorder.metrics)
+        store.extend((step, {k: v for k, v in metrics.items() if k != "epoch_time"}) for step,
+                     metrics in recorder.metrics)
     assert first == second
     recorder = __import__("conftest").RecordingLogger()
     run(small_config.replace(dropout=0.2, epochs=2, seed=1), recorder)

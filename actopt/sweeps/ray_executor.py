@@ -24,12 +24,20 @@ import os
 import signal
 import threading
 import time
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
-from actopt import tracking
-from actopt.errors import UserError
-from actopt.sweep import STOP_GRACE_SECONDS, Outcome, Task, available_cores, ignoring, run_task
+from actopt.errors import UserError, describe_error
+from actopt.sweeps.sweep import (
+    STOP_GRACE_SECONDS,
+    Outcome,
+    Task,
+    available_cores,
+    ignoring,
+    run_task,
+)
+from actopt.tracking import records, signals, store
 
 INSTALL_HINT = "pip install 'actopt[ray]'"
 # A worker that dies (node lost, process killed, out of memory) is started again twice: a lost node
@@ -140,11 +148,6 @@ def worker_environment(uri: str) -> dict[str, str]:
     return {**variables, "MLFLOW_TRACKING_URI": uri}
 
 
-def one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
-
-
 @contextlib.contextmanager
 def cancellable() -> Iterator[None]:
     """Let ``ray.cancel`` stop the run in this worker, as Ctrl-C stops ``actopt train``.
@@ -154,7 +157,7 @@ def cancellable() -> Iterator[None]:
     halfway through a store call. The worker gets its own handler back for its next task."""
     previous = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    tracking.interrupt_outside_store(signal.SIGINT)
+    signals.interrupt_outside_store(signal.SIGINT)
     try:
         yield
     finally:
@@ -181,7 +184,7 @@ def own_signal_handlers() -> Iterator[None]:
 def signals_held() -> Iterator[None]:
     """Hold Ctrl-C and SIGTERM while the driver waits inside Ray, and deliver them once the call
     returns (within WAIT_SECONDS): Ray's blocking calls turn a KeyboardInterrupt raised by a signal
-    handler into an exception, but any other (``tracking.Terminated``) into a SystemError."""
+    handler into an exception, but any other (``signals.Terminated``) into a SystemError."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -202,7 +205,7 @@ def train_in_worker(task: Task, threads: int) -> Outcome:
     """The body of every Ray task: one configuration, on this task's share of the node's cores."""
     import torch
 
-    os.environ.pop(tracking.RUN_ID_VARIABLE, None)  # a run of the driver's is not this task's
+    os.environ.pop(store.RUN_ID_VARIABLE, None)  # a run of the driver's is not this task's
     torch.set_num_threads(threads)
     with cancellable():
         return run_task(task)
@@ -235,7 +238,7 @@ class RayExecutor:
                  cpus_per_task: int = CPUS_PER_TASK, local_cpus: int | None = None,
                  grace: float = STOP_GRACE_SECONDS) -> None:
         self.address = None if address in (None, "", "local") else address
-        self.tracking_uri = worker_tracking_uri(tracking.tracking_uri(), self.address)
+        self.tracking_uri = worker_tracking_uri(store.tracking_uri(), self.address)
         self.ray = import_ray()
         self.max_retries = max_retries
         self.cpus_per_task = cpus_per_task
@@ -268,13 +271,13 @@ class RayExecutor:
             with own_signal_handlers():
                 ray.init(**options)
         except Exception as error:  # ConnectionError, ValueError for a malformed address, ...
-            text = " ".join(str(error).split())[:300]
             if self.address is None:
-                raise UserError(f"cannot start a local Ray instance: {type(error).__name__}: {text}") from None
+                raise UserError(f"cannot start a local Ray instance: {describe_error(error)}") from None
             # Ray turns token authentication on for `ray start` where ~/.ray/auth_token exists, but a
             # driver joining by address sends the token only when told to.
-            hint = "" if os.environ.get("RAY_AUTH_MODE") else "; if the cluster uses token authentication, set RAY_AUTH_MODE=token"
-            raise UserError(f"cannot join the Ray cluster at {self.address}: {type(error).__name__}: {text}{hint}") from None
+            hint = ("" if os.environ.get("RAY_AUTH_MODE")
+                    else "; if the cluster uses token authentication, set RAY_AUTH_MODE=token")
+            raise UserError(f"cannot join the Ray cluster at {self.address}: {describe_error(error)}{hint}") from None
         self.remote = ray.remote(train_in_worker)
         resources = ray.cluster_resources()
         self.connection = Connection(self.address or "a local instance", resources.get("CPU", 0.0),
@@ -326,9 +329,9 @@ class RayExecutor:
         except self.ray.exceptions.RayError as error:
             outcome = Outcome(task.digest, "FAILED", None, seconds, error=self.explain(error))
         # Attempts whose worker died were left RUNNING; whatever the last attempt did, they failed.
-        for run_id in tracking.running_attempts(task.parent_run_id, task.digest):
+        for run_id in records.running_attempts(task.parent_run_id, task.digest):
             if run_id != outcome.run_id:
-                tracking.terminate_run(run_id, "FAILED", f"{WORKER_CRASHED}; Ray retried the configuration")
+                records.terminate_run(run_id, "FAILED", f"{WORKER_CRASHED}; Ray retried the configuration")
         return outcome
 
     def explain(self, error: Exception) -> str:
@@ -336,11 +339,11 @@ class RayExecutor:
         exceptions = self.ray.exceptions
         if isinstance(error, exceptions.RayTaskError):  # the task itself raised: actopt or torch missing on a node, ...
             cause = error.cause if isinstance(error.cause, BaseException) else error
-            return f"the Ray task failed: {one_line(cause)}"
+            return f"the Ray task failed: {describe_error(cause)}"
         if isinstance(error, (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.OutOfMemoryError,
                               exceptions.LocalRayletDiedError)):
-            return f"{WORKER_CRASHED} on each of {self.max_retries + 1} attempts ({one_line(error)})"
-        return f"Ray could not run it: {one_line(error)}"
+            return f"{WORKER_CRASHED} on each of {self.max_retries + 1} attempts ({describe_error(error)})"
+        return f"Ray could not run it: {describe_error(error)}"
 
     def stop(self, pending: dict[Any, Task]) -> None:
         """Cancel what is left; runs still RUNNING after the grace period end KILLED."""
@@ -355,6 +358,7 @@ class RayExecutor:
                 pass
             digests = {task.digest for task in pending.values()}
             for parent_run_id in {task.parent_run_id for task in pending.values()}:
-                for run in tracking.sweep_children(parent_run_id):
+                for run in records.sweep_children(parent_run_id):
                     if run.status == "RUNNING" and run.digest in digests:
-                        tracking.terminate_run(run.run_id, "KILLED", "the sweep stopped; its Ray task did not end the run")
+                        records.terminate_run(run.run_id, "KILLED",
+                                              "the sweep stopped; its Ray task did not end the run")

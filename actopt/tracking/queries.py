@@ -1,15 +1,5 @@
-"""The read side of the tracking layer: runs and per-epoch histories as tidy DataFrames, and the analysis run.
-
-    from actopt import queries
-    runs = queries.load_runs("fashion-activations")                 # one row per training run
-    curves = queries.load_histories(runs, ["val_accuracy", "grad_norm/*"])  # run_id, step, key, value
-
-Histories come from each run's ``history.csv`` artifact (its whole per-epoch table, one request
-per run, fetched by a thread pool), so a study loads in seconds even through a remote server;
-runs without that artifact (killed before the end, or logged by other code) fall back to one
-``get_metric_history`` request per key. Like ``tracking``, this is a module that talks to MLflow;
-everything that analyses the frames is in ``analysis`` and ``plots`` and never sees a store.
-"""
+"""Read a study back from the store as pandas frames: runs with their params, tags and summary metrics; per-epoch
+histories; gradient histograms."""
 
 from __future__ import annotations
 
@@ -18,70 +8,34 @@ import csv
 import fnmatch
 import io
 import json
-import os
 import tempfile
-import time
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import pandas as pd
 
-from actopt import analysis
-from actopt.analysis import AnalysisResult
-from actopt.config import TrainConfig, parse_value
+from actopt.core.config import TrainConfig, parse_value
+from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError
-from actopt.tracking import KIND_TAG, no_answer, tracking_uri  # KIND_TAG marks sweep parents and analysis runs
-from actopt.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
+from actopt.tracking.records import (
+    KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
+)
+from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis runs
+    StoreError,
+    connect,
+    store_errors,
+    tracking_uri,
+)
 
-ANALYSIS_RUN_NAME = "analysis"
 # Metrics logged once at the end (step 0): they are run summaries, not part of a history.
 SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss")
-# MLflow retries a failing HTTP request 7 times with exponential backoff (minutes in all) and waits
-# 120 s for each answer; an analysis pointed at a dead server should say so within seconds.
-# Users who set these variables themselves keep their values.
-HTTP_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
-
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
 _COLUMN_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
-
-
-class StoreError(UserError):
-    """The tracking store cannot be reached, or does not hold what was asked for."""
-
-
-def connect():
-    """An ``MlflowClient`` for actopt's tracking URI, with HTTP retries bounded to seconds."""
-    from actopt import tracking
-
-    return tracking.configure(HTTP_DEFAULTS)
-
-
-@contextlib.contextmanager
-def store_errors(uri: str) -> Iterator[None]:
-    """Turn the store's failures (connection, bad filter, database) into a one-line ``StoreError``."""
-    try:
-        yield
-    except UserError:
-        raise
-    except Exception as error:  # MlflowException, requests and SQLAlchemy errors all end here
-        from mlflow.exceptions import MlflowException
-
-        text = " ".join(str(error).split())
-        if isinstance(error, MlflowException) and getattr(error, "error_code", "") == "INVALID_PARAMETER_VALUE":
-            raise StoreError(f"the tracking store refused the query: {text[:300]}") from None
-        signs = ("NewConnectionError", "Connection refused", "Max retries exceeded", "timed out")
-        if no_answer(error) or any(sign in text for sign in signs):
-            raise StoreError(f"cannot read the tracking store {uri}: no answer from the server (is it running and "
-                             f"reachable? MLFLOW_TRACKING_URI chooses the store)") from None
-        raise StoreError(f"cannot read the tracking store {uri}: {type(error).__name__}: {text[:300]}") from None
 
 
 def find_experiment(client: Any, experiment: str) -> Any:
@@ -227,7 +181,8 @@ def load_histories(runs: pd.DataFrame | Iterable[str], keys: Sequence[str] | Non
 Row = tuple[str, int, str, float]
 
 
-def run_history(client: Any, run_id: str, artifact_uri: str | None, keys: Sequence[str] | None) -> tuple[list[Row], bool]:
+def run_history(client: Any, run_id: str, artifact_uri: str | None, keys: Sequence[str] | None) -> tuple[list[Row],
+                                                                                                         bool]:
     """One run's ``(run_id, step, key, value)`` rows from its artifact, else from the metric store;
     and whether it fell back."""
     if artifact_uri is None:
@@ -300,81 +255,3 @@ def load_gradient_histograms(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
     with store_errors(client.tracking_uri), ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         texts = list(pool.map(lambda target: read_artifact(client, target[1], HISTOGRAM_ARTIFACT), targets))
     return {run_id: json.loads(text) for (run_id, _), text in zip(targets, texts) if text is not None}
-
-
-def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float]) -> str:
-    """Log ``directory`` (report and figures) as the artifacts of an analysis run; returns its id.
-
-    Under ``mlflow run`` the run MLflow created for the command (``MLFLOW_RUN_ID``) receives
-    them, wherever ``mlflow run --experiment-name`` put it; otherwise a new run named
-    ``analysis`` in the analysed experiment. Either way it is tagged ``actopt.kind=analysis``
-    so that later analyses leave it out.
-    """
-    from mlflow.entities import Metric, RunTag
-
-    from actopt.tracking import RUN_ID_VARIABLE, MlflowRunLogger
-
-    client = connect()
-    with store_errors(client.tracking_uri):
-        run_id = os.environ.get(RUN_ID_VARIABLE)
-        created = not run_id
-        if created:
-            experiment_id = find_experiment(client, experiment).experiment_id
-            run_id = client.create_run(experiment_id, run_name=ANALYSIS_RUN_NAME).info.run_id
-        try:
-            tags = [RunTag(KIND_TAG, "analysis"), RunTag("mlflow.runName", ANALYSIS_RUN_NAME)]
-            stamp = int(time.time() * 1000)
-            values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
-            client.log_batch(run_id, tags=tags, metrics=values)
-            MlflowRunLogger(client, run_id).log_params(params)
-            client.log_artifacts(run_id, str(directory))
-        except BaseException:
-            if created:
-                client.set_terminated(run_id, "FAILED")
-            raise
-        if created:
-            client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-@dataclass
-class Outcome:
-    """What ``analyze_experiment`` wrote, how many runs it analysed, and its analysis run (None without logging)."""
-
-    written: AnalysisResult
-    runs: int
-    run_id: str | None
-
-
-def analyze_experiment(
-    experiment: str,
-    parent_run_id: str | None = None,
-    filter_string: str | None = None,
-    output_dir: str | Path = "analysis",
-    log: bool = True,
-) -> Outcome:
-    """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
-    from actopt.tracking import RUN_ID_VARIABLE, tracking_uri
-
-    everything = load_runs(experiment, parent_run_id, filter_string, kinds=None)
-    scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
-                     f" matching filter {filter_string!r}" if filter_string else ""])
-    runs, left_out = analysis.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
-    histories = load_histories(runs)
-    histograms = load_gradient_histograms(runs[runs["run_id"].isin(analysis.histogram_runs(runs))])
-    folder = Path(output_dir) / safe_folder_name(experiment)
-    source = {"experiment": experiment, "tracking_uri": tracking_uri(), "parent_run_id": parent_run_id or "",
-              "filter": filter_string or ""}
-    written = analysis.write_analysis(runs, left_out, histories, histograms, folder, source)
-    run_id = None
-    if log:
-        params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
-                  "output_dir": str(output_dir)}
-        metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
-        run_id = log_analysis_run(experiment, folder, params, metrics)
-    return Outcome(written, len(runs), run_id)
-
-
-def safe_folder_name(experiment: str) -> str:
-    """The experiment name as one folder name (a ``/`` in a name would nest folders)."""
-    return "".join(char if char.isalnum() or char in "-_." else "_" for char in experiment).strip(".") or "experiment"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import matplotlib
 
@@ -44,7 +44,7 @@ def histogram_images(
                                cmap="viridis", norm=LogNorm(1e-4, 1.0))
         axes.set_yticks(np.arange(len(layer_names)) + 0.5, layer_names, fontsize=7 if len(layer_names) > 12 else 9)
         axes.invert_yaxis()
-        axes.set_xlabel("log10 |weight gradient|  (first column: < 1e%g or exactly 0)" % edges[0])
+        axes.set_xlabel(f"log10 |weight gradient|  (first column: < 1e{edges[0]:g} or exactly 0)")
         title = axes.set_title(step_title(steps[0]))
         figure.colorbar(mesh, ax=axes, label="fraction of weights")
         figure.tight_layout()

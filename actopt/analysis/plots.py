@@ -1,161 +1,62 @@
 """The analysis figures: DataFrames in, PNG files out, each readable without the report.
 
-Every figure function takes the run table (``analysis.run_table``), the long histories and the
+Every figure function takes the run table (``tables.run_table``), the long histories and the
 gradient histograms, and returns ``(path, title, caption)``, or raises ``Skip`` saying why the data
 cannot support it, so that the report never shows a placeholder. Where seeds were repeated, lines
-are means over seeds with ± 1 standard deviation bands.
-"""
+are means over seeds with ± 1 standard deviation bands."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from actopt import analysis  # noqa: E402
-from actopt.analysis import label, label_columns, metric, science_columns, tuned_runs  # noqa: E402
-
-GALLERY_FILE = "activation_derivatives.png"
-DPI = 110
-# Facet panels in one row before wrapping.
-WRAP = 4
-DIVERGED_STYLE = {"marker": "x", "color": "crimson", "s": 60, "linewidths": 2, "zorder": 5}
-
-Figure = tuple[Path, str, str]
-
-
-class Skip(Exception):
-    """The data cannot support this figure; the message says why."""
-
-
-def save(figure: Any, folder: Path, name: str) -> Path:
-    for axis in figure.axes:
-        if axis.get_xlabel().startswith(("epoch", "layer")):
-            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    path = folder / name
-    figure.savefig(path, dpi=DPI, bbox_inches="tight")
-    plt.close(figure)
-    return path
-
-
-def plain_log_ticks(axis: Any) -> None:
-    """Tick labels 0.2, 0.3, 1, 2 instead of 2×10⁻¹ on a log axis spanning about a decade."""
-    def plain(value: float, _: Any) -> str:
-        mantissa = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
-        return f"{value:g}" if mantissa in (1, 2, 5) else ""
-
-    axis.yaxis.set_major_formatter(FuncFormatter(plain))
-    axis.yaxis.set_minor_formatter(FuncFormatter(plain))
-
-
-def finish(grid: Any, folder: Path, file: str, title: str, caption: str, labels: tuple[str, str],
-           **titles: str) -> Figure:
-    """Label and title a seaborn grid, save it, and return what the report lists."""
-    grid.set_axis_labels(*labels)
-    if titles:
-        grid.set_titles(**titles)
-    grid.figure.suptitle(title, y=1.03)
-    return save(grid.figure, folder, file), title, caption
-
-
-def rate_label(value: float) -> str:
-    return f"{value:g}"
-
-
-def with_config(values: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    return values.merge(table[["run_id", *dict.fromkeys(columns)]], on="run_id")
-
-
-def seed_note(table: pd.DataFrame) -> str:
-    return " Lines are means over seeds, bands ± 1 standard deviation." if table["seed"].nunique() > 1 else ""
-
-
-def extra_factors(table: pd.DataFrame, allowed: tuple[str, ...]) -> list[str]:
-    return [name for name in analysis.varying(table, analysis.SCIENCE) if name not in allowed]
-
-
-def group_names(table: pd.DataFrame, exclude: tuple[str, ...] = ()) -> pd.Series:
-    columns = [name for name in label_columns(table, science_columns(table)) if name not in exclude]
-    return table.apply(lambda row: label(row, columns) if columns else "all runs", axis=1)
-
-
-def ordered_groups(table: pd.DataFrame, names: pd.Series) -> list[str]:
-    return list(dict.fromkeys(names.loc[analysis.sort_runs(table, science_columns(table)).index]))
-
-
-# --- learning curves -----------------------------------------------------------------------------------
-
-
-def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
-    name = f"{key}_curves.png"
-
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-        extra = extra_factors(table, ("activation", "optimizer"))
-        if extra:
-            raise Skip(f"{', '.join(extra)} {'vary' if len(extra) > 1 else 'varies'} as well; activation × optimizer "
-                       f"facets would mix them (see the depth-study and overfitting figures)")
-        values = metric(histories, key)
-        if values.empty:
-            raise Skip(f"no run logged {key}")
-        data = with_config(values, table, ["activation", "optimizer", "learning_rate"])
-        data["value"] = data["value"].where(np.isfinite(data["value"]))
-        rates = sorted(data["learning_rate"].unique())
-        data["learning rate"] = data["learning_rate"].map(rate_label)
-        optimizers = analysis.sort_runs(table, ["optimizer"])["optimizer"].unique()
-        activations = analysis.sort_runs(table, ["activation"])["activation"].unique()
-        if len(optimizers) > 1:
-            facets = dict(row="activation", col="optimizer", row_order=activations, col_order=optimizers)
-        else:
-            facets = dict(col="activation", col_wrap=min(WRAP, len(activations)), col_order=activations)
-        grid = sns.relplot(data, x="step", y="value", hue="learning rate", hue_order=[rate_label(r) for r in rates],
-                           palette="viridis", kind="line", errorbar="sd", marker="o", markersize=4, height=2.3,
-                           aspect=1.35, facet_kws={"sharey": True, "margin_titles": True}, **facets)
-        mark_divergence(grid, table, facets)
-        if log_y:
-            grid.set(yscale="log")
-        caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at the "
-                   f"top of a panel: a run diverged in that epoch (its later values are missing).{seed_note(table)}")
-        return finish(grid, folder, name, title, caption, ("epoch", key))
-
-    draw.__name__ = name
-    return draw
-
-
-def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> None:
-    diverged = table[table["diverged"]]
-    for _, run in diverged.iterrows():
-        if "row" in facets:
-            axes = grid.axes_dict.get((run["activation"], run["optimizer"]))
-        else:
-            axes = grid.axes_dict.get(run["activation"])
-        if axes is None or pd.isna(run["diverged_epoch"]):
-            continue
-        axes.scatter([int(run["diverged_epoch"])], [0.97], transform=axes.get_xaxis_transform(), **DIVERGED_STYLE)
-
-
-# --- learning rates ------------------------------------------------------------------------------------
+from actopt.analysis import frames, tables  # noqa: E402
+from actopt.analysis.depth_plots import (
+    depth_accuracy_plot,
+    depth_gradient_plot,
+    lecun_tanh_plot,
+)
+from actopt.analysis.frames import label, label_columns, science_columns  # noqa: E402
+from actopt.analysis.plotting import (
+    DIVERGED_STYLE,
+    GALLERY_FILE,
+    WRAP,
+    Figure,
+    Skip,
+    finish,
+    group_names,
+    learning_curves,
+    ordered_groups,
+    per_layer_plot,
+    plain_log_ticks,
+    rate_label,
+    save,
+    seed_note,
+)
+from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.errors import describe_error
 
 
 def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    rates = analysis.learning_rate_table(table)
+    rates = tables.learning_rate_table(table)
     if len(rates) < 2:
         raise Skip("a single configuration and learning rate: nothing to compare")
-    best = analysis.best_learning_rates(table)
+    best = tables.best_learning_rates(table)
     names = group_names(table, exclude=("optimizer",))
     rows = ordered_groups(table, names)
-    optimizers = list(analysis.sort_runs(table, ["optimizer"])["optimizer"].unique())
+    optimizers = list(frames.sort_runs(table, ["optimizer"])["optimizer"].unique())
     row_columns = [name for name in label_columns(table, science_columns(table)) if name != "optimizer"]
     feasible = rates["mean"].dropna()
     low, high = (feasible.min(), feasible.max()) if len(feasible) else (0.0, 1.0)
@@ -184,7 +85,8 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
             i = rows.index(label(choice, row_columns) if row_columns else "all runs")
             j = grid.index(choice["best_learning_rate"])
             colour = "crimson" if choice["edge"] else "black"
-            axis.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=colour, linewidth=2.5, clip_on=False))
+            axis.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=colour, linewidth=2.5,
+                                     clip_on=False))
         axis.set_xticks(range(len(grid)), [rate_label(rate) for rate in grid])
         axis.set_yticks(range(len(rows)), rows if axis is axes[0][0] else [""] * len(rows))
         axis.set_xlabel("learning rate")
@@ -192,14 +94,15 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
         axis.grid(False)
     figure.colorbar(image, ax=axes[0].tolist(), label="best validation accuracy", shrink=0.9)
     figure.suptitle("Best validation accuracy per configuration and learning rate", y=1.02 + 0.25 / len(rows))
-    caption = ("Mean best validation accuracy over seeds; empty cells were not run. A box marks each row's best learning "
+    caption = ("Mean best validation accuracy over seeds; empty cells were not run. A box marks each row's best "
+               "learning "
                "rate for that optimizer: black inside the grid, red on its edge (the optimum may lie beyond). "
                "'div.' counts diverged runs, which are excluded from the mean.")
     return save(figure, folder, "best_val_accuracy_heatmap.png"), "Best validation accuracy by learning rate", caption
 
 
 def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    best = analysis.best_learning_rates(table).dropna(subset=["best_learning_rate"])
+    best = tables.best_learning_rates(table).dropna(subset=["best_learning_rate"])
     if best.empty:
         raise Skip("every run diverged: no configuration has a feasible learning rate")
     if (best["grid"].map(len) < 2).all():
@@ -219,7 +122,8 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
             text = f"lr {row['best_learning_rate']:g}" + (" (edge!)" if row["edge"] else "")
             axis.annotate(text, (xi, row["mean"]), textcoords="offset points", xytext=(4, 6), fontsize=7,
                           rotation=60, color="crimson" if row["edge"] else "0.2")
-    axis.set_xticks(range(len(rows)), rows, rotation=30 if len(rows) > 4 else 0, ha="right" if len(rows) > 4 else "center")
+    axis.set_xticks(range(len(rows)), rows, rotation=30 if len(rows) > 4 else 0,
+                    ha="right" if len(rows) > 4 else "center")
     axis.set_ylabel("best validation accuracy at the best lr")
     low, high = best["mean"].min(), best["mean"].max()
     axis.set_ylim(low - 0.15 * (high - low + 0.01), high + 0.35 * (high - low + 0.01))
@@ -239,7 +143,7 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     columns = ordered_groups(table, names)
     data = table.assign(group=names)
     figure, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns) + 1, 6.2), squeeze=False, sharex=True)
-    optimizers = list(analysis.sort_runs(table, ["optimizer"])["optimizer"].unique())
+    optimizers = list(frames.sort_runs(table, ["optimizer"])["optimizer"].unique())
     colours = dict(zip(optimizers, sns.color_palette("deep", len(optimizers))))
     finite_loss = data.loc[~data["diverged"] & np.isfinite(data["last_train_loss"]), "last_train_loss"]
     for j, group in enumerate(columns):
@@ -284,43 +188,16 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     return save(figure, folder, "optimizers_vs_learning_rate.png"), "Optimizers across learning rates", caption
 
 
-# --- gradients and units -------------------------------------------------------------------------------
-
-
-def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool, caption: str) -> Callable[..., Figure]:
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-        values = analysis.layer_values(histories, prefix)
-        if values.empty:
-            raise Skip(f"no run logged {prefix}/layer_NN")
-        chosen = tuned_runs(table)
-        chosen = chosen.assign(group=group_names(chosen) if len(chosen) else [])
-        data = values.merge(chosen[["run_id", "group"]], on="run_id")
-        if data.empty:
-            raise Skip(f"no run at its best learning rate logged {prefix}")
-        if log_y:
-            data = data[data["value"] > 0]
-        order = ordered_groups(chosen, chosen["group"])
-        order = [name for name in order if name in set(data["group"])]
-        grid = sns.relplot(data, x="step", y="value", hue="layer", palette="viridis", col="group", col_order=order,
-                           col_wrap=min(WRAP, len(order)), kind="line", errorbar="sd", height=2.5, aspect=1.3)
-        if log_y:
-            grid.set(yscale="log")
-        xlabel = "epoch (0 = initialisation)" if data["step"].min() == 0 else "epoch"
-        return finish(grid, folder, file, title, caption + seed_note(table), (xlabel, ylabel), template="{col_name}")
-
-    draw.__name__ = file
-    return draw
-
-
 def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    frames = [analysis.layer_values(histories, prefix).assign(kind=kind)
+    frames = [frames.layer_values(histories, prefix).assign(kind=kind)
               for prefix, kind in (("dead_fraction", "dead"), ("saturated_fraction", "saturated"))]
     values = pd.concat(frames, ignore_index=True)
     if values.empty:
         raise Skip("no run logged dead_fraction or saturated_fraction (gradient statistics off?)")
     data = values.merge(table[["run_id", "learning_rate"]].assign(group=group_names(table)), on="run_id")
     data["panel"] = data["group"] + " — " + data["kind"]
-    order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for kind in ("dead", "saturated")]
+    order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for kind in ("dead",
+                                                                                                     "saturated")]
     order = [name for name in order if name in set(data["panel"])]
     rates = sorted(data["learning_rate"].unique())
     if len(rates) > 1:
@@ -341,12 +218,13 @@ def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms:
     caption = ("Dead: share of a layer's units never active on 2,048 validation examples; saturated: share of outputs "
                "within 2.5% of the activation's bounds, where its derivative is below about a tenth of its peak; "
                f"{legend}.{seed_note(table)}")
-    return finish(grid, folder, "unit_fractions.png", "Dead (ReLU family) and saturated (sigmoid, tanh) units per layer",
+    return finish(grid, folder, "unit_fractions.png",
+                  "Dead (ReLU family) and saturated (sigmoid, tanh) units per layer",
                   caption, ("epoch (0 = initialisation)", "fraction of units"), template="{col_name}")
 
 
 def histogram_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    chosen = [run_id for run_id in analysis.histogram_runs(table) if run_id in histograms]
+    chosen = [run_id for run_id in tables.histogram_runs(table) if run_id in histograms]
     if not chosen:
         raise Skip("no run has a gradient_histograms.json artifact (gradient statistics off?)")
     rows = table.set_index("run_id")
@@ -371,7 +249,8 @@ def histogram_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
                                f" ({'first' if layer == 0 else 'output'} layer)", fontsize=8)
     figure.colorbar(mesh, ax=axes.ravel().tolist(), label="fraction of weights", shrink=0.6)
     figure.suptitle("Weight-gradient magnitudes over epochs: best and worst run of each activation")
-    caption = ("Histogram of log10|weight gradient| on a fixed training minibatch at initialisation (epoch 0) and after "
+    caption = ("Histogram of log10|weight gradient| on a fixed training minibatch at initialisation (epoch 0) and "
+               "after "
                "each epoch, for the first and the output layer. Best/worst: highest/lowest best validation accuracy "
                "(diverged runs count as worst). Mass drifting left in the first layer is a vanishing gradient.")
     return save(figure, folder, "gradient_histograms.png"), "Gradient histograms", caption
@@ -393,99 +272,6 @@ def histogram_panel(axis: Any, document: dict[str, Any], layer: int) -> Any:
     axis.set_ylim(steps[-1] + 0.5, steps[0] - 0.5)
     axis.grid(False)
     return mesh
-
-
-# --- depth study ---------------------------------------------------------------------------------------
-
-
-def depth_runs(table: pd.DataFrame) -> pd.DataFrame:
-    deep = table[table["depth"].fillna(0) > 0]
-    if deep.empty:
-        raise Skip("no run sets depth (the depth study builds --depth N layers of --width units)")
-    extra = extra_factors(deep, ("activation", "depth", "init"))
-    if extra:
-        raise Skip(f"{', '.join(extra)} {'vary' if len(extra) > 1 else 'varies'} as well; the depth figures compare "
-                   f"activation × depth × init only")
-    return tuned_runs(deep)
-
-
-DEPTH_TITLES = {"row_template": "{row_name}", "col_template": "depth {col_name}"}
-
-
-def depth_facets(data: pd.DataFrame) -> dict[str, Any]:
-    """Columns: depth; rows: activation; colour: initialisation (each activation's default and matched one)."""
-    inits = sorted(data["init"].unique(), key=lambda name: (name != "default", name))
-    facets: dict[str, Any] = {"col": "depth", "col_order": sorted(data["depth"].unique()), "hue": "init",
-                              "hue_order": inits, "palette": dict(zip(inits, sns.color_palette("deep", len(inits))))}
-    if data["activation"].nunique() > 1:
-        facets.update(row="activation", row_order=activation_order(data))
-    return facets
-
-
-def activation_order(data: pd.DataFrame) -> list[str]:
-    return list(analysis.sort_runs(data[["activation"]].drop_duplicates(), ["activation"])["activation"])
-
-
-def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    runs = depth_runs(table)
-    values = metric(histories, "epoch_test_accuracy")
-    if values.empty:
-        raise Skip("no run logged epoch_test_accuracy (train with --test-every-epoch true)")
-    data = with_config(values, runs, ["activation", "depth", "init"])
-    if data.empty:
-        raise Skip("the depth-study runs did not log epoch_test_accuracy")
-    data["depth"] = data["depth"].astype(int)
-    grid = sns.relplot(data, x="step", y="value", kind="line",
-                       errorbar="sd", marker="o", markersize=3, height=2.8, aspect=1.2,
-                       facet_kws={"margin_titles": True}, **depth_facets(data))
-    caption = ("Test accuracy after every epoch; columns: depth (hidden layers), rows: activation, colour: "
-               f"initialisation; each configuration at its best learning rate.{seed_note(table)}")
-    return finish(grid, folder, "depth_test_accuracy.png", "Depth study: test accuracy per epoch", caption,
-                  ("epoch", "test accuracy"), **DEPTH_TITLES)
-
-
-def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    runs = depth_runs(table)
-    values = analysis.layer_values(histories, "probe_grad_max_abs")
-    values = values[values["run_id"].isin(runs["run_id"])]
-    if values.empty:
-        raise Skip("the depth-study runs did not log probe_grad_max_abs (gradient statistics off?)")
-    last = analysis.last_step_values(values[values["step"] > 0]).assign(when="trained (last epoch)")
-    data = pd.concat([values[values["step"] == 0].assign(when="at initialisation"), last], ignore_index=True)
-    data = with_config(data[data["value"] > 0], runs, ["activation", "depth", "init"])
-    data["depth"] = data["depth"].astype(int)
-    grid = sns.relplot(data, x="layer", y="value", style="when",
-                       style_order=["at initialisation", "trained (last epoch)"], kind="line", errorbar="sd",
-                       height=2.8, aspect=1.25, facet_kws={"margin_titles": True, "sharex": False}, **depth_facets(data))
-    grid.set(yscale="log")
-    caption = ("Max |gradient| of each Linear layer's weights on one fixed training minibatch, at initialisation "
-               "(solid) and after the last epoch (dashed), log scale; columns: depth, rows: activation, colour: "
-               f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_note(table)}")
-    title = "Depth study: largest weight gradient per layer on a fixed minibatch"
-    labels = ("layer (1 = input side)", "max |weight gradient|")
-    return finish(grid, folder, "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
-
-
-def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    pair = table[table["activation"].isin(["tanh", "lecun_tanh"])]
-    if pair["activation"].nunique() < 2:
-        raise Skip("needs runs with both tanh and lecun_tanh")
-    runs = tuned_runs(pair)
-    tested = metric(histories, "epoch_test_accuracy")["run_id"].isin(runs["run_id"]).any()
-    key = "epoch_test_accuracy" if tested else "val_accuracy"
-    names = group_names(runs, exclude=("activation",))
-    data = with_config(metric(histories, key), runs.assign(group=names), ["activation", "group"])
-    order = list(dict.fromkeys(names))
-    grid = sns.relplot(data, x="step", y="value", hue="activation", hue_order=["tanh", "lecun_tanh"], col="group",
-                       col_order=order, col_wrap=min(WRAP, len(order)), kind="line", errorbar="sd", marker="o",
-                       markersize=3, height=2.6, aspect=1.3)
-    caption = (f"{key} per epoch for tanh and LeCun's scaled tanh, each configuration at its best learning rate."
-               f"{seed_note(table)}")
-    return finish(grid, folder, "lecun_tanh_vs_tanh.png", "LeCun's tanh (1.7159·tanh(2x/3)) vs tanh", caption,
-                  ("epoch", key.replace("_", " ")), template="{col_name}")
-
-
-# --- overfitting ---------------------------------------------------------------------------------------
 
 
 def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
@@ -510,10 +296,12 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
         for j, (measure, ylabel) in enumerate(panels):
             axis = axes[i][j]
             if measure == "gap":
-                sns.lineplot(part, x="step", y="gap", hue="dropout", palette=palette, errorbar="sd", ax=axis, legend=False)
+                sns.lineplot(part, x="step", y="gap", hue="dropout", palette=palette, errorbar="sd", ax=axis,
+                             legend=False)
                 axis.axhline(0, color="0.6", linewidth=0.8)
             else:
-                long = part.melt(id_vars=["run_id", "step", "dropout"], value_vars=[f"train_{measure}", f"val_{measure}"],
+                long = part.melt(id_vars=["run_id", "step", "dropout"], value_vars=[f"train_{measure}",
+                                                                                    f"val_{measure}"],
                                  var_name="split", value_name=measure)
                 long["split"] = long["split"].str.split("_").str[0].map({"train": "train", "val": "validation"})
                 sns.lineplot(long, x="step", y=measure, hue="dropout", palette=palette, style="split",
@@ -526,17 +314,15 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     figure.legend(handles, labels, loc="center right")
     figure.suptitle("Overfitting: train vs validation, and dropout's effect on the gap", y=1.0)
     figure.tight_layout(rect=(0, 0, 0.88, 1))
-    caption = ("Per epoch, train (solid) and validation (dashed) accuracy and loss, and their accuracy gap, coloured by "
+    caption = ("Per epoch, train (solid) and validation (dashed) accuracy and loss, and their accuracy gap, coloured "
+               "by "
                "dropout; each configuration at its best learning rate. Train values are averages over the epoch with "
                f"dropout active.{seed_note(table)}")
     return save(figure, folder, "overfitting.png"), "Overfitting and dropout", caption
 
 
-# --- activations ---------------------------------------------------------------------------------------
-
-
 def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    from actopt import derivatives
+    from actopt.core import derivatives
 
     ranges = derivatives.derivative_ranges()
     columns = 2
@@ -573,7 +359,8 @@ FIGURES: dict[str, Callable[..., Figure]] = {
     "optimizers at their best learning rates": best_rate_plot,
     "optimizers across learning rates": optimizer_rate_plot,
     "gradient norms per layer": per_layer_plot(
-        "grad_norm", "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch", "gradient_norms.png",
+        "grad_norm", "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
+        "gradient_norms.png",
         log_y=True, caption="Mean over each epoch's steps of each Linear layer's weight-gradient L2 norm (log scale), "
         "colour = layer (1 = input side, the highest = output layer); each configuration at its best learning rate."),
     "gradient histograms": histogram_plot,
@@ -600,7 +387,7 @@ def draw_all(
             except Skip as reason:
                 skipped[name] = str(reason)
             except Exception as error:  # noqa: BLE001 - one figure's failure must not cost the report
-                skipped[name] = f"drawing failed ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+                skipped[name] = f"drawing failed ({describe_error(error)})"
             finally:
                 plt.close("all")
     return drawn, skipped

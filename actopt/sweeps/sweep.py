@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import dataclasses
 import io
 import multiprocessing
 import os
@@ -23,15 +22,17 @@ import threading
 import time
 import traceback
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
-from actopt import tracking
-from actopt.config import TrainConfig
-from actopt.data import DatasetSplits, load_raw, raw_files
-from actopt.errors import UserError
-from actopt.study import Study, config_digest, label
+from actopt.core.config import TrainConfig, config_digest
+from actopt.core.data import DatasetSplits, load_raw, raw_files
+from actopt.errors import UserError, describe_error
+from actopt.sweeps.study import Study, label
+from actopt.tracking import records, runlog, signals, store
+from actopt.tracking.records import process_alive, reap_stale
 
 # A configuration's status in the summary; the first two count as done.
 FINISHED, DIVERGED, FAILED, KILLED, RUNNING, NOT_RUN = "finished", "diverged", "failed", "killed", "running", "not run"
@@ -71,23 +72,25 @@ def prepare_shared(config: TrainConfig) -> tuple[Any, DatasetSplits]:
     key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed, config.device)
     if key not in _prepared:
         _prepared.clear()
-        _prepared[key] = tracking.prepare(config)
+        _prepared[key] = runlog.prepare(config)
     return _prepared[key]
 
 
 def run_task(task: Task) -> Outcome:
     """Train one configuration as a child run; an exception fails this configuration alone."""
     started = time.time()
-    tags = {tracking.CONFIG_DIGEST_TAG: task.digest, **tracking.process_tags()}
+    tags = {records.CONFIG_DIGEST_TAG: task.digest, **records.process_tags()}
     try:
         prepared = prepare_shared(task.config)
-        run_id, result = tracking.run_training(task.config, parent_run_id=task.parent_run_id, tags=tags, prepared=prepared)
-    except Exception as error:  # KeyboardInterrupt and tracking.Terminated pass: the sweep is stopping
-        message = f"{type(error).__name__}: {' '.join(str(error).split())}"[:500]
-        if tracking.no_answer(error):  # recording the failure would wait out the retries again, in vain
+        run_id, result = runlog.run_training(task.config, parent_run_id=task.parent_run_id, tags=tags,
+                                             prepared=prepared)
+    except Exception as error:  # KeyboardInterrupt and signals.Terminated pass: the sweep is stopping
+        message = describe_error(error)
+        if store.no_answer(error):  # recording the failure would wait out the retries again, in vain
             return Outcome(task.digest, "FAILED", None, time.time() - started, error=message, unreachable=True)
         try:
-            run_id = tracking.record_failure(task.config, task.parent_run_id, tags, started, message, traceback.format_exc())
+            run_id = records.record_failure(task.config, task.parent_run_id, tags, started, message,
+                                            traceback.format_exc())
         except Exception:  # the store itself failing: the outcome still says what happened
             run_id = None
         return Outcome(task.digest, "FAILED", run_id, time.time() - started, error=message)
@@ -183,7 +186,8 @@ class ProcessExecutor:
             pass
         worker.process.join(5)
         code = worker.process.exitcode
-        return Outcome(task.digest, "FAILED", None, 0.0, error=f"worker process {worker.process.pid} died (exit code {code})")
+        return Outcome(task.digest, "FAILED", None, 0.0,
+                       error=f"worker process {worker.process.pid} died (exit code {code})")
 
     def stop(self, workers: list[Worker]) -> None:
         with ignoring(signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not orphan the workers
@@ -207,13 +211,13 @@ def worker_main(connection: Connection, threads: int) -> None:
     """A worker process: trains each task it is sent until it gets None; SIGTERM ends its run KILLED."""
     import torch
 
-    tracking.raise_on_sigterm()
-    os.environ.pop(tracking.RUN_ID_VARIABLE, None)  # the sweep's launcher run is not this worker's
+    signals.raise_on_sigterm()
+    os.environ.pop(store.RUN_ID_VARIABLE, None)  # the sweep's launcher run is not this worker's
     torch.set_num_threads(threads)
     try:
         while (task := connection.recv()) is not None:
             connection.send(run_task(task))
-    except (tracking.Terminated, EOFError, OSError):  # stopped by the driver, or the driver is gone
+    except (signals.Terminated, EOFError, OSError):  # stopped by the driver, or the driver is gone
         pass
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # leaving: a late SIGTERM has nothing left to stop
@@ -247,7 +251,7 @@ class Row:
     config: TrainConfig
     digest: str
     status: str
-    run: tracking.SweepRun | None
+    run: records.SweepRun | None
 
 
 @dataclass(frozen=True)
@@ -271,38 +275,7 @@ def ensure_datasets(configs: Sequence[TrainConfig]) -> None:
             load_raw(dataset, data_dir, download)
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
-
-
-def is_stale(run: tracking.SweepRun) -> bool:
-    """A RUNNING run whose process, on this host, no longer runs it: gone, or this very process
-    (which is between runs whenever it asks). Runs of other hosts cannot be checked."""
-    if run.status != "RUNNING" or run.pid is None or run.host != socket.gethostname():
-        return False
-    return run.pid == os.getpid() or not process_alive(run.pid)
-
-
-def reap_stale(children: list[tracking.SweepRun], report: Callable[[str], None]) -> list[tracking.SweepRun]:
-    """Mark FAILED the RUNNING children whose process is gone, so that they run again."""
-    reaped = []
-    for run in children:
-        if is_stale(run):
-            reason = f"left RUNNING by process {run.pid} on {run.host}, which no longer runs it"
-            tracking.mark_failed(run.run_id, reason)
-            report(f"run {run.run_id} ({run.run_name}) {reason}: marked FAILED")
-            run = dataclasses.replace(run, status="FAILED")
-        reaped.append(run)
-    return reaped
-
-
-def summarize(configs: Sequence[TrainConfig], children: Sequence[tracking.SweepRun]) -> list[Row]:
+def summarize(configs: Sequence[TrainConfig], children: Sequence[records.SweepRun]) -> list[Row]:
     """Each configuration's status: its FINISHED run if any, else a live one, else its latest attempt."""
     rows = []
     for config in configs:
@@ -342,7 +315,7 @@ def parent_record(rows: Sequence[Row]) -> tuple[dict[str, float], dict[str, str]
     return metrics, tags
 
 
-def run_seconds(run: tracking.SweepRun | None) -> float | None:
+def run_seconds(run: records.SweepRun | None) -> float | None:
     if run is None or run.end_time is None or not run.start_time:
         return None
     return (run.end_time - run.start_time) / 1000
@@ -372,7 +345,8 @@ def summary_table(rows: Sequence[Row]) -> str:
     """The end-of-sweep table: every configuration with its status, best validation accuracy and time."""
     lines = [f"{'status':<9} {'val_acc':>7} {'time':>8}  {'run_id':<32}  configuration"]
     for row in rows:
-        lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} {format_seconds(run_seconds(row.run)):>8}  "
+        lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} "
+                     f"{format_seconds(run_seconds(row.run)):>8}  "
                      f"{row.run.run_id if row.run else '-':<32}  {label(row.config)}")
     return "\n".join(lines)
 
@@ -399,7 +373,7 @@ def progress_line(done: int, total: int, outcome: Outcome, config: TrainConfig, 
     return line + (f"  · eta {format_seconds(eta)}" if done < total else "  · all done")
 
 
-def refuse_if_running(parent: tracking.SweepRun) -> None:
+def refuse_if_running(parent: records.SweepRun) -> None:
     if (parent.status == "RUNNING" and parent.pid is not None and parent.pid != os.getpid()
             and parent.host == socket.gethostname() and process_alive(parent.pid)):
         raise UserError(f"this study is already being swept by process {parent.pid} (parent run {parent.run_id}); "
@@ -416,16 +390,16 @@ def run_sweep(
 ) -> SweepResult:
     """Run the configurations that still lack a FINISHED child under the study's parent run.
 
-    A signal (KeyboardInterrupt, ``tracking.Terminated``) stops the sweep cleanly: runs in flight end
+    A signal (KeyboardInterrupt, ``signals.Terminated``) stops the sweep cleanly: runs in flight end
     KILLED, the parent records what finished and ends KILLED, and a later start continues.
     """
     experiment_name = configs[0].experiment_name
-    existing = tracking.find_sweep_parent(experiment_name, study.digest, quick)
+    existing = records.find_sweep_parent(experiment_name, study.digest, quick)
     if existing is not None:
         refuse_if_running(existing)
-    parent = tracking.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
+    parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
                                         launcher_run_id)
-    rows = summarize(configs, reap_stale(tracking.sweep_children(parent), report))
+    rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
     tasks = [Task(row.config, row.digest, parent) for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
     by_digest = {task.digest: task.config for task in tasks}
     done_before = sum(row.status in (FINISHED, DIVERGED) for row in rows)
@@ -440,19 +414,19 @@ def run_sweep(
             if outcome.unreachable:
                 # Leaving the loop stops the workers; the runs they leave RUNNING, and the parent, are
                 # marked FAILED (runs) or reopened (parent) when the same sweep starts again.
-                raise tracking.StoreUnavailable(f"{tracking.no_answer_message()}; the sweep stopped: start it "
+                raise store.StoreUnavailable(f"{store.no_answer_message()}; the sweep stopped: start it "
                                                 "again once the server is back, and it continues")
             report(progress_line(done, len(tasks), outcome, by_digest[outcome.digest], time.monotonic() - started))
     except KeyboardInterrupt:
         stopped_by = "SIGINT"
-    except tracking.Terminated:
+    except signals.Terminated:
         stopped_by = "SIGTERM"
     with ignoring(signal.SIGINT, signal.SIGTERM):
         if stopped_by:
             report(f"stopped by {stopped_by}: runs in flight ended KILLED; start the same sweep again to continue")
-        rows = summarize(configs, reap_stale(tracking.sweep_children(parent), report))
+        rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
         metrics, tags = parent_record(rows)
         finished = all(row.status in (FINISHED, DIVERGED) for row in rows)
         status = "KILLED" if stopped_by else "FINISHED" if finished else "FAILED"
-        tracking.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows))
+        records.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows))
     return SweepResult(parent, rows, stopped_by)

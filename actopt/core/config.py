@@ -9,15 +9,18 @@ strings) and validates every value, raising ``ConfigError`` with a one-line mess
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any
 
-from actopt.data import DATASETS
+from actopt.core.data import DATASETS
+from actopt.core.models import ACTIVATIONS, INITIALIZATIONS
+from actopt.core.optimizers import OPTIMIZERS
 from actopt.errors import ConfigError, choose
-from actopt.models import ACTIVATIONS, INITIALIZATIONS
-from actopt.optimizers import OPTIMIZERS
 
 # "auto" picks CUDA when present; everything (data, statistics) then lives on that device.
 DEVICES = {"auto": None, "cpu": "cpu", "cuda": "cuda"}
@@ -98,7 +101,7 @@ class TrainConfig:
         return {item.name: format_value(getattr(self, item.name)) for item in fields(self)}
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any]) -> "TrainConfig":
+    def from_mapping(cls, values: Mapping[str, Any]) -> TrainConfig:
         """Build a validated config from user values (strings or typed); unknown keys are refused."""
         known = {item.name: item for item in fields(cls)}
         unknown = sorted(set(values) - set(known))
@@ -111,7 +114,7 @@ class TrainConfig:
         validate(config)
         return config
 
-    def replace(self, **changes: Any) -> "TrainConfig":
+    def replace(self, **changes: Any) -> TrainConfig:
         """A copy with some fields changed, validated like any other config."""
         return TrainConfig.from_mapping({**dataclasses.asdict(self), **changes})
 
@@ -128,6 +131,16 @@ _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
 
+def parse_boolean(value: Any) -> bool:
+    """``true``/``false`` and their usual spellings (1/0, yes/no, on/off); ValueError for anything else."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE or text in _FALSE:
+        return text in _TRUE
+    raise ValueError(f"{value!r} is not true or false")
+
+
 def parse_value(item: dataclasses.Field, value: Any) -> Any:
     """Convert one user value to the field's type, or raise a ConfigError naming the field."""
     kind = item.type
@@ -136,14 +149,7 @@ def parse_value(item: dataclasses.Field, value: Any) -> Any:
         raise ConfigError(f"{name}: a value is required")
     try:
         if kind == "bool":
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError
+            return parse_boolean(value)
         if kind == "int":
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError
@@ -212,3 +218,19 @@ def validate(config: TrainConfig) -> None:
             raise ConfigError(message)
     if config.optimizer in ("adam", "adamw") and config.momentum:
         raise ConfigError(f"momentum applies to sgd and rmsprop, not {config.optimizer}")
+
+
+# Where a run reads its data and logs its results, not what it trains: left out of the config digest,
+# so that a study resumed from another data copy still finds its finished runs.
+LOCATION_FIELDS = ("data_dir", "download", "experiment_name")
+
+
+def text_digest(value: Any) -> str:
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+def config_digest(config: TrainConfig) -> str:
+    """Stable over processes and machines: what a run trains, not where its data and results live."""
+    params = {key: value for key, value in config.to_params().items() if key not in LOCATION_FIELDS}
+    return text_digest(params)

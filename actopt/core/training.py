@@ -11,19 +11,20 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from actopt import gradstats
-from actopt.config import DEVICES, TrainConfig
-from actopt.data import DatasetSplits, Split, batch_indices
+from actopt.core import gradstats
+from actopt.core.config import DEVICES, TrainConfig
+from actopt.core.data import DatasetSplits, Split, batch_indices
+from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers
+from actopt.core.optimizers import build_optimizer
 from actopt.errors import ConfigError, choose
-from actopt.models import ACTIVATIONS, build_mlp, linear_layers
-from actopt.optimizers import build_optimizer
 
 # Evaluation runs in large chunks: bounded memory for deep nets, few Python round trips.
 EVALUATION_BATCH = 4096
@@ -96,7 +97,8 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     return float(loss_sum) / count, int(correct) / count
 
 
-def hidden_outputs(model: nn.Module, inputs: torch.Tensor, activation: str) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+def hidden_outputs(model: nn.Module, inputs: torch.Tensor, activation: str) -> tuple[list[torch.Tensor],
+                                                                                     list[torch.Tensor]]:
     """Pre-activations and activation outputs of every hidden layer for ``inputs`` (eval mode)."""
     # Every registered builder is the activation's module class itself.
     kind = choose(ACTIVATIONS, activation, "activation").build
@@ -249,7 +251,8 @@ def train(
             "learning_rate": optimizer.param_groups[0]["lr"],
         }
         if probe is not None:
-            metrics.update(gradient_metrics(gradstats.summarize_epoch(statistic_sums, statistic_maxima, steps, element_counts)))
+            metrics.update(gradient_metrics(gradstats.summarize_epoch(statistic_sums, statistic_maxima, steps,
+                                                                      element_counts)))
         metrics["epoch_time"] = time.perf_counter() - started
         metrics["val_loss"], metrics["val_accuracy"] = evaluate(model, data.validation)
         if config.test_every_epoch:
@@ -268,8 +271,10 @@ def train(
             best_state = copy.deepcopy(model.state_dict())
         if report is not None:
             report(
-                f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  train_acc {metrics['train_accuracy']:.4f}  "
-                f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  {metrics['epoch_time']:.2f}s"
+                f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  train_acc "
+                f"{metrics['train_accuracy']:.4f}  "
+                f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  "
+                f"{metrics['epoch_time']:.2f}s"
             )
 
     finish(config, data, logger, model, best_state, histograms, result, probe)
@@ -307,7 +312,9 @@ def finish(
     if probe is not None and histograms:
         layer_names = [layer_name(index) for index in range(1, len(linear_layers(model)) + 1)]
         logger.log_dict(histogram_document(histograms, probe.edges, layer_names, len(probe.inputs)), HISTOGRAM_ARTIFACT)
-        from actopt.figures import histogram_images  # matplotlib is needed only here
+        from actopt.core.figures import (
+            histogram_images,  # matplotlib is needed only here
+        )
 
         for step, image in histogram_images(histograms, probe.edges.tolist(), layer_names):
             logger.log_image(image, HISTOGRAM_IMAGE_KEY, step)

@@ -8,12 +8,12 @@ are checked against autograd by the tests. docs/backprop.md explains why the ran
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
-from actopt.models import ACTIVATIONS, LeCunTanh
+from actopt.core.models import ACTIVATIONS, LeCunTanh
 
 # The grid: wide enough that every bounded derivative is near its limit at the ends, dense
 # enough (5e-4 apart, x = 0 included) that a peak is measured to four decimals.

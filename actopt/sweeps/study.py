@@ -1,6 +1,6 @@
 """A study is a grid of training configurations written in a readable JSON file.
 
-Presets live in ``actopt/studies/``; a user's own file works the same way. The format::
+Presets live in ``actopt/sweeps/studies/``; a user's own file works the same way. The format::
 
     {
       "description": "What the study asks (required).",
@@ -25,14 +25,13 @@ seed (``seeds``, default ``[0]``). A key starting with ``//`` is a comment, anyw
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from actopt.config import TrainConfig
+from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).with_name("studies")
@@ -40,9 +39,6 @@ FILE_KEYS = ("description", "source", "seeds", "fixed", "grid")
 # Set by the sweep for every run; the seed comes from "seeds".
 SWEEP_FIELDS = ("data_dir", "download", "experiment_name", "study", "seed")
 STUDY_FIELDS = tuple(item.name for item in fields(TrainConfig) if item.name not in SWEEP_FIELDS)
-# Where a run reads its data and logs its results, not what it trains: left out of the config digest,
-# so that a study resumed from another data copy still finds its finished runs.
-LOCATION_FIELDS = ("data_dir", "download", "experiment_name")
 # --quick: every configuration trains one epoch of a few batches, without logging a model.
 QUICK = {"epochs": 1, "max_batches": 5, "log_model": False}
 COMMENT_PREFIX = "//"
@@ -168,7 +164,8 @@ def expand(grid: dict[str, Any], at: str, where: str) -> list[dict[str, Any]]:
             for value, subgrid in choices.items():
                 if not isinstance(subgrid, dict):
                     raise ConfigError(
-                        f"{where}: {at}.{key}.{value} must be an object (a sub-grid, {{}} for none), got {json.dumps(subgrid)}"
+                        f"{where}: {at}.{key}.{value} must be an object (a sub-grid, {{}} for none), got "
+                        f"{json.dumps(subgrid)}"
                     )
                 for combination in expand(subgrid, f"{at}.{key}.{value}", where):
                     if key in combination:
@@ -176,7 +173,8 @@ def expand(grid: dict[str, Any], at: str, where: str) -> list[dict[str, Any]]:
                     branches.append({key: value, **combination})
         else:
             raise ConfigError(
-                f"{where}: {at}.{key} must be a list of values or an object of value: sub-grid, got {json.dumps(choices)} "
+                f"{where}: {at}.{key} must be a list of values or an object of value: sub-grid, got "
+                f"{json.dumps(choices)} "
                 "(a single value belongs in 'fixed', or write it as a one-item list)"
             )
         if not branches:
@@ -206,7 +204,8 @@ def configurations(
     quick: bool = False,
 ) -> list[TrainConfig]:
     """The study's runs as validated configs, with the sweep's own values; duplicates are refused."""
-    sweep_values: dict[str, Any] = {"study": study.name, "experiment_name": experiment_name or default_experiment(study.name, quick)}
+    sweep_values: dict[str, Any] = {"study": study.name,
+                                    "experiment_name": experiment_name or default_experiment(study.name, quick)}
     if data_dir:
         sweep_values["data_dir"] = data_dir
     if download is not None:
@@ -226,7 +225,8 @@ def configurations(
         if digest in seen:
             mode = " with --quick" if quick else ""
             raise ConfigError(
-                f"study {study.name}: runs {seen[digest]} and {number} are the same configuration{mode} ({label(config)})"
+                f"study {study.name}: runs {seen[digest]} and {number} are the same configuration{mode} "
+                f"({label(config)})"
             )
         seen[digest] = number
         configs.append(config)
@@ -242,12 +242,3 @@ def label(config: TrainConfig) -> str:
     return f"{config.run_name} seed {config.seed}"
 
 
-def text_digest(value: Any) -> str:
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-def config_digest(config: TrainConfig) -> str:
-    """Stable over processes and machines: what a run trains, not where its data and results live."""
-    params = {key: value for key, value in config.to_params().items() if key not in LOCATION_FIELDS}
-    return text_digest(params)

@@ -5,14 +5,14 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torchvision
 
-from actopt.errors import DataError, choose
+from actopt.errors import DataError, choose, one_line
 
 # The torchvision classes read (and, online, download) the raw IDX files; we only use their tensors.
 DATASETS: dict[str, type[torchvision.datasets.MNIST]] = {
@@ -76,7 +76,8 @@ def idx_problem(path: Path) -> str | None:
     expected = 4 + len(dimensions) + math.prod(shape)
     if size != expected:
         state = "truncated" if size < expected else "longer than its header says"
-        return f"{state}: its header promises {'×'.join(map(str, shape))} values ({expected} bytes), the file has {size}"
+        values = "×".join(map(str, shape))
+        return f"{state}: its header promises {values} values ({expected} bytes), the file has {size}"
     return None
 
 
@@ -94,7 +95,7 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[to
         try:
             dataset_class(root=str(data_dir), train=True, download=True)
         except Exception as error:  # torchvision raises several kinds; all mean the same to the user
-            detail = " ".join(str(error).split())[:160] or type(error).__name__
+            detail = one_line(str(error)) or type(error).__name__
             raise DataError(
                 f"{name}: not found in {folder} and the download failed ({detail}); point --data-dir or "
                 f"ACTOPT_DATA_DIR at a folder holding {dataset_class.__name__}/raw/*-ubyte"
@@ -108,7 +109,7 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[to
         try:
             dataset = dataset_class(root=str(data_dir), train=train, download=False)
         except Exception as error:  # a truncated or foreign file fails deep inside torchvision's reader
-            detail = " ".join(str(error).split())[:160] or type(error).__name__
+            detail = one_line(str(error)) or type(error).__name__
             files = ", ".join(path.name for path in raw_files(name, data_dir) if ("train" in path.name) == train)
             raise DataError(f"{name}: cannot read {files} in {folder}: {detail}") from None
         images, labels = dataset.data, dataset.targets

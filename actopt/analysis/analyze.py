@@ -1,0 +1,100 @@
+"""`actopt analyze`: load a study from the store, write its report and figures, and record them as an analysis run."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from actopt.analysis import frames, report, tables
+from actopt.analysis.report import AnalysisResult
+from actopt.tracking import queries
+from actopt.tracking.records import (
+    KIND_TAG,
+)
+from actopt.tracking.runlog import MlflowRunLogger
+from actopt.tracking.store import (
+    RUN_ID_VARIABLE,
+    connect,
+    store_errors,
+    tracking_uri,
+)
+
+ANALYSIS_RUN_NAME = "analysis"
+
+
+def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float]) -> str:
+    """Log ``directory`` (report and figures) as the artifacts of an analysis run; returns its id.
+
+    Under ``mlflow run`` the run MLflow created for the command (``MLFLOW_RUN_ID``) receives
+    them, wherever ``mlflow run --experiment-name`` put it; otherwise a new run named
+    ``analysis`` in the analysed experiment. Either way it is tagged ``actopt.kind=analysis``
+    so that later analyses leave it out.
+    """
+    from mlflow.entities import Metric, RunTag
+
+
+    client = connect()
+    with store_errors(client.tracking_uri):
+        run_id = os.environ.get(RUN_ID_VARIABLE)
+        created = not run_id
+        if created:
+            experiment_id = queries.find_experiment(client, experiment).experiment_id
+            run_id = client.create_run(experiment_id, run_name=ANALYSIS_RUN_NAME).info.run_id
+        try:
+            tags = [RunTag(KIND_TAG, "analysis"), RunTag("mlflow.runName", ANALYSIS_RUN_NAME)]
+            stamp = int(time.time() * 1000)
+            values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
+            client.log_batch(run_id, tags=tags, metrics=values)
+            MlflowRunLogger(client, run_id).log_params(params)
+            client.log_artifacts(run_id, str(directory))
+        except BaseException:
+            if created:
+                client.set_terminated(run_id, "FAILED")
+            raise
+        if created:
+            client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+@dataclass
+class Outcome:
+    """What ``analyze_experiment`` wrote, how many runs it analysed, and its analysis run (None without logging)."""
+
+    written: AnalysisResult
+    runs: int
+    run_id: str | None
+
+
+def analyze_experiment(
+    experiment: str,
+    parent_run_id: str | None = None,
+    filter_string: str | None = None,
+    output_dir: str | Path = "analysis",
+    log: bool = True,
+) -> Outcome:
+    """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
+
+    everything = queries.load_runs(experiment, parent_run_id, filter_string, kinds=None)
+    scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
+                     f" matching filter {filter_string!r}" if filter_string else ""])
+    runs, left_out = frames.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
+    histories = queries.load_histories(runs)
+    histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
+    folder = Path(output_dir) / safe_folder_name(experiment)
+    source = {"experiment": experiment, "tracking_uri": tracking_uri(), "parent_run_id": parent_run_id or "",
+              "filter": filter_string or ""}
+    written = report.write_analysis(runs, left_out, histories, histograms, folder, source)
+    run_id = None
+    if log:
+        params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
+                  "output_dir": str(output_dir)}
+        metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
+        run_id = log_analysis_run(experiment, folder, params, metrics)
+    return Outcome(written, len(runs), run_id)
+
+
+def safe_folder_name(experiment: str) -> str:
+    """The experiment name as one folder name (a ``/`` in a name would nest folders)."""
+    return "".join(char if char.isalnum() or char in "-_." else "_" for char in experiment).strip(".") or "experiment"

@@ -1,0 +1,330 @@
+"""The rules: each finding is computed from the logged numbers and states its rule, numbers and runs, or says it cannot
+decide."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from actopt.analysis.frames import (
+    LISTED_RUNS,
+    epochs,
+    is_diverged,
+    label,
+    label_columns,
+    last_step_values,
+    layer_values,
+    listed,
+    points,
+    references,
+    run_name,
+    run_reference,
+    science_columns,
+    sort_runs,
+)
+from actopt.analysis.tables import CONVERGENCE_LEVEL, best_learning_rates, tuned_runs
+from actopt.core.models import ACTIVATIONS
+
+# Vanishing gradients: in epoch 1 the first layer's weight-gradient norm is below 1% of the output
+# layer's. Under SGD a layer's step is proportional to its gradient, so the first layer then moves
+# two orders of magnitude more slowly than the last and barely learns in a study's few epochs.
+VANISHING_RATIO = 0.01
+# Dead units: more than half of a hidden layer's units never active on the probe examples after
+# the last epoch; such a unit passes no gradient and cannot recover, so the layer lost half its width.
+DEAD_FRACTION = 0.5
+# Saturation: more than half of a layer's outputs within 2.5% of a bound (gradstats.SATURATION_MARGIN),
+# where the derivative is below about a tenth of its peak: most of the layer passes back little gradient.
+SATURATED_FRACTION = 0.5
+# Epochs are the resolution of that count; a lead of less than one epoch is not a lead.
+CONVERGENCE_MARGIN_EPOCHS = 1.0
+# Overfitting: train accuracy above validation accuracy by more than 2 points at the last epoch.
+GAP_THRESHOLD = 0.02
+# Accuracy differences below half a point count as noise unless repeated seeds show a larger spread
+# (seed-to-seed standard deviations of these MLPs are typically 0.1 to 0.3 points).
+ACCURACY_NOISE = 0.005
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One conclusion, or a rule checked without result (``absent``), or a question left open (``undecided``)."""
+
+    topic: str
+    statement: str
+    rule: str
+    numbers: str = ""
+    runs: tuple[str, ...] = ()
+    kind: str = "holds"  # holds | absent | undecided
+
+
+def first_to_last(values: pd.DataFrame) -> pd.Series:
+    """Per run: layer 1's value over the run's last layer's (runs with a single layer have none)."""
+    if values.empty:
+        return pd.Series(dtype="float64")
+    first = values[values["layer"] == 1].set_index("run_id")["value"]
+    last = values.loc[values.groupby("run_id")["layer"].idxmax()].set_index("run_id")
+    return (first / last["value"]).where(last["layer"] > 1).dropna()
+
+
+def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
+    topic = "Vanishing gradients"
+    rule = (f"grad_norm/layer_01 ÷ grad_norm of the output layer, both the mean over epoch 1's steps, "
+            f"below {VANISHING_RATIO:g}")
+    norms, probes = layer_values(histories, "grad_norm"), layer_values(histories, "probe_grad_max_abs")
+    ratios = first_to_last(norms[norms["step"] == 1])
+    at_init = first_to_last(probes[probes["step"] == 0])
+    table = runs.assign(ratio=runs["run_id"].map(ratios), probe_ratio=runs["run_id"].map(at_init))
+    table = table.dropna(subset=["ratio"])
+    if table.empty:
+        return [Finding(topic, "Cannot decide: no run logged per-layer gradient norms of two or more layers.", rule,
+                        kind="undecided")]
+    columns = label_columns(runs, ["activation", "depth", "width", "hidden_sizes", "init"])
+    findings = []
+    for _, group in table.groupby(columns, sort=False, dropna=False):
+        low = group[group["ratio"] < VANISHING_RATIO]
+        if low.empty:
+            continue
+        numbers = "; ".join(
+            f"{run_name(row)}: {row['ratio']:.2g}"
+            + (f" (probe max|g| ratio at init {row['probe_ratio']:.2g})" if pd.notna(row["probe_ratio"]) else "")
+            for _, row in low.head(LISTED_RUNS).iterrows()
+        )
+        statement = (f"{label(group.iloc[0], columns)}: the first layer's gradient norm was below "
+                     f"{VANISHING_RATIO:g} × the output layer's in epoch 1 in {len(low)} of {len(group)} runs "
+                     f"(median ratio {low['ratio'].median():.2g}).")
+        findings.append(Finding(topic, statement, rule, numbers, listed(references(low))))
+    if not findings:
+        smallest = table.loc[table["ratio"].idxmin()]
+        statement = (f"No run's first/output-layer gradient-norm ratio fell below {VANISHING_RATIO:g} "
+                     f"(smallest: {smallest['ratio']:.2g}, {run_reference(smallest)}).")
+        findings.append(Finding(topic, statement, rule, kind="absent"))
+    return findings
+
+
+def unit_fraction_findings(runs: pd.DataFrame, histories: pd.DataFrame, prefix: str, threshold: float,
+                           topic: str, what: str) -> list[Finding]:
+    rule = f"{prefix}/layer_NN after the last epoch above {threshold:g} in at least one hidden layer"
+    values = last_step_values(layer_values(histories, prefix))
+    if values.empty:
+        return []
+    worst = values.loc[values.groupby("run_id")["value"].idxmax()].set_index("run_id")
+    table = runs.assign(fraction=runs["run_id"].map(worst["value"]), layer=runs["run_id"].map(worst["layer"]))
+    table = table.dropna(subset=["fraction"])
+    columns = label_columns(runs, ["activation", "optimizer", "depth", "init", "dropout"])
+    findings = []
+    for _, group in table.groupby(columns, sort=False, dropna=False):
+        high = sort_runs(group[group["fraction"] > threshold], ["learning_rate"])
+        if high.empty:
+            continue
+        rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
+        statement = (f"{label(group.iloc[0], columns)}: {what} in {len(high)} of {len(group)} runs "
+                     f"(learning rates {rates}).")
+        numbers = "; ".join(f"{run_name(row)}: layer_{int(row['layer']):02d} {row['fraction']:.2f}"
+                            for _, row in high.head(LISTED_RUNS).iterrows())
+        findings.append(Finding(topic, statement, rule, numbers, listed(references(high))))
+    if not findings:
+        top = table.loc[table["fraction"].idxmax()]
+        findings.append(Finding(topic, f"No run exceeded {threshold:g} (largest: {top['fraction']:.2f} in "
+                                       f"layer_{int(top['layer']):02d} of {run_reference(top)}).", rule, kind="absent"))
+    return findings
+
+
+def divergence(runs: pd.DataFrame) -> list[Finding]:
+    topic = "Divergence"
+    rule = "tag diverged = true (the training loss became NaN or infinite), counted per optimizer and learning rate"
+    diverged = is_diverged(runs)
+    if not diverged.any():
+        largest = ", ".join(f"{name} {rate:g}" for name, rate in
+                            runs.groupby("optimizer", sort=False)["learning_rate"].max().items())
+        return [Finding(topic, f"No run diverged (largest learning rate tried: {largest}).", rule, kind="absent")]
+    findings = []
+    for optimizer, group in sort_runs(runs, ["optimizer"]).groupby("optimizer", sort=False):
+        flags = is_diverged(group)
+        if not flags.any():
+            continue
+        lowest = group.loc[flags, "learning_rate"].min()
+        above = group[group["learning_rate"] >= lowest]
+        below = group[group["learning_rate"] < lowest]
+        counts = "; ".join(f"lr {rate:g}: {int(is_diverged(rows).sum())} of {len(rows)}"
+                           for rate, rows in group.groupby("learning_rate"))
+        activations = ", ".join(sorted(group.loc[flags, "activation"].unique(), key=list(ACTIVATIONS).index))
+        if is_diverged(above).all():
+            statement = (f"{optimizer} diverged in every run at learning rate ≥ {lowest:g} ({len(above)} runs: "
+                         f"{activations}) and in none below" + (f" ({len(below)} runs)." if len(below) else "."))
+        else:
+            statement = (f"{optimizer} diverged in {int(flags.sum())} of {len(above)} runs at learning rate ≥ "
+                         f"{lowest:g} ({activations}); not every run at those rates diverged.")
+        findings.append(Finding(topic, statement, rule, counts, listed(references(group[flags]))))
+    return findings
+
+
+def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
+    topic = "Learning-rate grid"
+    rule = ("the best learning rate (mean best validation accuracy over seeds, diverged runs excluded) is the "
+            "smallest or largest tried")
+    best = best_learning_rates(runs)
+    if (best["grid"].map(len) < 2).all():
+        return []
+    best = best.dropna(subset=["best_learning_rate"])
+    if best.empty:
+        return [Finding(topic, "Cannot judge the grid: every run diverged, so no learning rate is feasible.", rule,
+                        kind="undecided")]
+    columns = label_columns(runs, science_columns(runs))
+    findings = []
+    for _, row in best[best["edge"] != ""].iterrows():
+        grid = ", ".join(f"{rate:g}" for rate in row["grid"])
+        statement = (f"{label(row, columns)}: the best learning rate {row['best_learning_rate']:g} is the "
+                     f"{row['edge']} tried ({grid}); the optimum may lie beyond the grid.")
+        same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
+        numbers = f"mean best val accuracy {row['mean']:.4f}"
+        findings.append(Finding(topic, statement, rule, numbers, listed(references(runs[same]))))
+    if not findings:
+        statement = "Every configuration's best learning rate lies inside its grid."
+        findings.append(Finding(topic, statement, rule, kind="absent"))
+    return findings
+
+
+def noise(groups: Iterable[pd.Series]) -> tuple[float, str]:
+    """The margin below which accuracy differences are noise, and where it comes from."""
+    spreads = [values.std() for values in groups if len(values) > 1]
+    spread = max(spreads) if spreads else math.nan
+    if spreads and spread > ACCURACY_NOISE:
+        return float(spread), f"the largest seed standard deviation, {points(spread)}"
+    return ACCURACY_NOISE, f"{points(ACCURACY_NOISE)} (ACCURACY_NOISE{'' if spreads else ', no repeated seeds'})"
+
+
+def factor_comparison(runs: pd.DataFrame, factor: str, topic: str) -> list[Finding]:
+    """Which value of ``factor`` reaches the best validation accuracy, each configuration at its best learning rate."""
+    if runs[factor].nunique() < 2:
+        return []
+    tuned = tuned_runs(runs)
+    columns = [name for name in label_columns(runs, science_columns(runs)) if name != factor]
+    rule = (f"mean best validation accuracy over seeds, each {factor} at its own best learning rate; the leader must "
+            f"beat the runner-up by more than the noise margin")
+    findings = []
+    groups = tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]
+    for _, group in groups:
+        scores = {name: rows["best_val_accuracy"] for name, rows in group.groupby(factor, sort=False)}
+        if len(scores) < 2:
+            continue
+        ranked = sorted(scores, key=lambda name: scores[name].mean(), reverse=True)
+        margin, source = noise(scores.values())
+        lead = scores[ranked[0]].mean() - scores[ranked[1]].mean()
+        where = f"{label(group.iloc[0], columns)}: " if columns else ""
+        numbers = "; ".join(
+            f"{name} {scores[name].mean():.4f}" + (f" ± {scores[name].std():.4f}" if len(scores[name]) > 1 else "")
+            + f" (test {group.loc[group[factor] == name, 'test_accuracy'].mean():.4f})"
+            for name in ranked
+        ) + f"; noise margin {source}"
+        if lead > margin:
+            statement = (f"{where}{ranked[0]} reached the best validation accuracy, "
+                         f"{points(lead)} ahead of {ranked[1]}.")
+            kind = "holds"
+        else:
+            statement = (f"{where}cannot decide between {ranked[0]} and {ranked[1]}: they differ by "
+                         f"{points(lead)}, within the noise margin.")
+            kind = "undecided"
+        findings.append(Finding(topic, statement, rule, numbers, listed(references(group)), kind))
+    return findings
+
+
+def fastest_convergence(table: pd.DataFrame) -> list[Finding]:
+    topic = "Convergence speed"
+    rule = (f"epochs until validation accuracy first reaches {CONVERGENCE_LEVEL:.0%} of the run's best, mean over "
+            f"each activation's runs at their best learning rates; the leader must be ahead by ≥ "
+            f"{CONVERGENCE_MARGIN_EPOCHS:g} epoch")
+    tuned = tuned_runs(table)
+    means = tuned.groupby("activation")["epochs_to_95"].mean().dropna().sort_values()
+    if len(means) < 2:
+        return [Finding(topic, "Cannot decide which activation converges fastest: fewer than two activations "
+                               "have a feasible run.", rule, kind="undecided")]
+    numbers = "; ".join(f"{name} {epochs(value)}" for name, value in means.items())
+    lead = means.iloc[1] - means.iloc[0]
+    if lead >= CONVERGENCE_MARGIN_EPOCHS:
+        statement = (f"{means.index[0]} converged fastest: {CONVERGENCE_LEVEL:.0%} of its best validation accuracy "
+                     f"after {epochs(means.iloc[0])} on average, {epochs(lead)} before {means.index[1]}.")
+        leader = tuned[tuned["activation"] == means.index[0]]
+        return [Finding(topic, statement, rule, numbers, listed(references(leader)))]
+    statement = (f"Cannot decide which activation converges fastest: {means.index[0]} and {means.index[1]} differ by "
+                 f"{epochs(lead)}, less than the {CONVERGENCE_MARGIN_EPOCHS:g}-epoch resolution.")
+    return [Finding(topic, statement, rule, numbers, listed(references(tuned)), "undecided")]
+
+
+def overfitting(table: pd.DataFrame) -> list[Finding]:
+    topic = "Overfitting"
+    rule = (f"train accuracy − validation accuracy after the last epoch above {points(GAP_THRESHOLD)}, at each "
+            f"configuration's best learning rate (train accuracy is measured during the epoch, with dropout active, "
+            f"so dropout runs understate their gap)")
+    tuned = tuned_runs(table).dropna(subset=["final_gap"])
+    if tuned.empty:
+        return []
+    columns = label_columns(table, science_columns(table))
+    findings = []
+    for _, group in tuned.groupby(columns, sort=False, dropna=False):
+        gap = group["final_gap"].mean()
+        if gap > GAP_THRESHOLD:
+            statement = (f"{label(group.iloc[0], columns)}: train accuracy exceeded validation accuracy by "
+                         f"{points(gap)} after the last epoch.")
+            numbers = "; ".join(f"{run_name(row)}: train {row['last_train_accuracy']:.4f}, "
+                                f"val {row['last_val_accuracy']:.4f}" for _, row in group.iterrows())
+            findings.append(Finding(topic, statement, rule, numbers, listed(references(group))))
+    if not findings:
+        largest = tuned.loc[tuned["final_gap"].idxmax()]
+        statement = (f"No configuration's gap exceeded {points(GAP_THRESHOLD)} (largest "
+                     f"{points(largest['final_gap'])}, {run_reference(largest)}).")
+        return [Finding(topic, statement, rule, kind="absent")]
+    return findings + dropout_effect(table, tuned)
+
+
+def dropout_effect(table: pd.DataFrame, tuned: pd.DataFrame) -> list[Finding]:
+    topic = "Dropout and the gap"
+    rule = ("mean final train − validation accuracy gap with dropout > 0 below the same configuration's gap with "
+            "dropout 0 by more than the noise margin")
+    if table["dropout"].nunique() < 2 or not (table["dropout"] == 0).any():
+        statement = ("Cannot decide whether dropout narrows the gap: no runs compare dropout > 0 with dropout 0 "
+                     "for the same configuration.")
+        return [Finding(topic, statement, rule, kind="undecided")]
+    columns = [name for name in label_columns(table, science_columns(table)) if name != "dropout"]
+    findings = []
+    groups = tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]
+    for _, group in groups:
+        gaps = {rate: rows["final_gap"] for rate, rows in group.groupby("dropout")}
+        if 0.0 not in gaps or len(gaps) < 2:
+            continue
+        margin, source = noise(gaps.values())
+        base = gaps[0.0].mean()
+        where = label(group.iloc[0], columns) + ": " if columns else ""
+        for rate, values in sorted(gaps.items()):
+            if rate == 0.0:
+                continue
+            change = base - values.mean()
+            numbers = (f"gap {points(base)} at dropout 0, {points(values.mean())} at dropout {rate:g}; "
+                       f"noise margin {source}")
+            rows = group[group["dropout"].isin([0.0, rate])]
+            if change > margin:
+                statement = (f"{where}dropout {rate:g} narrowed the train/validation gap from {100 * base:.1f} to "
+                             f"{points(values.mean())}.")
+                findings.append(Finding(topic, statement, rule, numbers, listed(references(rows))))
+            else:
+                statement = f"{where}dropout {rate:g} did not narrow the gap by more than the noise margin."
+                findings.append(Finding(topic, statement, rule, numbers, listed(references(rows)), "absent"))
+    return findings
+
+
+def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
+    """Every rule applied to ``run_table``'s runs: what holds, what was checked without result, what is undecided."""
+    dead = f"more than {DEAD_FRACTION:.0%} of a hidden layer's units were dead after the last epoch"
+    saturated = f"more than {SATURATED_FRACTION:.0%} of a hidden layer's outputs were saturated after the last epoch"
+    return [
+        *vanishing_gradients(table, histories),
+        *unit_fraction_findings(table, histories, "dead_fraction", DEAD_FRACTION, "Dead units", dead),
+        *unit_fraction_findings(table, histories, "saturated_fraction", SATURATED_FRACTION, "Saturation", saturated),
+        *divergence(table),
+        *learning_rate_edges(table),
+        *factor_comparison(table, "optimizer", "Optimizers at their best learning rates"),
+        *factor_comparison(table, "activation", "Activations at their best learning rates"),
+        *fastest_convergence(table),
+        *overfitting(table),
+    ]

@@ -1,0 +1,169 @@
+"""What every figure shares: saving, facet grids and their captions, labels, and ``Skip`` for a figure the data cannot
+support."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
+
+from actopt.analysis import frames  # noqa: E402
+from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
+from actopt.analysis.tables import tuned_runs  # noqa: E402
+
+GALLERY_FILE = "activation_derivatives.png"
+
+
+DPI = 110
+
+
+# Facet panels in one row before wrapping.
+WRAP = 4
+
+
+DIVERGED_STYLE = {"marker": "x", "color": "crimson", "s": 60, "linewidths": 2, "zorder": 5}
+
+
+Figure = tuple[Path, str, str]
+
+
+class Skip(Exception):
+    """The data cannot support this figure; the message says why."""
+
+
+def save(figure: Any, folder: Path, name: str) -> Path:
+    for axis in figure.axes:
+        if axis.get_xlabel().startswith(("epoch", "layer")):
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+    path = folder / name
+    figure.savefig(path, dpi=DPI, bbox_inches="tight")
+    plt.close(figure)
+    return path
+
+
+def plain_log_ticks(axis: Any) -> None:
+    """Tick labels 0.2, 0.3, 1, 2 instead of 2×10⁻¹ on a log axis spanning about a decade."""
+    def plain(value: float, _: Any) -> str:
+        mantissa = round(value / 10 ** math.floor(math.log10(value))) if value > 0 else 0
+        return f"{value:g}" if mantissa in (1, 2, 5) else ""
+
+    axis.yaxis.set_major_formatter(FuncFormatter(plain))
+    axis.yaxis.set_minor_formatter(FuncFormatter(plain))
+
+
+def finish(grid: Any, folder: Path, file: str, title: str, caption: str, labels: tuple[str, str],
+           **titles: str) -> Figure:
+    """Label and title a seaborn grid, save it, and return what the report lists."""
+    grid.set_axis_labels(*labels)
+    if titles:
+        grid.set_titles(**titles)
+    grid.figure.suptitle(title, y=1.03)
+    return save(grid.figure, folder, file), title, caption
+
+
+def rate_label(value: float) -> str:
+    return f"{value:g}"
+
+
+def with_config(values: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    return values.merge(table[["run_id", *dict.fromkeys(columns)]], on="run_id")
+
+
+def seed_note(table: pd.DataFrame) -> str:
+    return " Lines are means over seeds, bands ± 1 standard deviation." if table["seed"].nunique() > 1 else ""
+
+
+def extra_factors(table: pd.DataFrame, allowed: tuple[str, ...]) -> list[str]:
+    return [name for name in frames.varying(table, frames.SCIENCE) if name not in allowed]
+
+
+def group_names(table: pd.DataFrame, exclude: tuple[str, ...] = ()) -> pd.Series:
+    columns = [name for name in label_columns(table, science_columns(table)) if name not in exclude]
+    return table.apply(lambda row: label(row, columns) if columns else "all runs", axis=1)
+
+
+def ordered_groups(table: pd.DataFrame, names: pd.Series) -> list[str]:
+    return list(dict.fromkeys(names.loc[frames.sort_runs(table, science_columns(table)).index]))
+
+
+def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
+    name = f"{key}_curves.png"
+
+    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+        extra = extra_factors(table, ("activation", "optimizer"))
+        if extra:
+            raise Skip(f"{', '.join(extra)} {'vary' if len(extra) > 1 else 'varies'} as well; activation × optimizer "
+                       f"facets would mix them (see the depth-study and overfitting figures)")
+        values = metric(histories, key)
+        if values.empty:
+            raise Skip(f"no run logged {key}")
+        data = with_config(values, table, ["activation", "optimizer", "learning_rate"])
+        data["value"] = data["value"].where(np.isfinite(data["value"]))
+        rates = sorted(data["learning_rate"].unique())
+        data["learning rate"] = data["learning_rate"].map(rate_label)
+        optimizers = frames.sort_runs(table, ["optimizer"])["optimizer"].unique()
+        activations = frames.sort_runs(table, ["activation"])["activation"].unique()
+        if len(optimizers) > 1:
+            facets = dict(row="activation", col="optimizer", row_order=activations, col_order=optimizers)
+        else:
+            facets = dict(col="activation", col_wrap=min(WRAP, len(activations)), col_order=activations)
+        grid = sns.relplot(data, x="step", y="value", hue="learning rate", hue_order=[rate_label(r) for r in rates],
+                           palette="viridis", kind="line", errorbar="sd", marker="o", markersize=4, height=2.3,
+                           aspect=1.35, facet_kws={"sharey": True, "margin_titles": True}, **facets)
+        mark_divergence(grid, table, facets)
+        if log_y:
+            grid.set(yscale="log")
+        caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at "
+                   "the "
+                   f"top of a panel: a run diverged in that epoch (its later values are missing).{seed_note(table)}")
+        return finish(grid, folder, name, title, caption, ("epoch", key))
+
+    draw.__name__ = name
+    return draw
+
+
+def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> None:
+    diverged = table[table["diverged"]]
+    for _, run in diverged.iterrows():
+        if "row" in facets:
+            axes = grid.axes_dict.get((run["activation"], run["optimizer"]))
+        else:
+            axes = grid.axes_dict.get(run["activation"])
+        if axes is None or pd.isna(run["diverged_epoch"]):
+            continue
+        axes.scatter([int(run["diverged_epoch"])], [0.97], transform=axes.get_xaxis_transform(), **DIVERGED_STYLE)
+
+
+def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool, caption: str) -> Callable[..., Figure]:
+    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+        values = frames.layer_values(histories, prefix)
+        if values.empty:
+            raise Skip(f"no run logged {prefix}/layer_NN")
+        chosen = tuned_runs(table)
+        chosen = chosen.assign(group=group_names(chosen) if len(chosen) else [])
+        data = values.merge(chosen[["run_id", "group"]], on="run_id")
+        if data.empty:
+            raise Skip(f"no run at its best learning rate logged {prefix}")
+        if log_y:
+            data = data[data["value"] > 0]
+        order = ordered_groups(chosen, chosen["group"])
+        order = [name for name in order if name in set(data["group"])]
+        grid = sns.relplot(data, x="step", y="value", hue="layer", palette="viridis", col="group", col_order=order,
+                           col_wrap=min(WRAP, len(order)), kind="line", errorbar="sd", height=2.5, aspect=1.3)
+        if log_y:
+            grid.set(yscale="log")
+        xlabel = "epoch (0 = initialisation)" if data["step"].min() == 0 else "epoch"
+        return finish(grid, folder, file, title, caption + seed_note(table), (xlabel, ylabel), template="{col_name}")
+
+    draw.__name__ = file
+    return draw

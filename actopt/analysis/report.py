@@ -1,0 +1,234 @@
+"""The report: markdown sections rendered from the tables and findings, written beside the figures."""
+
+from __future__ import annotations
+
+import datetime
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from actopt.analysis.findings import Finding, findings
+from actopt.analysis.frames import (
+    NUISANCE,
+    SCIENCE,
+    integer,
+    label_columns,
+    number,
+    plural,
+    run_name,
+    science_columns,
+    sort_runs,
+    text,
+    varying,
+)
+from actopt.analysis.tables import CONVERGENCE_LEVEL, best_learning_rates, run_table
+
+
+@dataclass
+class AnalysisResult:
+    report: Path
+    figures: list[Path]
+    skipped: dict[str, str]
+    findings: list[Finding] = field(default_factory=list)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def mean_std(values: pd.Series) -> str:
+    return f"{number(values.mean())} ± {number(values.std())}"
+
+
+def settings_section(runs: pd.DataFrame) -> str:
+    varied = varying(runs, [*SCIENCE, *NUISANCE])
+    shared = [name for name in ("dataset", *SCIENCE) if name not in varied]
+    lines = ["## Configurations", ""]
+    for name in varied:
+        values = sort_runs(runs[[name]].drop_duplicates(), [name])[name]
+        lines.append(f"- varies: **{name}** — " + ", ".join(text(value) for value in values))
+    lines.append("- shared: " + ", ".join(f"{name} {text(runs[name].iloc[0])}" for name in shared if name in runs))
+    return "\n".join(lines)
+
+
+def run_table_section(table: pd.DataFrame) -> str:
+    always = ("activation", "optimizer", "learning_rate")
+    columns = [name for name in [*science_columns(table), *NUISANCE] if name in always or varying(table, [name])]
+    header = ["run", *columns, "best val acc", "best epoch", "test acc", "epochs to 95%", "s / epoch", "diverged"]
+    rows = []
+    for _, row in table.iterrows():
+        diverged = f"yes (epoch {integer(row['diverged_epoch'])})" if row["diverged"] else "no"
+        rows.append([f"{run_name(row)} `{row['run_id'][:8]}`", *(text(row[name]) for name in columns),
+                     number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["test_accuracy"]),
+                     integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2), diverged])
+    return "\n".join(["## Results per run", "",
+                      f"Best validation accuracy and its epoch; test accuracy on the weights of that epoch; the first "
+                      f"epoch reaching {CONVERGENCE_LEVEL:.0%} of the run's best validation accuracy; mean seconds of "
+                      f"training per epoch.", "", markdown_table(header, rows)])
+
+
+def seed_section(table: pd.DataFrame) -> str:
+    if table["seed"].nunique() < 2:
+        return ""
+    columns = [*label_columns(table, science_columns(table)), "learning_rate"]
+    header = [*columns, "seeds", "best val acc (mean ± std)", "test acc (mean ± std)", "diverged"]
+    rows = []
+    for key, group in table.groupby(columns, sort=False, dropna=False):
+        values = dict(zip(columns, key))
+        rows.append([*(text(values[name]) for name in columns), len(group), mean_std(group["best_val_accuracy"]),
+                     mean_std(group["test_accuracy"]), int(group["diverged"].sum())])
+    return "\n".join(["## Mean ± std over seeds", "", markdown_table(header, rows)])
+
+
+def best_rate_section(runs: pd.DataFrame) -> str:
+    best = best_learning_rates(runs)
+    if (best["grid"].map(len) < 2).all():
+        return ""
+    columns = label_columns(runs, science_columns(runs))
+    header = [*columns, "best lr", "grid", "edge of grid", "best val acc", "seeds", "diverged runs"]
+    rows = [[*(text(row[name]) for name in columns),
+             "–" if math.isnan(row["best_learning_rate"]) else text(row["best_learning_rate"]),
+             ", ".join(text(rate) for rate in row["grid"]), f"**{row['edge']}**" if row["edge"] else "no",
+             number(row["mean"]) + (f" ± {number(row['std'])}" if row["seeds"] > 1 else ""), row["seeds"],
+             row["diverged"]]
+            for _, row in best.iterrows()]
+    return "\n".join(["## Each configuration at its own best learning rate", "",
+                      "Learning rate is a nuisance parameter, conditional on the optimizer: configurations are "
+                      "compared "
+                      "at their own best rate (diverged runs are infeasible, not dropped from the counts). A best rate "
+                      "on the edge of the grid means the grid should be extended.", "", markdown_table(header, rows)])
+
+
+def findings_section(found: Sequence[Finding]) -> str:
+    lines = ["## Findings", "",
+             "Each finding is computed from the logged numbers by the rule stated with it (thresholds are constants in "
+             "`actopt/analysis/findings.py`)."]
+    sections = (("holds", None), ("undecided", "### Cannot decide"), ("absent", "### Rules checked, nothing found"))
+    for kind, title in sections:
+        chosen = [item for item in found if item.kind == kind]
+        if not chosen:
+            if kind == "holds":
+                lines += ["", "No rule held on these runs."]
+            continue
+        if title:
+            lines += ["", title]
+        topic = None
+        for item in chosen:
+            if kind == "holds" and item.topic != topic:
+                lines += ["", f"### {item.topic}"]
+                topic = item.topic
+            prefix = "" if kind == "holds" else f"{item.topic}: "
+            lines += ["", f"- **{prefix}{item.statement}**", f"  - rule: {item.rule}"]
+            if item.numbers:
+                lines.append(f"  - numbers: {item.numbers}")
+            if item.runs:
+                lines.append(f"  - runs: {', '.join(item.runs)}")
+    return "\n".join(lines)
+
+
+BACKPROP = """For an MLP with pre-activations z^l = W^l a^(l−1) + b^l and activations a^l = f(z^l), the error
+signal δ^l = ∂L/∂z^l obeys the recurrence
+
+    δ^L = ∂L/∂z^L  (softmax cross-entropy: softmax(z^L) − onehot(y))
+    δ^l = ((W^(l+1))ᵀ δ^(l+1)) ⊙ f′(z^l)
+    ∂L/∂W^l = δ^l (a^(l−1))ᵀ,   ∂L/∂b^l = δ^l
+
+so the first layer's gradient carries the product of every f′ on the way down: with |f′| ≤ 0.25
+(sigmoid) it shrinks by at least 4× per layer unless the weights make up for it. The derivatives
+below are each activation's closed form; the ranges are measured by autograd on a grid over [−{limit:g}, {limit:g}]
+(step {step:g}), through the same modules training uses. The derivation is in docs/backprop.md of the
+repository."""
+
+
+def derivative_section(figure: Path | None) -> str:
+    from actopt.core import derivatives
+
+    rows = [[item.name, item.closed_form, item.describe()] for item in derivatives.derivative_ranges()]
+    lines = ["## Activation functions, their derivatives and backpropagation", "",
+             BACKPROP.format(limit=derivatives.GRID_LIMIT, step=derivatives.GRID_STEP), "",
+             markdown_table(["activation", "f′(x)", "measured on the grid"], rows)]
+    if figure is not None:
+        lines += ["", f"![Activation functions and their derivatives]({figure.name})"]
+    return "\n".join(lines)
+
+
+def left_out_section(left_out: pd.DataFrame) -> str:
+    if left_out.empty:
+        return ""
+    rows = [[row["run_name"], f"`{row['run_id'][:8]}`", row["status"], row["reason"]] for _, row in left_out.iterrows()]
+    return "\n".join(["## Runs left out", "", markdown_table(["run", "id", "status", "reason"], rows)])
+
+
+def figures_section(drawn: Sequence[tuple[Path, str, str]], skipped: dict[str, str]) -> str:
+    lines = ["## Figures"]
+    for path, title, caption in drawn:
+        lines += ["", f"### {title}", "", f"![{title}]({path.name})", "", caption]
+    if skipped:
+        lines += ["", "### Not drawn", ""]
+        lines += [f"- {name}: {reason}" for name, reason in skipped.items()]
+    return "\n".join(lines)
+
+
+def render_report(
+    runs: pd.DataFrame,
+    left_out: pd.DataFrame,
+    table: pd.DataFrame,
+    found: Sequence[Finding],
+    drawn: Sequence[tuple[Path, str, str]],
+    skipped: dict[str, str],
+    source: dict[str, str],
+    gallery: Path | None,
+) -> str:
+    scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
+    if source.get("parent_run_id"):
+        scope.append(f"children of run `{source['parent_run_id']}`")
+    if source.get("filter"):
+        scope.append(f"filter `{source['filter']}`")
+    study = runs["study"].fillna("").iloc[0]
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    header = [f"# Analysis of experiment `{source.get('experiment', '')}`", "",
+              f"{plural(len(runs), 'finished training run')} on {runs['dataset'].iloc[0]}"
+              + (f", study `{study}`" if study else "") + f"; {', '.join(scope)}. Written {stamp} by `actopt analyze`."]
+    sections = [
+        "\n".join(header),
+        settings_section(runs),
+        left_out_section(left_out),
+        run_table_section(table),
+        seed_section(table),
+        best_rate_section(runs),
+        findings_section(found),
+        figures_section(drawn, skipped),
+        derivative_section(gallery),
+    ]
+    return "\n\n".join(section for section in sections if section) + "\n"
+
+
+def write_analysis(
+    runs: pd.DataFrame,
+    left_out: pd.DataFrame,
+    histories: pd.DataFrame,
+    histograms: dict[str, dict[str, Any]],
+    folder: Path,
+    source: dict[str, str],
+) -> AnalysisResult:
+    """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there)."""
+    from actopt.analysis import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    table = run_table(runs, histories)
+    found = findings(table, histories)
+    drawn, skipped = plots.draw_all(table, histories, histograms, folder)
+    gallery = next((path for path, *_ in drawn if path.name == plots.GALLERY_FILE), None)
+    study_figures = [item for item in drawn if item[0] != gallery]
+    report = folder / "report.md"
+    report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery))
+    holding = [item for item in found if item.kind == "holds"]
+    return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

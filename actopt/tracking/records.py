@@ -1,0 +1,232 @@
+"""Sweep bookkeeping in the store: the parent run of a study, its child runs, their tags, and runs left RUNNING by a
+process that died."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from actopt.core.config import TrainConfig
+from actopt.errors import UserError
+from actopt.tracking.store import RUN_ID_VARIABLE, configure
+
+# actopt.kind = sweep on a parent run (and on an `mlflow run` launcher run): not a training run.
+KIND_TAG = "actopt.kind"
+STUDY_DIGEST_TAG = "actopt.study_digest"
+QUICK_TAG = "actopt.quick"
+CONFIG_DIGEST_TAG = "actopt.config_digest"
+# The process that owns a RUNNING run: a later start marks the run FAILED once that process is gone.
+HOST_TAG = "actopt.host"
+PID_TAG = "actopt.pid"
+ERROR_TAG = "actopt.error"
+# On an `mlflow run` launcher run whose sweep continued an existing parent run.
+CONTINUED_IN_TAG = "actopt.continued_in"
+PARENT_RUN_TAG = "mlflow.parentRunId"
+STUDY_ARTIFACT = "study.json"
+SUMMARY_ARTIFACT = "sweep_summary.csv"
+ERROR_ARTIFACT = "error.txt"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    """What a sweep reads back of a parent or child run."""
+
+    run_id: str
+    run_name: str
+    status: str  # MLflow's: RUNNING, FINISHED, FAILED, KILLED, SCHEDULED
+    start_time: int  # milliseconds since the epoch
+    end_time: int | None
+    digest: str | None
+    host: str | None
+    pid: int | None
+    diverged: bool
+    best_val_accuracy: float | None
+
+
+def sweep_run(run: Any) -> SweepRun:
+    tags = run.data.tags
+    pid = tags.get(PID_TAG, "")
+    return SweepRun(
+        run_id=run.info.run_id, run_name=run.info.run_name or "", status=run.info.status,
+        start_time=run.info.start_time or 0, end_time=run.info.end_time, digest=tags.get(CONFIG_DIGEST_TAG),
+        host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
+        best_val_accuracy=run.data.metrics.get("best_val_accuracy"),
+    )
+
+
+def process_tags() -> dict[str, str]:
+    return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
+
+
+def take_launcher_run() -> tuple[str, str] | None:
+    """The run ``mlflow run`` made for this process (id, experiment name), taken out of the
+    environment so that no child run resumes it as its own."""
+    run_id = os.environ.pop(RUN_ID_VARIABLE, None)
+    if not run_id:
+        return None
+    client = configure()
+    return run_id, client.get_experiment(client.get_run(run_id).info.experiment_id).name
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token,
+                                  order_by=["attributes.start_time ASC"])
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> SweepRun | None:
+    """The earliest parent run of this study file (and mode) in the experiment, if any; reads only."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return None
+    if experiment.lifecycle_stage != "active":
+        raise UserError(f"experiment {experiment_name!r} is deleted; restore it or choose another --experiment-name")
+    found = search_all(client, experiment.experiment_id,
+                       f"tags.`{STUDY_DIGEST_TAG}` = '{study_digest}' and tags.`{QUICK_TAG}` = '{str(quick).lower()}'")
+    return sweep_run(found[0]) if found else None
+
+
+def open_sweep_parent(
+    experiment_name: str, study: str, study_digest: str, quick: bool, study_text: str,
+    existing: SweepRun | None, launcher_run_id: str | None = None,
+) -> str:
+    """Reopen ``existing`` (RUNNING again), else adopt the ``mlflow run`` launcher run, else create a
+    parent run; tag it with the study and this process. Returns its id."""
+    client = configure()
+    tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: study_digest, QUICK_TAG: str(quick).lower(),
+            **process_tags()}
+    if existing is not None:
+        run_id = existing.run_id
+        client.update_run(run_id, status="RUNNING")
+    elif launcher_run_id:
+        run_id = launcher_run_id
+        tags["mlflow.runName"] = study
+    else:
+        experiment = client.get_experiment_by_name(experiment_name)
+        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
+        run_id = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.log_text(run_id, study_text, STUDY_ARTIFACT)
+    if launcher_run_id and launcher_run_id != run_id:
+        client.log_batch(launcher_run_id, tags=[RunTag(CONTINUED_IN_TAG, run_id), RunTag(KIND_TAG, "sweep"),
+                                                RunTag("mlflow.runName", f"{study} (continued in {run_id[:8]})")])
+    return run_id
+
+
+def sweep_children(parent_run_id: str) -> list[SweepRun]:
+    """Every child run of a sweep's parent, oldest first."""
+    client = configure()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    return [sweep_run(run) for run in search_all(client, experiment_id, f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}'")]
+
+
+def running_runs(experiment_name: str, digest: str) -> list[SweepRun]:
+    """The runs of this configuration (by digest) that the store holds as RUNNING; reads only."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is None:
+        return []
+    found = search_all(client, experiment.experiment_id,
+                       f"attributes.status = 'RUNNING' and tags.`{CONFIG_DIGEST_TAG}` = '{digest}'")
+    return [sweep_run(run) for run in found]
+
+
+def mark_failed(run_id: str, reason: str) -> None:
+    terminate_run(run_id, "FAILED", reason)
+
+
+def terminate_run(run_id: str, status: str, reason: str) -> None:
+    """End a run that its own process can no longer end, saying why."""
+    client = configure()
+    client.set_tag(run_id, ERROR_TAG, reason)
+    client.set_terminated(run_id, status)
+
+
+def running_attempts(parent_run_id: str, digest: str) -> list[str]:
+    """The ids of a configuration's child runs that are RUNNING under a sweep's parent."""
+    client = configure()
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    found = search_all(client, experiment_id, f"tags.`{PARENT_RUN_TAG}` = '{parent_run_id}' and "
+                                              f"tags.`{CONFIG_DIGEST_TAG}` = '{digest}' and attributes.status = "
+                                              "'RUNNING'")
+    return [run.info.run_id for run in found]
+
+
+def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str], since: float,
+                   error: str, details: str) -> str:
+    """End this attempt's run FAILED with the error (a tag and an artifact); an attempt that failed
+    before its run existed (data, device) gets a FAILED run here, so every attempt shows."""
+    client = configure()
+    attempts = [run for run in sweep_children(parent_run_id)
+                if run.digest == tags[CONFIG_DIGEST_TAG] and run.pid == os.getpid()
+                and run.start_time >= int(since * 1000)]
+    if attempts:
+        run_id = attempts[-1].run_id
+    else:
+        experiment_id = client.get_run(parent_run_id).info.experiment_id
+        names = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
+                 "study": config.study, PARENT_RUN_TAG: parent_run_id}
+        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=config.run_name).info.run_id
+        client.log_batch(run_id, params=[Param(key, value) for key, value in config.to_params().items()])
+    client.set_tag(run_id, ERROR_TAG, error)
+    client.log_text(run_id, details, ERROR_ARTIFACT)
+    if client.get_run(run_id).info.status not in ("FAILED", "KILLED"):
+        client.set_terminated(run_id, "FAILED")
+    return run_id
+
+
+def close_sweep_parent(run_id: str, status: str, metrics: dict[str, float], tags: dict[str, str],
+                       summary_csv: str) -> None:
+    """Record the sweep's counts and best child on its parent run, then end it with ``status``."""
+    client = configure()
+    timestamp = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
+                     tags=[RunTag(key, value) for key, value in tags.items()])
+    client.log_text(run_id, summary_csv, SUMMARY_ARTIFACT)
+    client.set_terminated(run_id, status)
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def is_stale(run: SweepRun) -> bool:
+    """A RUNNING run whose process, on this host, no longer runs it: gone, or this very process
+    (which is between runs whenever it asks). Runs of other hosts cannot be checked."""
+    if run.status != "RUNNING" or run.pid is None or run.host != socket.gethostname():
+        return False
+    return run.pid == os.getpid() or not process_alive(run.pid)
+
+
+def reap_stale(children: list[SweepRun], report: Callable[[str], None]) -> list[SweepRun]:
+    """Mark FAILED the RUNNING children whose process is gone, so that they run again."""
+    reaped = []
+    for run in children:
+        if is_stale(run):
+            reason = f"left RUNNING by process {run.pid} on {run.host}, which no longer runs it"
+            mark_failed(run.run_id, reason)
+            report(f"run {run.run_id} ({run.run_name}) {reason}: marked FAILED")
+            run = dataclasses.replace(run, status="FAILED")
+        reaped.append(run)
+    return reaped
