@@ -31,7 +31,8 @@ def history(
     """A plausible per-epoch table: validation accuracy climbs to ``best`` and first reaches 95% of it at
     epoch ``reach``; layer 1's gradient norm is ``ratio`` × the output layer's; the last epoch's
     dead or saturated fraction (by activation) is ``unit_fraction``; train accuracy = val + ``gap``."""
-    unit_key = "dead_fraction" if ACTIVATIONS[activation].rectifier else "saturated_fraction"
+    spec = ACTIVATIONS[activation]
+    unit_key = "dead_fraction" if spec.dies else "inactive_fraction" if spec.rectifier else "saturated_fraction"
     table: dict[int, dict[str, float]] = {0: {}}
     for layer in (1, 2, 3):
         table[0][f"probe_grad_max_abs/layer_{layer:02d}"] = 0.01 * layer

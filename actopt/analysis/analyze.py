@@ -9,7 +9,7 @@ from pathlib import Path
 
 from actopt.analysis import frames, report, tables
 from actopt.analysis.report import AnalysisResult
-from actopt.tracking import queries
+from actopt.tracking import notes, queries
 from actopt.tracking.records import (
     KIND_TAG,
 )
@@ -24,7 +24,17 @@ from actopt.tracking.store import (
 ANALYSIS_RUN_NAME = "analysis"
 
 
-def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float]) -> str:
+def findings_markdown(report_text: str) -> str:
+    """The report's findings section (up to the next ``## `` heading): the analysis run's description."""
+    start = report_text.find("## Findings")
+    if start < 0:
+        return ""
+    end = report_text.find("\n## ", start + 1)
+    return report_text[start:] if end < 0 else report_text[start:end + 1]
+
+
+def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float],
+                     description: str = "") -> str:
     """Log ``directory`` (report and figures) as the artifacts of an analysis run; returns its id.
 
     Under ``mlflow run`` the run MLflow created for the command (``MLFLOW_RUN_ID``) receives
@@ -33,7 +43,6 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
     so that later analyses leave it out.
     """
     from mlflow.entities import Metric, RunTag
-
 
     client = connect()
     with store_errors(client.tracking_uri):
@@ -44,6 +53,8 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
             run_id = client.create_run(experiment_id, run_name=ANALYSIS_RUN_NAME).info.run_id
         try:
             tags = [RunTag(KIND_TAG, "analysis"), RunTag("mlflow.runName", ANALYSIS_RUN_NAME)]
+            if description:
+                tags.append(RunTag(notes.DESCRIPTION_TAG, notes.fit(description, "the whole report is report.md")))
             stamp = int(time.time() * 1000)
             values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
             client.log_batch(run_id, tags=tags, metrics=values)
@@ -91,7 +102,8 @@ def analyze_experiment(
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
                   "output_dir": str(output_dir)}
         metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
-        run_id = log_analysis_run(experiment, folder, params, metrics)
+        run_id = log_analysis_run(experiment, folder, params, metrics,
+                                  findings_markdown(written.report.read_text(encoding="utf-8")))
     return Outcome(written, len(runs), run_id)
 
 

@@ -15,9 +15,9 @@ from actopt.analysis.frames import (
     is_diverged,
     label,
     label_columns,
-    last_step_values,
     layer_values,
     listed,
+    plural,
     points,
     references,
     run_name,
@@ -26,22 +26,22 @@ from actopt.analysis.frames import (
     sort_runs,
 )
 from actopt.analysis.tables import CONVERGENCE_LEVEL, best_learning_rates, tuned_runs
+from actopt.core import diagnosis
+from actopt.core.diagnosis import (  # the per-run rules' thresholds, shared with each run's diagnosis tags
+    DEAD_FRACTION,
+    EXPLODING_GROWTH,
+    EXPLODING_RATIO,
+    GAP_THRESHOLD,
+    INACTIVE_FRACTION,
+    SATURATED_FRACTION,
+    VANISHING_RATIO,
+)
 from actopt.core.models import ACTIVATIONS
 
-# Vanishing gradients: in epoch 1 the first layer's weight-gradient norm is below 1% of the output
-# layer's. Under SGD a layer's step is proportional to its gradient, so the first layer then moves
-# two orders of magnitude more slowly than the last and barely learns in a study's few epochs.
-VANISHING_RATIO = 0.01
-# Dead units: more than half of a hidden layer's units never active on the probe examples after
-# the last epoch; such a unit passes no gradient and cannot recover, so the layer lost half its width.
-DEAD_FRACTION = 0.5
-# Saturation: more than half of a layer's outputs within 2.5% of a bound (gradstats.SATURATION_MARGIN),
-# where the derivative is below about a tenth of its peak: most of the layer passes back little gradient.
-SATURATED_FRACTION = 0.5
+Checks = dict[str, dict[str, diagnosis.Check]]
+
 # Epochs are the resolution of that count; a lead of less than one epoch is not a lead.
 CONVERGENCE_MARGIN_EPOCHS = 1.0
-# Overfitting: train accuracy above validation accuracy by more than 2 points at the last epoch.
-GAP_THRESHOLD = 0.02
 # Accuracy differences below half a point count as noise unless repeated seeds show a larger spread
 # (seed-to-seed standard deviations of these MLPs are typically 0.1 to 0.3 points).
 ACCURACY_NOISE = 0.005
@@ -68,22 +68,40 @@ def first_to_last(values: pd.DataFrame) -> pd.Series:
     return (first / last["value"]).where(last["layer"] > 1).dropna()
 
 
-def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
+def run_checks(runs: pd.DataFrame, histories: pd.DataFrame) -> Checks:
+    """Per run id: ``core.diagnosis``'s checks of its history, the very rules that tagged the run when it ended."""
+    tables: dict[str, dict[int, dict[str, float]]] = {}
+    for run_id, step, key, value in zip(histories["run_id"], histories["step"], histories["key"], histories["value"]):
+        tables.setdefault(run_id, {}).setdefault(int(step), {})[key] = float(value)
+    return {run_id: diagnosis.diagnose(tables.get(run_id, {}), bool(diverged))
+            for run_id, diverged in zip(runs["run_id"], is_diverged(runs))}
+
+
+def check_values(runs: pd.DataFrame, checks: Checks, rule: str) -> pd.DataFrame:
+    """``runs`` with the rule's ``holds``, ``value`` and ``layer`` per run; runs the rule could not check dropped."""
+    found = {run_id: checks[run_id][rule] for run_id in runs["run_id"] if checks[run_id][rule].checked}
+    chosen = runs[runs["run_id"].isin(found)]
+    return chosen.assign(holds=chosen["run_id"].map(lambda run_id: found[run_id].holds).astype(bool),
+                         value=chosen["run_id"].map(lambda run_id: found[run_id].value).astype("float64"),
+                         layer=chosen["run_id"].map(lambda run_id: found[run_id].layer),
+                         evidence=chosen["run_id"].map(lambda run_id: found[run_id].evidence))
+
+
+def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame, checks: Checks) -> list[Finding]:
     topic = "Vanishing gradients"
     rule = (f"grad_norm/layer_01 ÷ grad_norm of the output layer, both the mean over epoch 1's steps, "
             f"below {VANISHING_RATIO:g}")
-    norms, probes = layer_values(histories, "grad_norm"), layer_values(histories, "probe_grad_max_abs")
-    ratios = first_to_last(norms[norms["step"] == 1])
+    probes = layer_values(histories, "probe_grad_max_abs")
     at_init = first_to_last(probes[probes["step"] == 0])
-    table = runs.assign(ratio=runs["run_id"].map(ratios), probe_ratio=runs["run_id"].map(at_init))
-    table = table.dropna(subset=["ratio"])
+    table = check_values(runs, checks, "vanishing_gradients").rename(columns={"value": "ratio"})
+    table = table.assign(probe_ratio=table["run_id"].map(at_init))
     if table.empty:
         return [Finding(topic, "Cannot decide: no run logged per-layer gradient norms of two or more layers.", rule,
                         kind="undecided")]
     columns = label_columns(runs, ["activation", "depth", "width", "hidden_sizes", "init"])
     findings = []
     for _, group in table.groupby(columns, sort=False, dropna=False):
-        low = group[group["ratio"] < VANISHING_RATIO]
+        low = group[group["holds"]]
         if low.empty:
             continue
         numbers = "; ".join(
@@ -103,19 +121,41 @@ def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame) -> list[Fin
     return findings
 
 
-def unit_fraction_findings(runs: pd.DataFrame, histories: pd.DataFrame, prefix: str, threshold: float,
+def exploding_gradients(runs: pd.DataFrame, checks: Checks) -> list[Finding]:
+    topic = "Exploding gradients"
+    rule = (f"grad_norm/layer_01 ÷ grad_norm of the output layer in epoch 1 above {EXPLODING_RATIO:g}, or an epoch's "
+            f"largest step global gradient norm (grad_global_norm_peak) above {EXPLODING_GROWTH:g} × epoch 1's mean "
+            f"step norm or not finite")
+    table = check_values(runs, checks, "exploding_gradients")
+    if table.empty:
+        return []
+    columns = label_columns(runs, ["activation", "optimizer", "depth", "init"])
+    findings = []
+    for _, group in table.groupby(columns, sort=False, dropna=False):
+        high = sort_runs(group[group["holds"]], ["learning_rate"])
+        if high.empty:
+            continue
+        rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
+        statement = (f"{label(group.iloc[0], columns)}: gradients exploded in {len(high)} of {len(group)} runs "
+                     f"(learning rates {rates}).")
+        numbers = "; ".join(f"{run_name(row)}: {row['evidence']}" for _, row in high.head(LISTED_RUNS).iterrows())
+        findings.append(Finding(topic, statement, rule, numbers, listed(references(high))))
+    if not findings:
+        findings.append(Finding(topic, f"No run's gradients exploded ({plural(len(table), 'run')} checked).", rule,
+                                kind="absent"))
+    return findings
+
+
+def unit_fraction_findings(runs: pd.DataFrame, checks: Checks, rule_name: str, prefix: str, threshold: float,
                            topic: str, what: str) -> list[Finding]:
     rule = f"{prefix}/layer_NN after the last epoch above {threshold:g} in at least one hidden layer"
-    values = last_step_values(layer_values(histories, prefix))
-    if values.empty:
+    table = check_values(runs, checks, rule_name).rename(columns={"value": "fraction"})
+    if table.empty:
         return []
-    worst = values.loc[values.groupby("run_id")["value"].idxmax()].set_index("run_id")
-    table = runs.assign(fraction=runs["run_id"].map(worst["value"]), layer=runs["run_id"].map(worst["layer"]))
-    table = table.dropna(subset=["fraction"])
     columns = label_columns(runs, ["activation", "optimizer", "depth", "init", "dropout"])
     findings = []
     for _, group in table.groupby(columns, sort=False, dropna=False):
-        high = sort_runs(group[group["fraction"] > threshold], ["learning_rate"])
+        high = sort_runs(group[group["holds"]], ["learning_rate"])
         if high.empty:
             continue
         rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
@@ -316,11 +356,21 @@ def dropout_effect(table: pd.DataFrame, tuned: pd.DataFrame) -> list[Finding]:
 def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
     """Every rule applied to ``run_table``'s runs: what holds, what was checked without result, what is undecided."""
     dead = f"more than {DEAD_FRACTION:.0%} of a hidden layer's units were dead after the last epoch"
+    inactive = (f"more than {INACTIVE_FRACTION:.0%} of a hidden layer's units were inactive (|f′| below a tenth of "
+                f"its peak on every probe example) after the last epoch")
     saturated = f"more than {SATURATED_FRACTION:.0%} of a hidden layer's outputs were saturated after the last epoch"
+    checks = run_checks(table, histories)
+    # The per-run train − validation gap is the diagnosis's, so a run's overfitting tag and this report agree.
+    table = table.assign(final_gap=table["run_id"].map(lambda run_id: checks[run_id]["overfitting"].value))
+    table["final_gap"] = table["final_gap"].astype("float64")
     return [
-        *vanishing_gradients(table, histories),
-        *unit_fraction_findings(table, histories, "dead_fraction", DEAD_FRACTION, "Dead units", dead),
-        *unit_fraction_findings(table, histories, "saturated_fraction", SATURATED_FRACTION, "Saturation", saturated),
+        *vanishing_gradients(table, histories, checks),
+        *exploding_gradients(table, checks),
+        *unit_fraction_findings(table, checks, "dead_units", "dead_fraction", DEAD_FRACTION, "Dead units", dead),
+        *unit_fraction_findings(table, checks, "inactive_units", "inactive_fraction", INACTIVE_FRACTION,
+                                "Inactive units", inactive),
+        *unit_fraction_findings(table, checks, "saturation", "saturated_fraction", SATURATED_FRACTION, "Saturation",
+                                saturated),
         *divergence(table),
         *learning_rate_edges(table),
         *factor_comparison(table, "optimizer", "Optimizers at their best learning rates"),

@@ -18,7 +18,7 @@ from actopt.errors import UserError
 LISTED_RUNS = 12
 # Config fields that say where and how a run was recorded, not what was trained.
 BOOKKEEPING = ("dataset", "data_dir", "download", "device", "log_model", "experiment_name", "study",
-               "gradient_statistics", "test_every_epoch")
+               "gradient_statistics", "test_every_epoch", "system_metrics")
 
 
 NUISANCE = ("learning_rate", "seed")

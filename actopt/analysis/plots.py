@@ -188,16 +188,19 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     return save(figure, folder, "optimizers_vs_learning_rate.png"), "Optimizers across learning rates", caption
 
 
+# ReLU units die (zero derivative); other rectifiers' units go inactive; bounded activations saturate.
+UNIT_FRACTIONS = (("dead_fraction", "dead"), ("inactive_fraction", "inactive"), ("saturated_fraction", "saturated"))
+
+
 def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
     frames = [frames.layer_values(histories, prefix).assign(kind=kind)
-              for prefix, kind in (("dead_fraction", "dead"), ("saturated_fraction", "saturated"))]
+              for prefix, kind in UNIT_FRACTIONS]
     values = pd.concat(frames, ignore_index=True)
     if values.empty:
-        raise Skip("no run logged dead_fraction or saturated_fraction (gradient statistics off?)")
+        raise Skip("no run logged dead, inactive or saturated fractions (gradient statistics off?)")
     data = values.merge(table[["run_id", "learning_rate"]].assign(group=group_names(table)), on="run_id")
     data["panel"] = data["group"] + " — " + data["kind"]
-    order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for kind in ("dead",
-                                                                                                     "saturated")]
+    order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for _, kind in UNIT_FRACTIONS]
     order = [name for name in order if name in set(data["panel"])]
     rates = sorted(data["learning_rate"].unique())
     if len(rates) > 1:

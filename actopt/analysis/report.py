@@ -108,7 +108,8 @@ def best_rate_section(runs: pd.DataFrame) -> str:
 def findings_section(found: Sequence[Finding]) -> str:
     lines = ["## Findings", "",
              "Each finding is computed from the logged numbers by the rule stated with it (thresholds are constants in "
-             "`actopt/analysis/findings.py`)."]
+             "`actopt/analysis/findings.py`; the per-run rules', shared with each run's diagnosis tags, in "
+             "`actopt/core/diagnosis.py`)."]
     sections = (("holds", None), ("undecided", "### Cannot decide"), ("absent", "### Rules checked, nothing found"))
     for kind, title in sections:
         chosen = [item for item in found if item.kind == kind]

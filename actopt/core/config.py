@@ -74,6 +74,10 @@ class TrainConfig:
     # The depth study (seed 001) reports test accuracy every epoch; selection still uses validation.
     test_every_epoch: bool = field(default=False, metadata=_help("Also evaluate the test set after every epoch."))
     log_model: bool = field(default=True, metadata=_help("Log the best model with mlflow.pytorch.log_model."))
+    # MLflow's monitor thread samples every 10 s; docs/diagnosis.md gives its measured cost per epoch.
+    system_metrics: bool = field(
+        default=True, metadata=_help("Log MLflow system metrics (CPU, memory; GPU where present) during the run.")
+    )
     experiment_name: str = field(default="actopt", metadata=_help("MLflow experiment to log into."))
     study: str = field(default="", metadata=_help("Study name recorded as a tag (set by sweeps)."))
 
@@ -220,9 +224,9 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"momentum applies to sgd and rmsprop, not {config.optimizer}")
 
 
-# Where a run reads its data and logs its results, not what it trains: left out of the config digest,
-# so that a study resumed from another data copy still finds its finished runs.
-LOCATION_FIELDS = ("data_dir", "download", "experiment_name")
+# Where a run reads its data and logs its results (and what it logs besides), not what it trains: left out
+# of the config digest, so that a study resumed from another data copy still finds its finished runs.
+LOCATION_FIELDS = ("data_dir", "download", "experiment_name", "system_metrics")
 
 
 def text_digest(value: Any) -> str:

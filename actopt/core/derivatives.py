@@ -105,3 +105,8 @@ def derivative_ranges() -> list[DerivativeRange]:
             )
         )
     return ranges
+
+
+def peak_magnitude(name: str) -> float:
+    """The largest |f′| of an activation's closed form on the grid (gradstats.inactive_fraction's scale)."""
+    return float(CLOSED_FORMS[name][1](grid()).abs().max())

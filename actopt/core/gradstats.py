@@ -7,6 +7,7 @@ an epoch is two element-wise operations per step whatever the depth.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +23,10 @@ HISTOGRAM_BINS = 56
 # output range of a bound: sigmoid below 0.025 or above 0.975, tanh beyond ±0.95, LeCun tanh beyond
 # ±0.95·1.7159. There the derivative has fallen below about a tenth of its peak.
 SATURATION_MARGIN = 0.025
+# A unit of a non-ReLU rectifier (leaky_relu, elu, gelu, selu, silu) counts as inactive when its
+# |derivative| stays below a tenth of the activation's peak |derivative| on every probe example: the
+# same tenth that makes an output count as saturated. For ReLU the same rule is exactly "dead".
+INACTIVE_LEVEL = 0.1
 
 
 def step_statistics(
@@ -120,3 +125,10 @@ def saturated_fraction(outputs: torch.Tensor, bounds: tuple[float, float], margi
     reach = margin * (high - low)
     saturated = (outputs <= low + reach) | (outputs >= high - reach)
     return float(saturated.to(torch.float64).mean())
+
+
+def inactive_fraction(pre_activations: torch.Tensor, derivative: Callable[[torch.Tensor], torch.Tensor], peak: float,
+                      level: float = INACTIVE_LEVEL) -> float:
+    """Share of units whose |derivative(z)| is below ``level`` × ``peak`` on every example of the batch."""
+    passing = (derivative(pre_activations).abs() >= level * peak).any(dim=0)
+    return float(1.0 - passing.to(torch.float64).mean())

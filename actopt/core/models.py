@@ -27,12 +27,15 @@ class Activation:
     """How to build an activation and which unit statistic tells that it has stopped learning.
 
     ``bounds`` is set for saturating activations (their outputs approach the bounds where the
-    derivative vanishes); ``rectifier`` marks the ReLU family, whose units can die (never active).
+    derivative vanishes); ``rectifier`` marks the ReLU family, whose units can stop learning. Only
+    ReLU's derivative is exactly zero on a half-line (``dies``): a ReLU unit never active is dead.
+    The others keep a small derivative there, so theirs are measured as inactive, not dead.
     """
 
     build: type[nn.Module]  # the module class; instances are built by calling it
     bounds: tuple[float, float] | None = None
     rectifier: bool = False
+    dies: bool = False
 
 
 # Names differ within their first 10 characters: the MLflow UI's parallel-coordinates plot cuts there.
@@ -40,7 +43,7 @@ ACTIVATIONS: dict[str, Activation] = {
     "sigmoid": Activation(nn.Sigmoid, bounds=(0.0, 1.0)),
     "tanh": Activation(nn.Tanh, bounds=(-1.0, 1.0)),
     "lecun_tanh": Activation(LeCunTanh, bounds=(-LeCunTanh.scale, LeCunTanh.scale)),
-    "relu": Activation(nn.ReLU, rectifier=True),
+    "relu": Activation(nn.ReLU, rectifier=True, dies=True),
     "leaky_relu": Activation(nn.LeakyReLU, rectifier=True),
     "elu": Activation(nn.ELU, rectifier=True),
     "gelu": Activation(nn.GELU, rectifier=True),

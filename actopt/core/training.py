@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from actopt.core import gradstats
+from actopt.core import derivatives, gradstats
 from actopt.core.config import DEVICES, TrainConfig
 from actopt.core.data import DatasetSplits, Split, batch_indices
 from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers
@@ -135,6 +135,9 @@ class Probe:
         self.activation = config.activation
         self.spec = choose(ACTIVATIONS, config.activation, "activation")
         self.edges = gradstats.histogram_edges()
+        # Non-ReLU rectifiers: the closed-form derivative and its peak decide which units are inactive.
+        self.derivative = derivatives.CLOSED_FORMS[config.activation][1]
+        self.peak = derivatives.peak_magnitude(config.activation) if self.spec.rectifier else math.nan
 
     def measure(self, model: nn.Module) -> tuple[dict[str, float], list[torch.Tensor]]:
         """Metrics of the probe at the current weights, and each layer's gradient histogram."""
@@ -153,8 +156,11 @@ class Probe:
         model.zero_grad(set_to_none=True)
         pre_activations, outputs = hidden_outputs(model, self.unit_inputs, self.activation)
         for index, (pre, out) in enumerate(zip(pre_activations, outputs), start=1):
-            if self.spec.rectifier:
+            if self.spec.dies:
                 metrics[f"dead_fraction/{layer_name(index)}"] = gradstats.dead_fraction(pre)
+            elif self.spec.rectifier:
+                metrics[f"inactive_fraction/{layer_name(index)}"] = gradstats.inactive_fraction(
+                    pre, self.derivative, self.peak)
             if self.spec.bounds is not None:
                 metrics[f"saturated_fraction/{layer_name(index)}"] = gradstats.saturated_fraction(out, self.spec.bounds)
         return metrics, histograms

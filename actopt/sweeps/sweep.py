@@ -362,6 +362,24 @@ def summary_csv(rows: Sequence[Row]) -> str:
     return buffer.getvalue()
 
 
+def summary_markdown(description: str, rows: Sequence[Row]) -> str:
+    """The parent run's description: the study's question, its best child (a link) and every configuration."""
+    counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES
+                       if any(row.status == status for row in rows))
+    lines = [description, "", f"{len(rows)} configurations: {counts}."]
+    best = best_row(rows)
+    if best is not None and best.run is not None:
+        link = f"[{best.run.run_name}](#/experiments/{best.run.experiment_id}/runs/{best.run.run_id})"
+        lines += ["", f"**Best child:** {link} (seed {best.config.seed}), best validation accuracy "
+                      f"{format_accuracy(best.run.best_val_accuracy)}."]
+    lines += ["", "| configuration | seed | status | best val acc | diagnoses |", "| --- | --- | --- | --- | --- |"]
+    for row in rows:
+        found = ", ".join(rule.replace("_", " ") for rule in row.run.diagnoses) if row.run else ""
+        lines.append(f"| {row.config.run_name} | {row.config.seed} | {row.status} | "
+                     f"{format_accuracy(row_accuracy(row))} | {found or '–'} |")
+    return "\n".join(lines) + "\n"
+
+
 def progress_line(done: int, total: int, outcome: Outcome, config: TrainConfig, elapsed: float) -> str:
     """One line per finished configuration, with an estimate of the time left at the pace so far."""
     status = "diverged" if outcome.diverged else outcome.status.lower()
@@ -398,7 +416,7 @@ def run_sweep(
     if existing is not None:
         refuse_if_running(existing)
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
-                                        launcher_run_id)
+                                        launcher_run_id, study.description)
     rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
     tasks = [Task(row.config, row.digest, parent) for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
     by_digest = {task.digest: task.config for task in tasks}
@@ -428,5 +446,6 @@ def run_sweep(
         metrics, tags = parent_record(rows)
         finished = all(row.status in (FINISHED, DIVERGED) for row in rows)
         status = "KILLED" if stopped_by else "FINISHED" if finished else "FAILED"
-        records.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows))
+        records.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows),
+                                   summary_markdown(study.description, rows))
     return SweepResult(parent, rows, stopped_by)

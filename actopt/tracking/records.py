@@ -14,8 +14,10 @@ from typing import Any
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from actopt.core import diagnosis
 from actopt.core.config import TrainConfig
 from actopt.errors import UserError
+from actopt.tracking import notes
 from actopt.tracking.store import RUN_ID_VARIABLE, configure
 
 # actopt.kind = sweep on a parent run (and on an `mlflow run` launcher run): not a training run.
@@ -49,16 +51,20 @@ class SweepRun:
     pid: int | None
     diverged: bool
     best_val_accuracy: float | None
+    diagnoses: tuple[str, ...] = ()  # the rules whose diagnosis.<rule> tag is true
+    experiment_id: str = ""
 
 
 def sweep_run(run: Any) -> SweepRun:
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
+    diagnoses = tuple(rule for rule in diagnosis.RULES if tags.get(notes.DIAGNOSIS_PREFIX + rule) == "true")
     return SweepRun(
         run_id=run.info.run_id, run_name=run.info.run_name or "", status=run.info.status,
         start_time=run.info.start_time or 0, end_time=run.info.end_time, digest=tags.get(CONFIG_DIGEST_TAG),
         host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
-        best_val_accuracy=run.data.metrics.get("best_val_accuracy"),
+        best_val_accuracy=run.data.metrics.get("best_val_accuracy"), diagnoses=diagnoses,
+        experiment_id=run.info.experiment_id,
     )
 
 
@@ -103,10 +109,11 @@ def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> S
 
 def open_sweep_parent(
     experiment_name: str, study: str, study_digest: str, quick: bool, study_text: str,
-    existing: SweepRun | None, launcher_run_id: str | None = None,
+    existing: SweepRun | None, launcher_run_id: str | None = None, description: str = "",
 ) -> str:
     """Reopen ``existing`` (RUNNING again), else adopt the ``mlflow run`` launcher run, else create a
-    parent run; tag it with the study and this process. Returns its id."""
+    parent run; tag it with the study and this process. The experiment is marked as model training and
+    gets the study's ``description`` unless it has one. Returns the parent run's id."""
     client = configure()
     tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: study_digest, QUICK_TAG: str(quick).lower(),
             **process_tags()}
@@ -121,6 +128,7 @@ def open_sweep_parent(
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
         run_id = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
     client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    notes.mark_experiment(client, client.get_run(run_id).info.experiment_id, description)
     client.log_text(run_id, study_text, STUDY_ARTIFACT)
     if launcher_run_id and launcher_run_id != run_id:
         client.log_batch(launcher_run_id, tags=[RunTag(CONTINUED_IN_TAG, run_id), RunTag(KIND_TAG, "sweep"),
@@ -191,10 +199,12 @@ def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str]
 
 
 def close_sweep_parent(run_id: str, status: str, metrics: dict[str, float], tags: dict[str, str],
-                       summary_csv: str) -> None:
-    """Record the sweep's counts and best child on its parent run, then end it with ``status``."""
+                       summary_csv: str, description: str = "") -> None:
+    """Record the sweep's counts, best child and description on its parent run, then end it with ``status``."""
     client = configure()
     timestamp = int(time.time() * 1000)
+    if description:
+        tags = {**tags, notes.DESCRIPTION_TAG: notes.fit(description, f"the whole table is {SUMMARY_ARTIFACT}")}
     client.log_batch(run_id, metrics=[Metric(key, float(value), timestamp, 0) for key, value in metrics.items()],
                      tags=[RunTag(key, value) for key, value in tags.items()])
     client.log_text(run_id, summary_csv, SUMMARY_ARTIFACT)

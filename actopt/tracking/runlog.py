@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -21,9 +22,13 @@ from torch import nn
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_splits
 from actopt.core.training import TrainResult, resolve_device, train
+from actopt.tracking import notes
 from actopt.tracking.records import CONFIG_DIGEST_TAG, process_tags
 from actopt.tracking.signals import Terminated
 from actopt.tracking.store import RUN_ID_VARIABLE, configure, no_answer, quick_http
+
+# MLflow's system-metrics monitor says at INFO that it starts and stops: four lines per run, per sweep child.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 class MlflowRunLogger:
@@ -108,14 +113,15 @@ def training_run(
     tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {})}
     existing = os.environ.get(RUN_ID_VARIABLE)
     if existing:
-        run = mlflow.start_run(run_id=existing)
+        run = mlflow.start_run(run_id=existing, log_system_metrics=config.system_metrics)
     else:
         mlflow.set_experiment(config.experiment_name)
         # Tags from the first moment: a sweep finds its child runs (and their owner process) by them.
         run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
-                               tags=tags)
+                               tags=tags, log_system_metrics=config.system_metrics)
     logger = MlflowRunLogger(client, run.info.run_id)
     try:
+        notes.mark_experiment(client, run.info.experiment_id)
         logger.log_params(config.to_params())
         logger.set_tags({**run_tags(config, device), **tags})
         log_dataset(dataset_input(data))
@@ -160,8 +166,10 @@ def run_training(
     tags: dict[str, str] | None = None,
     prepared: tuple[torch.device, DatasetSplits] | None = None,
 ) -> tuple[str, TrainResult]:
-    """Load data, then train ``config`` inside one MLflow run; returns the run id and the result."""
+    """Load data, then train ``config`` inside one MLflow run, tagged at the end with its diagnosis and
+    description; returns the run id and the result."""
     device, data = prepared or prepare(config)
     with training_run(config, data, device, parent_run_id, tags) as logger:
         result = train(config, data, logger, device, report)
+        logger.set_tags(notes.run_note_tags(config, result))
     return logger.run_id, result
