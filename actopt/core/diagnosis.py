@@ -92,12 +92,14 @@ def layer_name(layer: int) -> str:
 
 
 def first_to_output_ratio(history: History) -> tuple[float, int] | None:
-    """Epoch 1's mean first-layer gradient norm over the output layer's, and the output layer's number;
-    None without per-layer norms of two or more layers."""
+    """Epoch 1's mean first-layer gradient norm over the output layer's, and the output layer's number; None
+    without per-layer norms of two or more layers, or when both are 0 (every hidden unit dead: no ratio)."""
     norms = layer_values(history.get(1, {}), "grad_norm")
     if 1 not in norms or max(norms) < 2:
         return None
     last = max(norms)
+    if norms[last] == 0:
+        return None if norms[1] == 0 else (math.inf, last)
     return norms[1] / norms[last], last
 
 

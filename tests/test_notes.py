@@ -1,0 +1,151 @@
+"""What the MLflow UI shows: diagnosis tags and descriptions of runs, sweep parents, experiments and analysis runs,
+system metrics; and a small synthetic study whose children's tags agree with the analysis report's findings."""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from actopt.analysis import plots, tables
+from actopt.analysis.analyze import analyze_experiment
+from actopt.core import diagnosis, training
+from actopt.core.models import linear_layers
+from actopt.sweeps.study import configurations, load_study
+from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.tracking import notes, queries, runlog
+
+TOPICS = {"divergence": "Divergence", "vanishing_gradients": "Vanishing gradients",
+          "exploding_gradients": "Exploding gradients", "dead_units": "Dead units", "inactive_units": "Inactive units",
+          "saturation": "Saturation"}
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+def kill_hidden_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hidden ReLU unit dead from the start: hidden biases −100, weights shrunk (as in test_unit_fractions)."""
+    original = training.build_mlp
+
+    def build(*args, **kwargs):
+        model = original(*args, **kwargs)
+        with torch.no_grad():
+            for layer in linear_layers(model)[:-1]:
+                layer.weight.mul_(1e-3)
+                layer.bias.fill_(-100.0)
+        return model
+
+    monkeypatch.setattr(training, "build_mlp", build)
+
+
+def test_runs_are_tagged_described_and_filterable_by_diagnosis(small_config, monkeypatch):
+    healthy_id, _ = runlog.run_training(small_config.replace(activation="tanh", system_metrics=False))
+    kill_hidden_units(monkeypatch)
+    dead_id, result = runlog.run_training(small_config.replace(optimizer="sgd", learning_rate=1e-6,
+                                                               system_metrics=False))
+    client = MlflowClient()
+    dead = client.get_run(dead_id).data.tags
+    # Overfitting is left out: a dead net predicts one class, and its train/validation gap is the two splits'
+    # difference in that class's share, whatever the synthetic data makes it.
+    assert {key: dead[key] for key in dead if key.startswith("diagnosis.") and key != "diagnosis.overfitting"} == {
+        "diagnosis.divergence": "false", "diagnosis.vanishing_gradients": "false",
+        "diagnosis.exploding_gradients": "false", "diagnosis.dead_units": "true", "diagnosis.inactive_units": "false",
+        "diagnosis.saturation": "false"}
+    assert dead["diagnosis.overfitting"] in ("true", "false")
+    description = dead[notes.DESCRIPTION_TAG]
+    assert description.startswith("**relu · sgd · lr 1e-06** · hidden 32,16 · batch 32 · 3 epochs · seed 0 · mnist")
+    assert f"Best epoch {result.best_epoch} of 3: validation accuracy {result.best_val_accuracy:.4f}" in description
+    assert "- **Dead units**: layer_01: 1.00 of units never active on the probe examples" in description
+    assert "after epoch 3 (above 0.5)" in description
+    assert "no problem found by the rules" in client.get_run(healthy_id).data.tags[notes.DESCRIPTION_TAG]
+    experiment = client.get_experiment_by_name("tests")
+    for filter_string, expected in [("tags.\"diagnosis.dead_units\" = 'true'", [dead_id]),
+                                    ("tags.`diagnosis.dead_units` = 'false'", [healthy_id])]:
+        assert [run.info.run_id for run in client.search_runs([experiment.experiment_id], filter_string)] == expected
+    assert experiment.tags[notes.EXPERIMENT_KIND_TAG] == notes.EXPERIMENT_KIND
+
+
+def test_system_metrics_are_logged_unless_switched_off(small_config, monkeypatch):
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # a run of a second gets samples
+    on, _ = runlog.run_training(small_config.replace(epochs=6))
+    off, _ = runlog.run_training(small_config.replace(epochs=6, system_metrics=False))
+    client = MlflowClient()
+    logged = {run_id: {key for key in client.get_run(run_id).data.metrics if key.startswith("system/")}
+              for run_id in (on, off)}
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= logged[on]
+    assert logged[off] == set()
+    assert client.get_run(off).data.params["system_metrics"] == "false"
+
+
+def write_study(folder: Path, data_dir: Path) -> Path:
+    """Eight tiny configurations, some meant to go wrong: learning rate 10⁴ diverges, saturates or kills units."""
+    document = {
+        "description": "Which activations survive a huge learning rate (test study).",
+        "fixed": {"dataset": "mnist", "hidden_sizes": [32, 16], "epochs": 2, "batch_size": 32, "max_batches": 5,
+                  "log_model": False, "device": "cpu", "system_metrics": False},
+        "grid": {"activation": ["relu", "gelu", "tanh", "sigmoid"],
+                 "optimizer": {"sgd": {"learning_rate": [0.05, 1e4]}}},
+    }
+    path = folder / "diagnosed.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def reference(run) -> str:
+    return f"{run.info.run_name} ({run.info.run_id[:8]})"
+
+
+def test_children_tags_and_descriptions_agree_with_the_report(tmp_path, data_dir, monkeypatch):
+    monkeypatch.setattr(plots, "draw_all", lambda *arguments: ([], {}))  # findings are the subject, not figures
+    study = load_study(str(write_study(tmp_path, data_dir)))
+    configs = configurations(study, data_dir=str(data_dir))
+    ensure_datasets(configs)
+    result = run_sweep(study, configs, InlineExecutor())
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("diagnosed")
+    assert experiment.tags[notes.DESCRIPTION_TAG] == study.description
+    assert experiment.tags[notes.EXPERIMENT_KIND_TAG] == notes.EXPERIMENT_KIND
+
+    parent = client.get_run(result.parent_run_id)
+    summary = parent.data.tags[notes.DESCRIPTION_TAG]
+    best_id = parent.data.tags["best_run_id"]
+    assert summary.startswith(study.description + "\n\n8 configurations: ")
+    assert f"(#/experiments/{experiment.experiment_id}/runs/{best_id})" in summary
+    assert summary.count("\n| ") == 10  # the header, its rule and one row per configuration
+
+    outcome = analyze_experiment("diagnosed", parent_run_id=result.parent_run_id, output_dir=tmp_path / "analysis")
+    children = {run.info.run_id: run for run in client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{result.parent_run_id}'")}
+    assert len(children) == 8
+    holding = [item for item in outcome.written.findings if item.kind == "holds"]
+    held_somewhere = set()
+    for rule, topic in TOPICS.items():
+        listed = {name for item in holding if item.topic == topic for name in item.runs}
+        tagged = {reference(run) for run in children.values() if run.data.tags[f"diagnosis.{rule}"] == "true"}
+        assert listed == tagged, rule
+        held_somewhere |= {rule} if tagged else set()
+    for run in children.values():
+        for rule in diagnosis.RULES:
+            shown = f"- **{diagnosis.TITLES[rule]}**" in run.data.tags[notes.DESCRIPTION_TAG]
+            assert shown == (run.data.tags[f"diagnosis.{rule}"] == "true"), (run.info.run_name, rule)
+    # Overfitting is judged per configuration at its best learning rate; with one seed that is one run.
+    runs = queries.load_runs("diagnosed", result.parent_run_id)
+    tuned = {reference(run) for run_id, run in children.items()
+             if run_id in set(tables.tuned_runs(tables.run_table(runs, queries.load_histories(runs)))["run_id"])}
+    listed = {name for item in holding if item.topic == "Overfitting" for name in item.runs}
+    tagged = {reference(run) for run in children.values() if run.data.tags["diagnosis.overfitting"] == "true"}
+    assert listed == tagged & tuned
+    assert {"divergence", "dead_units"} <= held_somewhere  # the study exercises rules that hold, not only absences
+
+    analysis = client.get_run(outcome.run_id).data.tags[notes.DESCRIPTION_TAG]
+    assert analysis.startswith("## Findings") and "### Divergence" in analysis
+    assert analysis.strip().endswith(outcome.written.report.read_text().split("## Figures")[0].strip()[-200:])
