@@ -70,3 +70,13 @@ def test_tanh_saturated_fraction_is_exact(small_config, recorder, monkeypatch, b
     for layer in HIDDEN_LAYERS:
         assert recorder.series(f"saturated_fraction/{layer}") == {0: expected, 1: expected}, layer
     assert not any(key.startswith("dead_fraction") for _, metrics in recorder.metrics for key in metrics)
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "elu", "gelu", "selu", "silu"])
+@pytest.mark.parametrize("bias, expected", [(-100.0, 1.0), (100.0, 0.0)])
+def test_other_rectifiers_have_inactive_units_not_dead_ones(small_config, recorder, monkeypatch, activation, bias,
+                                                            expected):
+    train_forced(small_config, recorder, activation, bias, monkeypatch)
+    for layer in HIDDEN_LAYERS:
+        assert recorder.series(f"inactive_fraction/{layer}") == {0: expected, 1: expected}, layer
+    assert not any(key.startswith("dead_fraction") for _, metrics in recorder.metrics for key in metrics)
