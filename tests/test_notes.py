@@ -8,13 +8,12 @@ import signal
 from pathlib import Path
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
+from test_unit_fractions import forcing_builder
 
 from actopt.analysis import plots, tables
 from actopt.analysis.analyze import analyze_experiment
-from actopt.core import diagnosis, training
-from actopt.core.models import linear_layers
+from actopt.core import diagnosis
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
 from actopt.tracking import notes, queries, runlog
@@ -32,24 +31,9 @@ def restore_signal_handlers():
         signal.signal(number, handler)
 
 
-def kill_hidden_units(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every hidden ReLU unit dead from the start: hidden biases −100, weights shrunk (as in test_unit_fractions)."""
-    original = training.build_mlp
-
-    def build(*args, **kwargs):
-        model = original(*args, **kwargs)
-        with torch.no_grad():
-            for layer in linear_layers(model)[:-1]:
-                layer.weight.mul_(1e-3)
-                layer.bias.fill_(-100.0)
-        return model
-
-    monkeypatch.setattr(training, "build_mlp", build)
-
-
 def test_runs_are_tagged_described_and_filterable_by_diagnosis(small_config, monkeypatch):
     healthy_id, _ = runlog.run_training(small_config.replace(activation="tanh", system_metrics=False))
-    kill_hidden_units(monkeypatch)
+    forcing_builder(-100.0, monkeypatch)  # every hidden ReLU unit dead from the start
     dead_id, result = runlog.run_training(small_config.replace(optimizer="sgd", learning_rate=1e-6,
                                                                system_metrics=False))
     client = MlflowClient()

@@ -7,6 +7,8 @@ runs table filter, e.g. ``tags."diagnosis.dead_units" = 'true'``.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from mlflow.tracking import MlflowClient
 
 from actopt.core import description, diagnosis
@@ -16,12 +18,13 @@ from actopt.core.training import TrainResult
 DESCRIPTION_TAG = "mlflow.note.content"
 DIAGNOSIS_PREFIX = "diagnosis."
 # MLflow 3's experiment kinds: this one means classic model training, not GenAI. The 3.17 UI decides its
-# experiment page by the sidebar's GenAI / Model training switch (or ?workflowType=machine_learning) and
-# reads this tag only where that switch is disabled; it is set so that such UIs open on the runs.
+# experiment page by the sidebar's GenAI / Model training switch (the URL's workflowType, else the browser's
+# last choice, else GenAI) and reads this tag only where that switch is disabled; it is set for those UIs.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
-# The query that opens an experiment of the 3.17 UI on its training runs (docs/diagnosis.md).
-RUNS_PAGE_QUERY = "?workflowType=machine_learning"
+# What opens an experiment of the 3.17 UI on its runs table in the Model training view (docs/diagnosis.md).
+RUNS_PAGE = "/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+RUN_PAGE = "/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 # MLflow refuses longer tag values (mlflow.utils.validation.MAX_TAG_VAL_LENGTH is 8000).
 MAX_DESCRIPTION = 8000
 
@@ -53,8 +56,11 @@ def mark_experiment(client: MlflowClient, experiment_id: str, text: str | None =
         client.set_experiment_tag(experiment_id, DESCRIPTION_TAG, fit(text))
 
 
-def runs_page_url(tracking_uri: str, experiment_id: str) -> str | None:
-    """The UI address of an experiment's runs table, when the store is a server (None for a local store)."""
-    if not tracking_uri.startswith(("http://", "https://")):
-        return None
-    return f"{tracking_uri.rstrip('/')}/#/experiments/{experiment_id}{RUNS_PAGE_QUERY}"
+def run_page_url(ui_address: str, experiment_id: str, run_id: str) -> str:
+    return ui_address.rstrip("/") + RUN_PAGE.format(experiment_id=experiment_id, run_id=run_id)
+
+
+def runs_page_url(ui_address: str, experiment_id: str, search_filter: str = "") -> str:
+    """The UI address of an experiment's runs table, filtered by ``search_filter`` when given."""
+    url = ui_address.rstrip("/") + RUNS_PAGE.format(experiment_id=experiment_id)
+    return url + (f"&searchFilter={quote(search_filter)}" if search_filter else "")

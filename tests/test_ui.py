@@ -1,0 +1,68 @@
+"""The MLflow UI in a real browser: a run page shows the run's description, the address actopt gives opens an
+experiment on its runs table, and the diagnosis tags filter runs through a server (slow: a server, Chromium)."""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+from browser import chromium, rendered_dom
+from conftest import require
+from mlflow.tracking import MlflowClient
+from test_unit_fractions import forcing_builder
+
+from actopt.sweeps.study import configurations, load_study
+from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.tracking import notes
+
+DEAD = "tags.`diagnosis.dead_units` = 'true'"
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+
+
+@pytest.mark.slow
+def test_the_ui_shows_the_diagnosis_and_opens_on_the_runs(tmp_path, data_dir, mlflow_server, monkeypatch):
+    if chromium() is None:
+        require("chromium is not installed (apt-get install chromium)")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    # Hidden biases −100: every ReLU unit dead, every tanh unit saturated, from the first step.
+    forcing_builder(-100.0, monkeypatch)
+    path = tmp_path / "ui-study.json"
+    path.write_text(json.dumps({
+        "description": "Two forced failures, seen in the browser.",
+        "fixed": {"dataset": "mnist", "hidden_sizes": [32, 16], "epochs": 2, "batch_size": 32, "max_batches": 3,
+                  "log_model": False, "device": "cpu", "optimizer": "sgd", "learning_rate": 1e-6},
+        "grid": {"activation": ["relu", "tanh"]}}))
+    study = load_study(str(path))
+    configs = configurations(study, data_dir=str(data_dir))
+    ensure_datasets(configs)
+    result = run_sweep(study, configs, InlineExecutor())
+    client = MlflowClient(mlflow_server)
+    experiment = client.get_experiment_by_name("ui-study")
+    dead = client.search_runs([experiment.experiment_id], DEAD)
+    assert [run.info.run_name for run in dead] == ["relu-sgd-lr1e-06"]
+    saturated = client.search_runs([experiment.experiment_id], "tags.\"diagnosis.saturation\" = 'true'")
+    assert [run.info.run_name for run in saturated] == ["tanh-sgd-lr1e-06"]
+
+    run_page = rendered_dom(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{dead[0].info.run_id}")
+    assert "Dead units" in run_page and "of units never active on the probe examples" in run_page
+    assert "Best epoch" in run_page and "No description" not in run_page
+
+    runs_page = rendered_dom(notes.runs_page_url(mlflow_server, experiment.experiment_id))
+    # The runs table (its footer counts matching runs) with the sweep's parent, whose children it nests.
+    assert "matching run" in runs_page and ">ui-study<" in runs_page
+    assert "Token usage" not in runs_page
+
+    filtered = rendered_dom(notes.runs_page_url(mlflow_server, experiment.experiment_id, DEAD))
+    assert "<strong>1</strong> matching run" in filtered
+    assert "relu-sgd-lr1e-06" in filtered and "tanh-sgd-lr1e-06" not in filtered
+
+    parent_page = rendered_dom(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{result.parent_run_id}")
+    assert "Two forced failures, seen in the browser." in parent_page and "Best child" in parent_page
