@@ -119,10 +119,12 @@ def test_the_description_names_configuration_outcome_and_evidence():
     history = {1: {"train_loss": 0.5, "train_accuracy": 0.8, "val_accuracy": 0.79, "dead_fraction/layer_02": 0.75}}
     result = TrainResult(history=history, best_epoch=1, best_val_accuracy=0.79, test_accuracy=0.78)
     text = run_description(config, result, diagnosis.diagnose(history, False))
-    assert text.splitlines()[0] == ("**relu · sgd · lr 0.5** · hidden 32,16 · batch 128 · 3 epochs · seed 0 · "
+    assert text.splitlines()[0] == "**Diagnosis: dead units** (rules and thresholds: actopt/core/diagnosis.py)."
+    assert text.splitlines()[2] == ("**relu · sgd · lr 0.5** · hidden 32,16 · batch 128 · 3 epochs · seed 0 · "
                                     "fashion-mnist")
     assert "Best epoch 1 of 3: validation accuracy 0.7900, test accuracy 0.7800" in text
     assert "- **Dead units**: layer_02: 0.75 of units never active" in text
     assert "Overfitting" not in text
     quiet = {1: {**history[1], "dead_fraction/layer_02": 0.1}}
-    assert "no problem found by the rules" in run_description(config, result, diagnosis.diagnose(quiet, False))
+    quiet_text = run_description(config, result, diagnosis.diagnose(quiet, False))
+    assert quiet_text.startswith("**Diagnosis: no problem found by the rules**")

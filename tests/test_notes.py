@@ -46,7 +46,8 @@ def test_runs_are_tagged_described_and_filterable_by_diagnosis(small_config, mon
         "diagnosis.saturation": "false"}
     assert dead["diagnosis.overfitting"] in ("true", "false")
     description = dead[notes.DESCRIPTION_TAG]
-    assert description.startswith("**relu · sgd · lr 1e-06** · hidden 32,16 · batch 32 · 3 epochs · seed 0 · mnist")
+    assert description.startswith("**Diagnosis: dead units")
+    assert "\n**relu · sgd · lr 1e-06** · hidden 32,16 · batch 32 · 3 epochs · seed 0 · mnist\n" in description
     assert f"Best epoch {result.best_epoch} of 3: validation accuracy {result.best_val_accuracy:.4f}" in description
     assert "- **Dead units**: layer_01: 1.00 of units never active on the probe examples" in description
     assert "after epoch 3 (above 0.5)" in description

@@ -51,18 +51,18 @@ def test_the_ui_shows_the_diagnosis_and_opens_on_the_runs(tmp_path, data_dir, ml
     saturated = client.search_runs([experiment.experiment_id], "tags.\"diagnosis.saturation\" = 'true'")
     assert [run.info.run_name for run in saturated] == ["tanh-sgd-lr1e-06"]
 
-    run_page = rendered_dom(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{dead[0].info.run_id}")
-    assert "Dead units" in run_page and "of units never active on the probe examples" in run_page
+    run_page = rendered_dom(notes.run_page_url(mlflow_server, experiment.experiment_id, dead[0].info.run_id))
+    assert "Diagnosis: dead units" in run_page and "of units never active on the probe examples" in run_page
     assert "Best epoch" in run_page and "No description" not in run_page
 
     runs_page = rendered_dom(notes.runs_page_url(mlflow_server, experiment.experiment_id))
-    # The runs table (its footer counts matching runs) with the sweep's parent, whose children it nests.
-    assert "matching run" in runs_page and ">ui-study<" in runs_page
+    # The runs table, not the GenAI overview: the sweep's parent, which folds its two children, and a footer
+    # that counts the three runs.
+    assert ">ui-study<" in runs_page and "<strong>3</strong> matching runs" in runs_page
     assert "Token usage" not in runs_page
-
+    # Filtered in the page: the one matching child, counted with the parent that the table shows it under.
     filtered = rendered_dom(notes.runs_page_url(mlflow_server, experiment.experiment_id, DEAD))
-    assert "<strong>1</strong> matching run" in filtered
-    assert "relu-sgd-lr1e-06" in filtered and "tanh-sgd-lr1e-06" not in filtered
+    assert ">ui-study<" in filtered and "<strong>2</strong> matching runs" in filtered
 
-    parent_page = rendered_dom(f"{mlflow_server}/#/experiments/{experiment.experiment_id}/runs/{result.parent_run_id}")
+    parent_page = rendered_dom(notes.run_page_url(mlflow_server, experiment.experiment_id, result.parent_run_id))
     assert "Two forced failures, seen in the browser." in parent_page and "Best child" in parent_page

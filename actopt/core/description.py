@@ -1,8 +1,8 @@
-"""A training run's description in markdown: what was trained, how it went, and what the rules found.
+"""A training run's description in markdown: what the rules found, what was trained, and how it went.
 
-Short enough to read in ten seconds on the run page: the configuration in one line, the best epoch
-with its validation and test accuracy, then each diagnosis that holds with its evidence, or that the
-rules found no problem.
+Short enough to read in ten seconds on the run page: the diagnoses that hold (or that the rules found
+no problem) first, because the page folds a long description after a few lines; then the configuration
+in one line, the best epoch with its validation and test accuracy, and each diagnosis's evidence.
 """
 
 from __future__ import annotations
@@ -38,17 +38,21 @@ def outcome_line(config: TrainConfig, result: TrainResult) -> str:
             f"{result.best_val_accuracy:.4f}, test accuracy {result.test_accuracy:.4f} (on that epoch's weights).")
 
 
-def diagnosis_lines(checks: Mapping[str, Check], gradient_statistics: bool) -> list[str]:
-    holding = [checks[rule] for rule in RULES if checks[rule].holds]
+def headline(checks: Mapping[str, Check], gradient_statistics: bool) -> str:
+    """The first line, which the run page shows before its "Show more": what the rules found."""
+    holding = [TITLES[rule].lower() for rule in RULES if checks[rule].holds]
     note = "" if gradient_statistics else " Gradient statistics were off: only divergence and overfitting were checked."
     if not holding:
-        return [f"**Diagnosis:** no problem found by the rules ({RULES_SOURCE}).{note}"]
-    lines = [f"**Diagnosis** (rules and thresholds: {RULES_SOURCE}):", ""]
-    lines += [f"- **{TITLES[check.rule]}**: {check.evidence}" for check in holding]
-    return lines + ([note.strip()] if note else [])
+        return f"**Diagnosis: no problem found by the rules** ({RULES_SOURCE}).{note}"
+    return f"**Diagnosis: {', '.join(holding)}** (rules and thresholds: {RULES_SOURCE}).{note}"
+
+
+def evidence_lines(checks: Mapping[str, Check]) -> list[str]:
+    return [f"- **{TITLES[rule]}**: {checks[rule].evidence}" for rule in RULES if checks[rule].holds]
 
 
 def run_description(config: TrainConfig, result: TrainResult, checks: Mapping[str, Check]) -> str:
-    lines = [config_line(config), "", outcome_line(config, result), "",
-             *diagnosis_lines(checks, config.gradient_statistics)]
+    evidence = evidence_lines(checks)
+    lines = [headline(checks, config.gradient_statistics), "", config_line(config), "", outcome_line(config, result),
+             *(["", *evidence] if evidence else [])]
     return "\n".join(lines) + "\n"
