@@ -268,3 +268,18 @@ def test_workers_beyond_the_configurations_or_the_cores_say_how_many_start_and_w
     assert executor.describe() == ("5 worker processes, 1 threads each: more workers than the 2 cores here, so they "
                                    "take turns on them and the sweep is no faster than with one per core")
     assert sweep.ProcessExecutor(2).describe() == "2 worker processes, 1 threads each"
+
+
+def test_analysis_reads_a_run_logged_with_a_seed_beyond_int64(tracking_store):
+    """Runs logged before seeds were bounded hold values no Int64 column takes: the seed reads as missing."""
+    from actopt.tracking import queries
+
+    client = MlflowClient(tracking_store)
+    run_id = client.create_run(client.create_experiment("old")).info.run_id
+    client.log_param(run_id, "seed", "18446744073709551616")
+    client.log_param(run_id, "epochs", "3")
+    client.log_metric(run_id, "val_accuracy", 0.5, step=1)
+    client.set_terminated(run_id, "FAILED")
+    [row] = queries.load_runs("old").to_dict("records")
+    assert row["run_id"] == run_id and row["epochs"] == 3
+    assert row["seed"] is None or str(row["seed"]) == "<NA>"
