@@ -175,9 +175,7 @@ def train_one(config: TrainConfig, prepared: Any) -> Any:
 
     try:
         return runlog.run_training(config, progress_reporter(), prepared=prepared)
-    except OutOfMemory as error:  # the run ended FAILED with it
-        raise click.ClickException(str(error)) from None
-    except UserError as error:
+    except (OutOfMemory, UserError) as error:  # said in the user's terms; the run ended FAILED
         raise click.ClickException(str(error)) from None
     except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
         # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED

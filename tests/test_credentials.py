@@ -95,7 +95,7 @@ def test_no_password_reaches_any_output_through_a_real_server(tmp_path, data_dir
                        gradient_statistics=False, log_model=False)
     commands = [
         ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--download", "false", "--hidden-sizes", "16",
-         "--epochs", "1", "--max-batches", "2", "--log-model", "false", "--experiment-name", experiment],
+         "--epochs", "1", "--max-batches", "2", "--log-model", "false", "--experiment-name", f"{experiment}-train"],
         ["sweep", str(path), "--data-dir", str(data_dir), "--experiment-name", experiment],
         ["analyze", "--experiment", experiment, "--output-dir", str(tmp_path / "analysis")],
     ]
@@ -108,5 +108,7 @@ def test_no_password_reaches_any_output_through_a_real_server(tmp_path, data_dir
     assert f"tracking store `http://user:***@{host}`" in report and SECRET not in report
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    logged = everything_logged(MlflowClient(mlflow_server), experiment, downloads)
+    client = MlflowClient(mlflow_server)
+    logged = everything_logged(client, experiment, downloads) + everything_logged(client, f"{experiment}-train",
+                                                                                    downloads)
     assert SECRET not in logged
