@@ -143,3 +143,17 @@ def test_identical_sweeps_started_at_once_never_finish_a_configuration_twice(tmp
         assert any(code == 0 for code, _ in outcomes)
         counts = finished_per_digest(uri, experiment)
         assert len(counts) == 2 and set(counts.values()) == {1}, counts
+
+
+def test_the_analysis_leaves_a_live_claim_run_out(tracking_store):
+    from fake_runs import history, log_run
+
+    from actopt.analysis import frames
+    from actopt.tracking import queries
+
+    client = MlflowClient(tracking_store)
+    trained = log_run(client, "study", {"activation": "relu"}, history("relu"))
+    claim = claims.claim_sweep("study", "tiny", "digest", quick=False)  # a sweep of it is going on
+    runs, left_out = frames.select_runs(queries.load_runs("study", kinds=None), "study", None, "")
+    assert list(runs["run_id"]) == [trained]
+    assert left_out.set_index("run_id").loc[claim, "reason"] == "a sweep's claim run (that sweep is still going)"
