@@ -31,7 +31,7 @@ from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_raw, raw_files
 from actopt.errors import UserError, describe_error
 from actopt.sweeps.study import Study, label
-from actopt.tracking import records, runlog, signals, store
+from actopt.tracking import claims, notes, records, runlog, signals, store
 from actopt.tracking.records import process_alive, reap_stale
 
 # A configuration's status in the summary; the first two count as done.
@@ -154,6 +154,22 @@ class ProcessExecutor:
                         yield outcome
         finally:
             self.stop(workers)
+
+    def describe(self) -> str:
+        """How many workers and threads, and what the machine's cores do to that."""
+        line = f"{self.workers} worker processes, {self.threads} threads each"
+        cores = available_cores()
+        if self.workers > cores:
+            line += (f": more workers than the {cores} cores here, so they take turns on them and the sweep is "
+                     "no faster than with one per core")
+        return line
+
+    def starting(self, tasks: int) -> str | None:
+        """Why fewer workers start than were asked for, if they do: never more than there are tasks."""
+        if 0 < tasks < self.workers:
+            return (f"{tasks} of the {self.workers} worker processes start: only {tasks} configuration"
+                    f"{'s' if tasks > 1 else ''} to run")
+        return None
 
     def start_worker(self) -> Worker:
         context = multiprocessing.get_context("spawn")  # fork and torch's threads do not mix
@@ -362,24 +378,6 @@ def summary_csv(rows: Sequence[Row]) -> str:
     return buffer.getvalue()
 
 
-def summary_markdown(description: str, rows: Sequence[Row]) -> str:
-    """The parent run's description: the study's question, its best child (a link) and every configuration."""
-    counts = ", ".join(f"{sum(row.status == status for row in rows)} {status}" for status in STATUSES
-                       if any(row.status == status for row in rows))
-    lines = [description, "", f"{len(rows)} configurations: {counts}."]
-    best = best_row(rows)
-    if best is not None and best.run is not None:
-        link = f"[{best.run.run_name}](#/experiments/{best.run.experiment_id}/runs/{best.run.run_id})"
-        lines += ["", f"**Best child:** {link} (seed {best.config.seed}), best validation accuracy "
-                      f"{format_accuracy(best.run.best_val_accuracy)}."]
-    lines += ["", "| configuration | seed | status | best val acc | diagnoses |", "| --- | --- | --- | --- | --- |"]
-    for row in rows:
-        found = ", ".join(rule.replace("_", " ") for rule in row.run.diagnoses) if row.run else ""
-        lines.append(f"| {row.config.run_name} | {row.config.seed} | {row.status} | "
-                     f"{format_accuracy(row_accuracy(row))} | {found or '–'} |")
-    return "\n".join(lines) + "\n"
-
-
 def progress_line(done: int, total: int, outcome: Outcome, config: TrainConfig, elapsed: float) -> str:
     """One line per finished configuration, with an estimate of the time left at the pace so far."""
     status = "diverged" if outcome.diverged else outcome.status.lower()
@@ -412,11 +410,48 @@ def run_sweep(
     KILLED, the parent records what finished and ends KILLED, and a later start continues.
     """
     experiment_name = configs[0].experiment_name
+    claim = claims.claim_sweep(experiment_name, study.name, study.digest, quick)
+    try:
+        return sweep_claimed(study, configs, executor, quick, launcher_run_id, report)
+    finally:
+        with ignoring(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Exception):
+            claims.release(claim)  # a claim left behind by a store that failed is ended by the next sweep
+
+
+def sweep_claimed(
+    study: Study, configs: Sequence[TrainConfig], executor: Executor, quick: bool, launcher_run_id: str | None,
+    report: Callable[[str], None],
+) -> SweepResult:
+    """``run_sweep`` once this process holds the study's claim."""
+    experiment_name = configs[0].experiment_name
     existing = records.find_sweep_parent(experiment_name, study.digest, quick)
     if existing is not None:
         refuse_if_running(existing)
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
                                         launcher_run_id, study.description)
+    try:
+        return sweep_under(parent, study, configs, executor, report)
+    except Exception as error:
+        fail_parent(parent, error)
+        raise
+
+
+def fail_parent(parent: str, error: Exception) -> None:
+    """End the parent FAILED with the error that stopped the sweep; a server that stopped answering cannot be
+    told (the next sweep reopens the parent), and a store that refuses this too leaves it RUNNING, said in the
+    error's line."""
+    if store.no_answer(error) or isinstance(error, store.StoreUnavailable):
+        return
+    try:
+        records.terminate_run(parent, "FAILED", describe_error(error))
+    except Exception:
+        setattr(error, store.LEFT_RUNNING, True)
+
+
+def sweep_under(parent: str, study: Study, configs: Sequence[TrainConfig], executor: Executor,
+                report: Callable[[str], None]) -> SweepResult:
+    """Plan, run and record the configurations under the open parent run."""
+    experiment_name = configs[0].experiment_name
     rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
     tasks = [Task(row.config, row.digest, parent) for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
     by_digest = {task.digest: task.config for task in tasks}
@@ -425,6 +460,9 @@ def run_sweep(
     report(f"study {study.name}: {len(rows)} configurations, {done_before} finished before, {len(tasks)} to run"
            + (f", {elsewhere} running elsewhere" if elsewhere else "")
            + f"; parent run {parent} in experiment {experiment_name!r}")
+    fewer = executor.starting(len(tasks)) if isinstance(executor, ProcessExecutor) else None
+    if fewer:
+        report(fewer)
     stopped_by = None
     started = time.monotonic()
     try:
@@ -446,6 +484,10 @@ def run_sweep(
         metrics, tags = parent_record(rows)
         finished = all(row.status in (FINISHED, DIVERGED) for row in rows)
         status = "KILLED" if stopped_by else "FINISHED" if finished else "FAILED"
-        records.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows),
-                                   summary_markdown(study.description, rows))
+        best = best_row(rows)
+        note = notes.sweep_description(study.description, [(row.config.run_name, row.config.seed, row.status,
+                                       row_accuracy(row), row.run.diagnoses if row.run else ()) for row in rows],
+                                       best and best.run and (best.run.run_name, best.run.experiment_id,
+                                                              best.run.run_id, best.config.seed, row_accuracy(best)))
+        records.close_sweep_parent(parent, status, metrics, tags, summary_csv(rows), note)
     return SweepResult(parent, rows, stopped_by)
