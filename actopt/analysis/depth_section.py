@@ -57,7 +57,7 @@ def theory_section(table: pd.DataFrame, histories: pd.DataFrame) -> Section:
         return Section(reason="Not computed: no run has a step-0 gradient profile that the theory covers.")
     header = ["activation", "init", "depth", "seeds", "decay measured", "decay predicted", "error", "agrees",
               "per-example decay",
-              "span measured", "span predicted", "ξ (layers)", "trainable to", "best val acc", "trained"]
+              "span measured", "span predicted", "ξ (layers)", "trainable to", "best val acc", "learned"]
     rows = []
     for _, row in configs.iterrows():
         predicted = "yes" if row["predicted_trainable"] else "no"

@@ -13,6 +13,7 @@ from actopt.analysis import propagation
 from actopt.analysis.findings import Finding
 from actopt.analysis.frames import layer_values, listed, metric, references, sort_runs, varying
 from actopt.analysis.propagation import TRAINABLE_DEPTH_SCALES
+from actopt.analysis.tables import CHANCE_MARGIN
 from actopt.core.models import CLASSES, INPUT_SIZE
 
 # Agreement of the per-layer decay (decades per layer): within 20% of the measured value, or both
@@ -22,9 +23,6 @@ FLAT_DECAY = 0.02
 # A layer disagrees when its measured log10 gradient norm (relative to the last hidden layer) is more
 # than half a decade (a factor ≈ 3) from the predicted one; smaller gaps are finite-width noise.
 LAYER_TOLERANCE = 0.5
-# A run "trained" when its best validation accuracy beat chance (the majority-class rate when the
-# run logged chance_accuracy, else 1/10) by more than 10 points.
-TRAINED_MARGIN = 0.10
 
 TOPIC = "Signal propagation at initialisation"
 DEPTH_TOPIC = "Trainable depth predicted by the theory"
@@ -105,18 +103,12 @@ def layer_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFra
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
 
 
-def chance_levels(table: pd.DataFrame, histories: pd.DataFrame) -> pd.Series:
-    logged = metric(histories, "chance_accuracy").groupby("run_id")["value"].last()
-    return table["run_id"].map(logged).fillna(1.0 / CLASSES).set_axis(table.index)
-
-
 def run_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     """Per run: measured and predicted decay (decades per layer) and span, the depth scale, and whether it trained."""
     layers = layer_comparison(table, histories)
     predicted = predictions(table, histories)
     rows = []
-    chance = chance_levels(table, histories)
-    for index, row in table.iterrows():
+    for _, row in table.iterrows():
         if row["run_id"] not in predicted:
             continue
         prediction = predicted[row["run_id"]]
@@ -133,7 +125,7 @@ def run_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame
             "predicted_span": prediction.span, "depth_scale": prediction.depth_scale,
             "trainable_depth": prediction.trainable_depth(),
             "missed_layers": tuple(int(layer) for layer in misses["layer"]),
-            "best_val_accuracy": row["best_val_accuracy"], "chance": chance[index],
+            "best_val_accuracy": row["best_val_accuracy"], "chance": row["chance"], "learned": bool(row["learned"]),
         })
     return pd.DataFrame(rows)
 
@@ -145,7 +137,11 @@ def decay_agrees(measured: float, predicted: float) -> bool:
 
 
 def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
-    """Per activation × init × depth: means over seeds, agreement, and predicted vs observed trainability."""
+    """Per activation × init × depth: means over seeds, agreement, and predicted vs observed trainability.
+
+    ``trained``: most of the configuration's runs learned (``tables.run_table``'s ``learned``: best
+    validation accuracy more than CHANCE_MARGIN above the validation split's majority-class rate).
+    """
     runs = run_comparison(table, histories)
     if runs.empty:
         return runs
@@ -165,7 +161,7 @@ def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
             "agrees": decay_agrees(measured, predicted), "missed_layers": tuple(missed),
             "predicted_trainable": key[2] <= TRAINABLE_DEPTH_SCALES * depth_scale,
             "best_val_accuracy": accuracy, "chance": group["chance"].mean(),
-            "trained": bool(pd.notna(accuracy) and accuracy > group["chance"].mean() + TRAINED_MARGIN),
+            "trained": bool(group["learned"].mean() > 0.5),
             "runs": references(table[table["run_id"].isin(group["run_id"])]),
         })
     return pd.DataFrame(rows)
@@ -173,6 +169,10 @@ def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
 
 def config_label(row: pd.Series) -> str:
     return f"{row['activation']} · init {row['init']} · depth {int(row['depth'])}"
+
+
+def reach(layers: float) -> str:
+    return "any depth" if math.isinf(layers) else f"≈ {layers:.0f} layers"
 
 
 def decay_numbers(row: pd.Series) -> str:
@@ -210,20 +210,20 @@ def theory_findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Findin
                           f"which the single-input theory does not model.")
         found.append(Finding(TOPIC, statement, rule, decay_numbers(row), listed(row["runs"])))
     depth_rule = (f"predicted untrainable when depth > {TRAINABLE_DEPTH_SCALES:g} × the depth scale ξ (layers per "
-                  f"e-fold of the predicted gradient norm); a run trained when its best validation accuracy beat "
-                  f"chance by more than {TRAINED_MARGIN * 100:g} points")
+                  f"e-fold of the predicted gradient norm); a configuration trained when most of its runs learned "
+                  f"(best validation accuracy more than {CHANCE_MARGIN * 100:g} points above chance)")
     for _, row in configs[~configs["predicted_trainable"]].iterrows():
         outcome = ("and its runs did not train: the theory agrees" if not row["trained"] else
                    "yet its runs trained: the theory's bound is too strict here")
         statement = (f"{config_label(row)}: predicted untrainable (ξ = {row['depth_scale']:.2g} layers, trainable to "
-                     f"≈ {row['trainable_depth']:.0f}) {outcome}.")
+                     f"{reach(row['trainable_depth'])}) {outcome}.")
         numbers = f"best val accuracy {row['best_val_accuracy']:.4f}, chance {row['chance']:.4f}"
         found.append(Finding(DEPTH_TOPIC, statement, depth_rule, numbers, listed(row["runs"])))
     surprising = configs[configs["predicted_trainable"] & ~configs["trained"]]
     for _, row in surprising.iterrows():
-        statement = (f"{config_label(row)}: predicted trainable (to ≈ {row['trainable_depth']:.0f} layers) but its "
-                     f"runs did not beat chance by {TRAINED_MARGIN * 100:g} points: something other than the "
-                     f"gradient's decay at initialisation holds it back (or training was too short).")
+        statement = (f"{config_label(row)}: predicted trainable (to {reach(row['trainable_depth'])}) but its runs did "
+                     f"not learn: something other than the gradient's decay at initialisation holds it back (or "
+                     f"training was too short).")
         numbers = f"best val accuracy {row['best_val_accuracy']:.4f}, chance {row['chance']:.4f}"
         found.append(Finding(DEPTH_TOPIC, statement, depth_rule, numbers, listed(row["runs"])))
     if configs["predicted_trainable"].all() and surprising.empty:

@@ -21,7 +21,7 @@ from torch import nn
 
 from actopt.core import gradstats
 from actopt.core.config import DEVICES, TrainConfig
-from actopt.core.data import DatasetSplits, Split, batch_indices
+from actopt.core.data import DatasetSplits, Split, batch_indices, leading, majority_rate
 from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers
 from actopt.core.optimizers import build_optimizer
 from actopt.errors import ConfigError, choose
@@ -225,6 +225,10 @@ def train(
     element_counts = [weight.numel() for weight in weights]
     scratch = [torch.empty_like(weight) for weight in weights]
     probe = Probe(config, data) if config.gradient_statistics else None
+    # The train/validation gap is measured like validation accuracy (eval mode, no dropout, weights
+    # after the epoch) on as many training examples as the validation split holds: the accuracy
+    # accumulated during the epoch, with dropout active and weights still moving, understates it.
+    train_subset = leading(data.train, len(data.validation))
     result = TrainResult()
     histograms: dict[int, list[list[int]]] = {}
     best_state: dict[str, torch.Tensor] | None = None
@@ -280,6 +284,7 @@ def train(
                                                                       element_counts)))
         metrics["epoch_time"] = time.perf_counter() - started
         metrics["val_loss"], metrics["val_accuracy"] = evaluate(model, data.validation)
+        metrics["train_eval_loss"], metrics["train_eval_accuracy"] = evaluate(model, train_subset)
         if config.test_every_epoch:
             metrics["epoch_test_loss"], metrics["epoch_test_accuracy"] = evaluate(model, data.test)
         if probe is not None and not diverged:
@@ -318,20 +323,17 @@ def finish(
 ) -> None:
     """Best-epoch tags, test on the best weights, artifacts; also after a divergence."""
     tags = {"diverged": str(result.diverged).lower()}
+    # What always answering the most frequent class scores: a run near it did not learn.
+    summary = {"chance_accuracy": majority_rate(data.validation)}
     if result.diverged:
         tags["diverged_epoch"] = str(result.diverged_epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
         result.test_loss, result.test_accuracy = evaluate(model, data.test)
         tags["best_epoch"] = str(result.best_epoch)
-        logger.log_metrics(
-            {
-                "best_epoch": float(result.best_epoch),
-                "best_val_accuracy": result.best_val_accuracy,
-                "test_accuracy": result.test_accuracy,
-                "test_loss": result.test_loss,
-            }
-        )
+        summary.update(best_epoch=float(result.best_epoch), best_val_accuracy=result.best_val_accuracy,
+                       test_accuracy=result.test_accuracy, test_loss=result.test_loss)
+    logger.log_metrics(summary)
     logger.set_tags(tags)
     logger.log_text(history_csv(result.history), HISTORY_ARTIFACT)
     if probe is not None and histograms:
