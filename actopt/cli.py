@@ -17,7 +17,7 @@ import click
 from click.exceptions import NoArgsIsHelpError
 
 from actopt.core.config import TrainConfig, format_value, parse_boolean
-from actopt.errors import UserError
+from actopt.errors import UserError, mask_credentials
 
 
 def option_name(field_name: str) -> str:
@@ -91,7 +91,11 @@ class ActoptGroup(click.Group):
             return " ".join(filter(None, [ctx.command_path, ctx.meta.get(COMMAND_KEY)]))
 
         with usage_in_one_line(command_path):  # parsing a command's options happens in here
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except click.ClickException as error:  # the last word on a credential: none in any error line
+                error.message = mask_credentials(error.message)
+                raise
 
 
 @click.group("actopt", cls=ActoptGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -99,40 +103,35 @@ def main() -> None:
     """actopt: how activation functions and optimizers shape training, tracked in MLflow."""
 
 
+# Exit codes of a command stopped by a signal, whatever it was doing: the shell's 128 + signal number.
+SIGNAL_EXIT_CODES = {"KeyboardInterrupt": 130, "Terminated": 143}
+
+
+@contextlib.contextmanager
+def stopped_by_signals(what: str) -> Iterator[None]:
+    """From a command's first line: Ctrl-C and SIGTERM never cut a store call, and end the command with 130 or
+    143 and one line, also while imports and data loading run, before any run exists (click would say
+    "Aborted!" and exit 1)."""
+    from actopt.tracking import signals
+
+    signals.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
+    try:
+        yield
+    except (KeyboardInterrupt, signals.Terminated) as stop:
+        name = type(stop).__name__
+        click.echo(f"{'interrupted' if name == 'KeyboardInterrupt' else 'terminated'}: {what}", err=True)
+        sys.exit(SIGNAL_EXIT_CODES[name])
+
+
 @main.command("train")
 @config_options
 def train_command(**options: str | None) -> None:
     """Train one configuration as one MLflow run."""
-    from actopt.core.config import config_digest
-    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
-        records,
-        runlog,
-        signals,
-        store,
-    )
-    from actopt.tracking.records import reap_stale
-
-    try:
-        config = TrainConfig.from_mapping({key: value for key, value in options.items() if value is not None})
-        prepared = runlog.prepare(config)
-        store.check_store()
-        # A run of this configuration that a killed process left RUNNING ends FAILED now.
-        reap_stale(records.running_runs(config.experiment_name, config_digest(config)), terminal_report)
-    except UserError as error:
-        raise click.ClickException(str(error)) from None
-    # Ctrl-C and SIGTERM end the run KILLED, but never halfway through a store transaction.
-    signals.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
-    try:
-        run_id, result = runlog.run_training(config, progress_reporter(), prepared=prepared)
-    except KeyboardInterrupt:
-        click.echo("interrupted: run ended KILLED", err=True)
-        sys.exit(130)
-    except signals.Terminated:
-        click.echo("terminated: run ended KILLED", err=True)
-        sys.exit(143)
-    except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
-        # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
-        raise click.ClickException(store.store_failure(error)) from None
+    with stopped_by_signals("before the run was created"):
+        config = parse_config(options)
+        prepared = before_the_run(config)
+    with stopped_by_signals("run ended KILLED"):
+        run_id, result = train_one(config, prepared)
     status = f"diverged at epoch {result.diverged_epoch}" if result.diverged else "finished"
     best = (
         f"best epoch {result.best_epoch}, val accuracy {result.best_val_accuracy:.4f}, test accuracy "
@@ -141,6 +140,46 @@ def train_command(**options: str | None) -> None:
         else "no epoch completed"
     )
     click.echo(f"run {run_id} ({config.run_name}) {status}: {best}")
+
+
+def parse_config(options: dict[str, str | None]) -> TrainConfig:
+    try:
+        return TrainConfig.from_mapping({key: value for key, value in options.items() if value is not None})
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def before_the_run(config: TrainConfig) -> Any:
+    """Everything that can refuse the command, cheapest first: the store and the experiment (a second), then
+    the data (seconds); returns the device and data."""
+    from actopt.core.config import config_digest
+    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
+        records,
+        runlog,
+        store,
+    )
+
+    try:
+        store.check_store(terminal_report)
+        records.check_experiment(config.experiment_name)
+        # A run of this configuration that a killed process left RUNNING ends FAILED now.
+        records.reap_stale(records.running_runs(config.experiment_name, config_digest(config)), terminal_report)
+        return runlog.prepare(config)
+    except UserError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def train_one(config: TrainConfig, prepared: Any) -> Any:
+    from actopt.errors import OutOfMemory
+    from actopt.tracking import runlog, store
+
+    try:
+        return runlog.run_training(config, progress_reporter(), prepared=prepared)
+    except (OutOfMemory, UserError) as error:  # said in the user's terms; the run ended FAILED
+        raise click.ClickException(str(error)) from None
+    except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
+        # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
+        raise click.ClickException(store.store_failure(error)) from None
 
 
 class OptionalBoolean(click.ParamType):
@@ -188,7 +227,7 @@ def start_executor(executor: Any) -> str | None:
     if isinstance(executor, RayExecutor):
         return executor.connect().describe(executor.cpus_per_task)
     if isinstance(executor, ProcessExecutor):
-        return f"{executor.workers} worker processes, {executor.threads} threads each"
+        return executor.describe()
     return None
 
 
@@ -222,14 +261,30 @@ def sweep_command(
     STUDY is a preset's name (see `actopt studies`) or the path of a study file. Starting the same
     study again continues it: finished configurations are skipped, failed and killed ones run again.
     """
-    import signal
+    with stopped_by_signals("the sweep stopped before any configuration started"):
+        result = start_sweep(study, workers, executor, ray_address, quick, data_dir, download, device,
+                             experiment_name)
+    click.echo(summary_table_of(result))
+    if result.exit_code == 1:
+        terminal_report("some configurations did not finish: start the same sweep again to run them")
+    sys.exit(result.exit_code)
 
+
+def summary_table_of(result: Any) -> str:
+    from actopt.sweeps.sweep import summary_table
+
+    return summary_table(result.rows)
+
+
+def start_sweep(
+    study: str, workers: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
+    download: bool, device: str | None, experiment_name: str | None,
+) -> Any:
     from actopt.errors import choose
     from actopt.sweeps.study import configurations, load_study
-    from actopt.sweeps.sweep import ensure_datasets, run_sweep, summary_table
+    from actopt.sweeps.sweep import ensure_datasets, run_sweep
     from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
         records,
-        signals,
         store,
     )
 
@@ -244,25 +299,17 @@ def sweep_command(
                             "give --experiment-name to mlflow run instead")
         configs = configurations(loaded, data_dir=data_dir or None, download=download, device=device or None,
                                  experiment_name=launcher[1] if launcher else experiment_name, quick=quick)
+        store.check_store(terminal_report)
+        records.check_experiment(configs[0].experiment_name)
         ensure_datasets(configs)
-        store.check_store()
-        signals.interrupt_outside_store(signal.SIGINT, signal.SIGTERM)
         started = start_executor(engine)
         if started:
             terminal_report(started)
-        result = run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report)
+        return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
-    except KeyboardInterrupt:  # before any configuration started
-        sys.exit(130)
-    except signals.Terminated:
-        sys.exit(143)
     except Exception as error:  # the store or the artifact location failed
         raise click.ClickException(store.store_failure(error)) from None
-    click.echo(summary_table(result.rows))
-    if result.exit_code == 1:
-        terminal_report("some configurations did not finish: start the same sweep again to run them")
-    sys.exit(result.exit_code)
 
 
 @main.command("studies")

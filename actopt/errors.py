@@ -27,6 +27,10 @@ class DataError(UserError):
     """A dataset that cannot be found, downloaded or read."""
 
 
+class OutOfMemory(Exception):
+    """A run that needs more memory than the machine has: its run ends FAILED with this one line."""
+
+
 def choose(registry: Mapping[str, Value], name: str, kind: str) -> Value:
     """Look a name up in a plain-dict registry; an unknown name lists the valid ones."""
     try:

@@ -184,8 +184,9 @@ def forward_flops_per_example(config: TrainConfig) -> int:
 
 
 def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: int) -> int:
-    """Matmul FLOPs of what an epoch's timing covers: the training steps over ``train_examples`` and
-    the validation pass (forward only) over ``validation_examples``.
+    """Matmul FLOPs of what an epoch's timing covers: the training steps over ``train_examples``, the
+    validation pass (forward only) over ``validation_examples``, and the eval-mode pass over as many
+    training examples (the train side of the train/validation gap).
 
     Only the matrix multiplications count, as ``torch.utils.flop_counter.FlopCounterMode`` counts
     them (tests/test_benchmarks.py checks the two agree): bias adds and bias gradients,
@@ -195,7 +196,8 @@ def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: i
     forward and backward, a forward over 2048 validation examples per epoch) is instrumentation,
     part of what (c)/(b) measures, and is not counted either.
     """
-    return training_flops_per_example(config) * train_examples + forward_flops_per_example(config) * validation_examples
+    evaluated = validation_examples + min(train_examples, validation_examples)
+    return training_flops_per_example(config) * train_examples + forward_flops_per_example(config) * evaluated
 
 
 # Where an epoch's time goes, by the operators' names (self time, so nothing counts twice).

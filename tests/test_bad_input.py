@@ -67,7 +67,12 @@ def placeholders(tmp_path: Path, data_dir: Path, tracking_store: str) -> dict[st
     (inputs / "broken.json").write_text('{"description": "x", "grid": {\n')
     (inputs / "typo.json").write_text('{"description": "x", "grid": {"activaton": ["relu", "tanh"]}}\n')
     (inputs / "file").write_text("")
-    return {"$TRUNCATED": str(truncated), "$CORRUPT": str(corrupt), "$EMPTY": str(inputs / "empty"),
+    (inputs / "bigseed.json").write_text('{"description": "x", "seeds": [18446744073709551616], '
+                                         '"grid": {"activation": ["relu"]}}\n')
+    client = MlflowClient(tracking_store)
+    client.delete_experiment(client.create_experiment("gone"))
+    return {"$BIGSEED": str(inputs / "bigseed.json"), "$LONG": "x" * 501,
+            "$TRUNCATED": str(truncated), "$CORRUPT": str(corrupt), "$EMPTY": str(inputs / "empty"),
             "$DATA": str(data_dir), "$BROKEN": str(inputs / "broken.json"), "$TYPO": str(inputs / "typo.json"),
             "$FILE": str(inputs / "file"), "$STORE": tracking_store}
 

@@ -9,16 +9,18 @@ from pathlib import Path
 
 from actopt.analysis import frames, report, tables
 from actopt.analysis.report import AnalysisResult
+from actopt.errors import UserError
 from actopt.tracking import queries
 from actopt.tracking.records import (
     KIND_TAG,
 )
 from actopt.tracking.runlog import MlflowRunLogger
+from actopt.tracking.schema import nearest_existing, writable
 from actopt.tracking.store import (
     RUN_ID_VARIABLE,
     connect,
+    shown_uri,
     store_errors,
-    tracking_uri,
 )
 
 ANALYSIS_RUN_NAME = "analysis"
@@ -75,6 +77,7 @@ def analyze_experiment(
     log: bool = True,
 ) -> Outcome:
     """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
+    check_output_dir(Path(output_dir))
 
     everything = queries.load_runs(experiment, parent_run_id, filter_string, kinds=None)
     scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
@@ -83,7 +86,7 @@ def analyze_experiment(
     histories = queries.load_histories(runs)
     histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
     folder = Path(output_dir) / safe_folder_name(experiment)
-    source = {"experiment": experiment, "tracking_uri": tracking_uri(), "parent_run_id": parent_run_id or "",
+    source = {"experiment": experiment, "tracking_uri": shown_uri(), "parent_run_id": parent_run_id or "",
               "filter": filter_string or ""}
     written = report.write_analysis(runs, left_out, histories, histograms, folder, source)
     run_id = None
@@ -93,6 +96,18 @@ def analyze_experiment(
         metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
         run_id = log_analysis_run(experiment, folder, params, metrics)
     return Outcome(written, len(runs), run_id)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """Before anything is read or created: the report's folder can be made and written."""
+    existing = nearest_existing(output_dir.absolute())
+    if not existing.is_dir():
+        problem = f"{existing} is a file, not a folder"
+    elif not writable(existing):
+        problem = f"the folder {existing} is not writable"
+    else:
+        return
+    raise UserError(f"cannot write the analysis to --output-dir {output_dir}: {problem}; choose another --output-dir")
 
 
 def safe_folder_name(experiment: str) -> str:

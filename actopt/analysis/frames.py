@@ -56,6 +56,7 @@ def select_runs(
     reasons = pd.Series("", index=others.index, dtype=object)
     reasons[others["kind"] == "sweep"] = "sweep parent run"
     reasons[others["kind"] == "analysis"] = "analysis run"
+    reasons[others["kind"] == "sweep-claim"] = "a sweep's claim run (that sweep is still going)"
     reasons[others["kind"] == "other"] = "no val_accuracy logged (not a training run, or stopped before epoch 1)"
     training = others["kind"] == "training"
     unfinished = training & (others["status"] != "FINISHED")

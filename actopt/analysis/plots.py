@@ -191,9 +191,9 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
 
 
 def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    frames = [frames.layer_values(histories, prefix).assign(kind=kind)
-              for prefix, kind in (("dead_fraction", "dead"), ("saturated_fraction", "saturated"))]
-    values = pd.concat(frames, ignore_index=True)
+    parts = [frames.layer_values(histories, prefix).assign(kind=kind)
+             for prefix, kind in (("dead_fraction", "dead"), ("saturated_fraction", "saturated"))]
+    values = pd.concat(parts, ignore_index=True)
     if values.empty:
         raise Skip("no run logged dead_fraction or saturated_fraction (gradient statistics off?)")
     data = values.merge(table[["run_id", "learning_rate"]].assign(group=group_names(table)), on="run_id")
@@ -283,9 +283,12 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     runs = tuned_runs(table)
     names = group_names(runs, exclude=("dropout",))
     runs = runs.assign(group=names)
-    keys = ["train_accuracy", "val_accuracy", "train_loss", "val_loss"]
+    # The train side as the gap measures it: eval mode on a fixed training subset, where the runs logged it.
+    evaluated = {"train_eval_accuracy", "train_eval_loss"} <= set(histories["key"].unique())
+    train = "train_eval" if evaluated else "train"
+    keys = [f"{train}_accuracy", "val_accuracy", f"{train}_loss", "val_loss"]
     wide = histories[histories["key"].isin(keys)].pivot_table(index=["run_id", "step"], columns="key", values="value")
-    wide = wide.reset_index()
+    wide = wide.reset_index().rename(columns={f"{train}_accuracy": "train_accuracy", f"{train}_loss": "train_loss"})
     wide = wide.merge(runs[["run_id", "group", "dropout"]], on="run_id")
     wide["gap"] = wide["train_accuracy"] - wide["val_accuracy"]
     order = list(dict.fromkeys(names))
@@ -316,10 +319,11 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     figure.legend(handles, labels, loc="center right")
     figure.suptitle("Overfitting: train vs validation, and dropout's effect on the gap", y=1.0)
     figure.tight_layout(rect=(0, 0, 0.88, 1))
+    measured = ("measured after each epoch in eval mode on a fixed training subset as large as the validation split"
+                if evaluated else "averages over the epoch with dropout active, which understate the gap")
     caption = ("Per epoch, train (solid) and validation (dashed) accuracy and loss, and their accuracy gap, coloured "
-               "by "
-               "dropout; each configuration at its best learning rate. Train values are averages over the epoch with "
-               f"dropout active.{seed_note(table)}")
+               f"by dropout; each configuration at its best learning rate. Train values are {measured}."
+               f"{seed_note(table)}")
     return save(figure, folder, "overfitting.png"), "Overfitting and dropout", caption
 
 

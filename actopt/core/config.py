@@ -26,6 +26,16 @@ from actopt.errors import ConfigError, choose
 DEVICES = {"auto": None, "cpu": "cpu", "cuda": "cuda"}
 
 
+# torch and numpy take seeds as unsigned 32- or 64-bit numbers, and the gradient probe seeds with seed + 1:
+# the 32-bit range fits every one of them.
+SEED_LIMIT = 2**32 - 1
+# Sizes and counts reach torch as 64-bit integers (shapes, slices, ranges); a value above a signed 32-bit integer
+# is never a real setting, and far below where torch would overflow.
+INTEGER_LIMIT = 2**31 - 1
+# MLflow refuses longer experiment names (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH).
+EXPERIMENT_NAME_LIMIT = 500
+
+
 def _help(text: str) -> dict[str, str]:
     return {"help": text}
 
@@ -211,13 +221,27 @@ def validate(config: TrainConfig) -> None:
         (config.width >= 1, f"width must be >= 1, got {config.width}"),
         (config.max_batches >= 0, f"max_batches must be >= 0, got {config.max_batches}"),
         (bool(config.experiment_name), "experiment_name must not be empty"),
+        (len(config.experiment_name) <= EXPERIMENT_NAME_LIMIT,
+         f"experiment_name must be at most {EXPERIMENT_NAME_LIMIT} characters, got {len(config.experiment_name)}"),
         (bool(config.data_dir), "data_dir must not be empty"),
     ]
+    checks += integer_checks(config)
     for holds, message in checks:
         if not holds:
             raise ConfigError(message)
     if config.optimizer in ("adam", "adamw") and config.momentum:
         raise ConfigError(f"momentum applies to sgd and rmsprop, not {config.optimizer}")
+
+
+def integer_checks(config: TrainConfig) -> list[tuple[bool, str]]:
+    """Every integer within what torch takes: the seed in its range, sizes and counts below INTEGER_LIMIT."""
+    checks = [(0 <= config.seed <= SEED_LIMIT, f"seed must be in [0, {SEED_LIMIT}], got {config.seed}")]
+    for name in ("batch_size", "epochs", "depth", "width", "max_batches"):
+        value = getattr(config, name)
+        checks.append((value <= INTEGER_LIMIT, f"{name} must be <= {INTEGER_LIMIT}, got {value}"))
+    largest = max(config.hidden_sizes, default=0)
+    checks.append((largest <= INTEGER_LIMIT, f"hidden_sizes must each be <= {INTEGER_LIMIT}, got {largest}"))
+    return checks
 
 
 # Where a run reads its data and logs its results, not what it trains: left out of the config digest,

@@ -109,3 +109,15 @@ def linear_layers(model: nn.Module) -> list[nn.Linear]:
     """The Linear layers in forward order; layer i (from 1) in metric names is element i-1."""
     return [module for module in model.modules() if isinstance(module, nn.Linear)]
 
+
+
+def parameter_count(hidden_sizes: tuple[int, ...], input_size: int = INPUT_SIZE, classes: int = CLASSES) -> int:
+    """Weights and biases of the MLP ``build_mlp`` makes, counted without building it."""
+    widths = (input_size, *hidden_sizes, classes)
+    return sum(width_in * width_out + width_out for width_in, width_out in zip(widths, widths[1:]))
+
+
+def repeated_parameter_count(depth: int, width: int, input_size: int = INPUT_SIZE, classes: int = CLASSES) -> int:
+    """``parameter_count`` of ``depth`` hidden layers of ``width``, without a tuple of ``depth`` widths (an absurd
+    depth would take gigabytes just to list)."""
+    return (input_size * width + width) + (depth - 1) * (width * width + width) + (width * classes + classes)

@@ -22,9 +22,9 @@ from torch import nn
 from actopt.core import gradstats
 from actopt.core.config import DEVICES, TrainConfig
 from actopt.core.data import DatasetSplits, Split, batch_indices, leading, majority_rate
-from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers
+from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers, parameter_count, repeated_parameter_count
 from actopt.core.optimizers import build_optimizer
-from actopt.errors import ConfigError, choose
+from actopt.errors import ConfigError, OutOfMemory, choose
 
 # Evaluation runs in large chunks: bounded memory for deep nets, few Python round trips.
 EVALUATION_BATCH = 4096
@@ -199,6 +199,40 @@ def gradient_metrics(statistics: gradstats.EpochGradientStatistics) -> dict[str,
     return metrics
 
 
+# The model's weights, their gradients and up to two optimizer states per weight, in float32.
+TRAINING_BYTES_PER_PARAMETER = 4 * 4
+
+
+def device_memory(device: torch.device) -> int | None:
+    """Bytes of memory the device has in all (None where it cannot be read)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        import os
+
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
+    """The MLP on ``device``, or ``OutOfMemory`` saying how large it is: at once when it cannot fit in the
+    device's memory at all (building it layer by layer would end with the kernel killing the process), or
+    when an allocation fails."""
+    count = (repeated_parameter_count(config.depth, config.width) if config.depth > 0
+             else parameter_count(config.hidden_sizes))
+    failure = OutOfMemory(f"out of memory building the model ({count} parameters)")
+    memory = device_memory(device)
+    if memory is not None and count * TRAINING_BYTES_PER_PARAMETER > memory:
+        raise failure
+    try:
+        return build_mlp(config.layer_sizes, config.activation, config.dropout, config.init).to(device)
+    except (MemoryError, RuntimeError) as error:
+        if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "allocate" in str(error):
+            raise failure from None
+        raise
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG (init, dropout) and return the generator that orders batches."""
     torch.manual_seed(seed)
@@ -215,7 +249,7 @@ def train(
     """Train ``config`` on ``data`` (already on ``device``), logging per epoch; never raises on divergence."""
     device = device or data.train.inputs.device
     batch_generator = seed_everything(config.seed)
-    model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init).to(device)
+    model = build_model(config, device)
     optimizer = build_optimizer(
         config.optimizer, model.parameters(), config.learning_rate, config.momentum, config.weight_decay
     )

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from actopt.errors import UserError, describe_error
+from actopt.errors import UserError, describe_error, mask_credentials
 from actopt.sweeps.sweep import (
     STOP_GRACE_SECONDS,
     Outcome,
@@ -120,8 +120,8 @@ def absolute_store_uri(uri: str) -> str:
     if scheme == "sqlite":
         prefix, _, path = uri.partition(":///")
         if not path or path.startswith(":memory:"):
-            raise UserError(f"the tracking URI {uri} is an in-memory store that no other process sees; "
-                            "point MLFLOW_TRACKING_URI at a file or a tracking server")
+            raise UserError(f"the tracking URI {mask_credentials(uri)} is an in-memory store that no other process "
+                            "sees; point MLFLOW_TRACKING_URI at a file or a tracking server")
         return f"{prefix}:///{os.path.abspath(path)}" if not path.startswith("/") else uri
     if scheme == "file":
         return f"file://{os.path.abspath(parts.path)}"
@@ -136,9 +136,10 @@ def worker_tracking_uri(uri: str, address: str | None) -> str:
     reason = local_store_reason(uri)
     if reason and not cluster_is_local(address):
         raise UserError(
-            f"the tracking URI {uri} is {reason}, but Ray may run tasks on other machines of the cluster at "
-            f"{address}: set MLFLOW_TRACKING_URI to a tracking server every node reaches (deploy/mlflow-server.sh "
-            "starts one on PostgreSQL), or join a cluster on this machine (--ray-address 127.0.0.1:PORT)")
+            f"the tracking URI {mask_credentials(uri)} is {reason}, but Ray may run tasks on other machines of the "
+            f"cluster at {address}: set MLFLOW_TRACKING_URI to a tracking server every node reaches "
+            "(deploy/mlflow-server.sh starts one on PostgreSQL), or join a cluster on this machine "
+            "(--ray-address 127.0.0.1:PORT)")
     return absolute_store_uri(uri)
 
 

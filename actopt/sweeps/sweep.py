@@ -31,7 +31,7 @@ from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_raw, raw_files
 from actopt.errors import UserError, describe_error
 from actopt.sweeps.study import Study, label
-from actopt.tracking import records, runlog, signals, store
+from actopt.tracking import claims, records, runlog, signals, store
 from actopt.tracking.records import process_alive, reap_stale
 
 # A configuration's status in the summary; the first two count as done.
@@ -154,6 +154,22 @@ class ProcessExecutor:
                         yield outcome
         finally:
             self.stop(workers)
+
+    def describe(self) -> str:
+        """How many workers and threads, and what the machine's cores do to that."""
+        line = f"{self.workers} worker processes, {self.threads} threads each"
+        cores = available_cores()
+        if self.workers > cores:
+            line += (f": more workers than the {cores} cores here, so they take turns on them and the sweep is "
+                     "no faster than with one per core")
+        return line
+
+    def starting(self, tasks: int) -> str | None:
+        """Why fewer workers start than were asked for, if they do: never more than there are tasks."""
+        if 0 < tasks < self.workers:
+            return (f"{tasks} of the {self.workers} worker processes start: only {tasks} configuration"
+                    f"{'s' if tasks > 1 else ''} to run")
+        return None
 
     def start_worker(self) -> Worker:
         context = multiprocessing.get_context("spawn")  # fork and torch's threads do not mix
@@ -394,11 +410,48 @@ def run_sweep(
     KILLED, the parent records what finished and ends KILLED, and a later start continues.
     """
     experiment_name = configs[0].experiment_name
+    claim = claims.claim_sweep(experiment_name, study.name, study.digest, quick)
+    try:
+        return sweep_claimed(study, configs, executor, quick, launcher_run_id, report)
+    finally:
+        with ignoring(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Exception):
+            claims.release(claim)  # a claim left behind by a store that failed is ended by the next sweep
+
+
+def sweep_claimed(
+    study: Study, configs: Sequence[TrainConfig], executor: Executor, quick: bool, launcher_run_id: str | None,
+    report: Callable[[str], None],
+) -> SweepResult:
+    """``run_sweep`` once this process holds the study's claim."""
+    experiment_name = configs[0].experiment_name
     existing = records.find_sweep_parent(experiment_name, study.digest, quick)
     if existing is not None:
         refuse_if_running(existing)
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
                                         launcher_run_id)
+    try:
+        return sweep_under(parent, study, configs, executor, report)
+    except Exception as error:
+        fail_parent(parent, error)
+        raise
+
+
+def fail_parent(parent: str, error: Exception) -> None:
+    """End the parent FAILED with the error that stopped the sweep; a server that stopped answering cannot be
+    told (the next sweep reopens the parent), and a store that refuses this too leaves it RUNNING, said in the
+    error's line."""
+    if store.no_answer(error) or isinstance(error, store.StoreUnavailable):
+        return
+    try:
+        records.terminate_run(parent, "FAILED", describe_error(error))
+    except Exception:
+        setattr(error, store.LEFT_RUNNING, True)
+
+
+def sweep_under(parent: str, study: Study, configs: Sequence[TrainConfig], executor: Executor,
+                report: Callable[[str], None]) -> SweepResult:
+    """Plan, run and record the configurations under the open parent run."""
+    experiment_name = configs[0].experiment_name
     rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
     tasks = [Task(row.config, row.digest, parent) for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
     by_digest = {task.digest: task.config for task in tasks}
@@ -407,6 +460,9 @@ def run_sweep(
     report(f"study {study.name}: {len(rows)} configurations, {done_before} finished before, {len(tasks)} to run"
            + (f", {elsewhere} running elsewhere" if elsewhere else "")
            + f"; parent run {parent} in experiment {experiment_name!r}")
+    fewer = executor.starting(len(tasks)) if isinstance(executor, ProcessExecutor) else None
+    if fewer:
+        report(fewer)
     stopped_by = None
     started = time.monotonic()
     try:

@@ -26,6 +26,7 @@ from actopt.tracking.records import (
 from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis runs
     StoreError,
     connect,
+    shown_uri,
     store_errors,
     tracking_uri,
 )
@@ -36,6 +37,7 @@ SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_los
 DOWNLOAD_WORKERS = 8
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
 _COLUMN_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
+INT64_RANGE = (-(2**63), 2**63 - 1)
 
 
 def find_experiment(client: Any, experiment: str) -> Any:
@@ -49,7 +51,8 @@ def find_experiment(client: Any, experiment: str) -> Any:
     if found is None:
         names = sorted(item.name for item in client.search_experiments())
         shown = ", ".join(names[:12]) + (f" and {len(names) - 12} more" if len(names) > 12 else "")
-        raise StoreError(f"unknown experiment {experiment!r} in {client.tracking_uri}; known: {shown or 'none'}")
+        raise StoreError(f"unknown experiment {experiment!r} in {shown_uri(client.tracking_uri)}; "
+                         f"known: {shown or 'none'}")
     return found
 
 
@@ -151,7 +154,10 @@ def typed_params(params: dict[str, str]) -> dict[str, Any]:
     for name, item in _CONFIG_FIELDS.items():
         if name in params:
             with contextlib.suppress(UserError):
-                typed[name] = parse_value(item, params[name])
+                value = parse_value(item, params[name])
+                # A run logged before integers were bounded may hold one that no Int64 column can (seed 2**64).
+                if item.type != "int" or INT64_RANGE[0] <= value <= INT64_RANGE[1]:
+                    typed[name] = value
     return typed
 
 

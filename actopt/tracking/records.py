@@ -3,20 +3,25 @@ process that died."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import socket
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from actopt.core.config import TrainConfig
-from actopt.errors import UserError
-from actopt.tracking.store import RUN_ID_VARIABLE, configure
+from actopt.errors import UserError, describe_error
+from actopt.tracking.schema import unwritable_folder
+from actopt.tracking.store import RUN_ID_VARIABLE, configure, tracking_uri
 
 # actopt.kind = sweep on a parent run (and on an `mlflow run` launcher run): not a training run.
 KIND_TAG = "actopt.kind"
@@ -33,6 +38,8 @@ PARENT_RUN_TAG = "mlflow.parentRunId"
 STUDY_ARTIFACT = "study.json"
 SUMMARY_ARTIFACT = "sweep_summary.csv"
 ERROR_ARTIFACT = "error.txt"
+# Where MLflow puts a new experiment's artifacts when the store is a local file and no root is given.
+DEFAULT_ARTIFACT_ROOT = "./mlruns"
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,50 @@ def take_launcher_run() -> tuple[str, str] | None:
     return run_id, client.get_experiment(client.get_run(run_id).info.experiment_id).name
 
 
+def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The id of the active experiment ``name``, created when missing; two processes creating it at once
+    both get the one that was stored."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name)
+        except MlflowException:
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage != "active":
+        raise UserError(deleted_experiment(name, experiment.experiment_id))
+    return experiment.experiment_id
+
+
+def deleted_experiment(name: str, experiment_id: str) -> str:
+    return (f"experiment {name!r} is deleted; restore it (mlflow experiments restore --experiment-id "
+            f"{experiment_id}) or choose another --experiment-name")
+
+
+def local_folder(location: str) -> Path | None:
+    """The folder of a local artifact location (a path or a ``file:`` URI), None for a remote one."""
+    if location.startswith("file:"):
+        return Path(urllib.parse.urlparse(location).path)
+    return None if ":" in location.split("/", 1)[0] else Path(location)
+
+
+def check_experiment(experiment_name: str) -> None:
+    """Before any run: the experiment is not deleted, and a local artifact folder can be written, so that
+    neither fails a run that has already started (or sends MLflow into minutes of retries)."""
+    client = configure()
+    experiment = client.get_experiment_by_name(experiment_name)
+    if experiment is not None and experiment.lifecycle_stage != "active":
+        raise UserError(deleted_experiment(experiment_name, experiment.experiment_id))
+    # A new experiment's artifacts go to ./mlruns/<id> with a local store, as MLflow's default.
+    location = experiment.artifact_location if experiment is not None else DEFAULT_ARTIFACT_ROOT
+    folder = local_folder(location) if tracking_uri().startswith("sqlite:") or experiment is not None else None
+    blocked = unwritable_folder(folder) if folder is not None else None
+    if blocked is not None:
+        raise UserError(f"cannot write the runs' artifacts to {location}: the folder {blocked} is not writable; run "
+                        "actopt in a folder you can write to, or use a tracking server (MLFLOW_TRACKING_URI)")
+
+
 def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
     runs: list[Any] = []
     token = None
@@ -95,7 +146,7 @@ def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> S
     if experiment is None:
         return None
     if experiment.lifecycle_stage != "active":
-        raise UserError(f"experiment {experiment_name!r} is deleted; restore it or choose another --experiment-name")
+        raise UserError(deleted_experiment(experiment_name, experiment.experiment_id))
     found = search_all(client, experiment.experiment_id,
                        f"tags.`{STUDY_DIGEST_TAG}` = '{study_digest}' and tags.`{QUICK_TAG}` = '{str(quick).lower()}'")
     return sweep_run(found[0]) if found else None
@@ -117,11 +168,14 @@ def open_sweep_parent(
         run_id = launcher_run_id
         tags["mlflow.runName"] = study
     else:
-        experiment = client.get_experiment_by_name(experiment_name)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(experiment_name)
-        run_id = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
-    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-    client.log_text(run_id, study_text, STUDY_ARTIFACT)
+        run_id = client.create_run(ensure_experiment(client, experiment_name), tags=tags, run_name=study).info.run_id
+    try:
+        client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        client.log_text(run_id, study_text, STUDY_ARTIFACT)
+    except Exception as error:  # an artifact location that cannot be written: the parent must not stay RUNNING
+        with contextlib.suppress(Exception):
+            terminate_run(run_id, "FAILED", describe_error(error))
+        raise
     if launcher_run_id and launcher_run_id != run_id:
         client.log_batch(launcher_run_id, tags=[RunTag(CONTINUED_IN_TAG, run_id), RunTag(KIND_TAG, "sweep"),
                                                 RunTag("mlflow.runName", f"{study} (continued in {run_id[:8]})")])

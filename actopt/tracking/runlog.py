@@ -21,9 +21,10 @@ from torch import nn
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_splits
 from actopt.core.training import TrainResult, resolve_device, train
-from actopt.tracking.records import CONFIG_DIGEST_TAG, process_tags
+from actopt.errors import mask_credentials
+from actopt.tracking.records import CONFIG_DIGEST_TAG, ensure_experiment, process_tags
 from actopt.tracking.signals import Terminated
-from actopt.tracking.store import RUN_ID_VARIABLE, configure, no_answer, quick_http
+from actopt.tracking.store import LEFT_RUNNING, RUN_ID_VARIABLE, configure, no_answer, quick_http
 
 
 class MlflowRunLogger:
@@ -37,7 +38,7 @@ class MlflowRunLogger:
         # `mlflow run` has already logged the entry point's parameters in the user's spelling;
         # MLflow refuses to change a param, so only the missing ones are added.
         existing = self.client.get_run(self.run_id).data.params
-        fresh = [Param(key, value) for key, value in params.items() if key not in existing]
+        fresh = [Param(key, mask_credentials(value)) for key, value in params.items() if key not in existing]
         if fresh:
             self.client.log_batch(self.run_id, params=fresh)
 
@@ -72,6 +73,14 @@ class MlflowRunLogger:
             input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
         )
+
+
+def mask_tags(client: MlflowClient, run_id: str) -> None:
+    """MLflow tags a run with where it comes from (a git remote's URL among them): no password stays in one."""
+    tags = client.get_run(run_id).data.tags
+    masked = [RunTag(key, mask_credentials(value)) for key, value in tags.items() if mask_credentials(value) != value]
+    if masked:
+        client.log_batch(run_id, tags=masked)
 
 
 def dataset_input(data: DatasetSplits) -> MetaDataset:
@@ -110,7 +119,7 @@ def training_run(
     if existing:
         run = mlflow.start_run(run_id=existing)
     else:
-        mlflow.set_experiment(config.experiment_name)
+        mlflow.set_experiment(experiment_id=ensure_experiment(client, config.experiment_name))
         # Tags from the first moment: a sweep finds its child runs (and their owner process) by them.
         run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
                                tags=tags)
@@ -118,13 +127,17 @@ def training_run(
     try:
         logger.log_params(config.to_params())
         logger.set_tags({**run_tags(config, device), **tags})
+        mask_tags(client, run.info.run_id)
         log_dataset(dataset_input(data))
         yield logger
     except (KeyboardInterrupt, Terminated):
         end_active_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
         raise
     except BaseException as error:
-        end_active_run("FAILED", quick=no_answer(error))
+        try:
+            end_active_run("FAILED", quick=no_answer(error))
+        except Exception:  # the store that failed the run refuses its end too: the first error is the one to tell
+            setattr(error, LEFT_RUNNING, True)
         raise
     else:
         mlflow.end_run(status="FINISHED")
@@ -135,11 +148,11 @@ def end_active_run(status: str, quick: bool = False) -> None:
     RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
     waiting out the retries, which after a server has just failed them would only delay the error."""
     if not quick:
-        mlflow.end_run(status=status)
+        mlflow.end_run(status=status)  # takes the run off MLflow's stack before it asks the store
         return
     with quick_http():
         try:
-            mlflow.end_run(status=status)  # takes the run off MLflow's stack before it asks the store
+            mlflow.end_run(status=status)
         except Exception as error:
             if not no_answer(error):
                 raise

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from actopt.errors import UserError, describe_error, one_line
+from actopt.errors import UserError, describe_error, mask_credentials, one_line
+from actopt.tracking import masking, schema
 
 # MLflow 3's own default, stated here so that every actopt command agrees on it.
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -20,6 +21,11 @@ RUN_ID_VARIABLE = "MLFLOW_RUN_ID"
 def tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` when set (a server, another store), else the sqlite file here."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def shown_uri(uri: str | None = None) -> str:
+    """The tracking URI as every message, log line, tag and artifact shows it: without its password."""
+    return mask_credentials(uri or tracking_uri())
 
 
 # MLflow retries a failing HTTP request 7 times with doubling waits and a 120 s timeout: minutes of
@@ -60,6 +66,7 @@ def apply_http_limits(use: str) -> None:
 def configure(use: str = "run") -> MlflowClient:
     """Point MLflow at the tracking URI with the HTTP limits of ``use``; returns a client for it."""
     apply_http_limits(use)
+    masking.hide_credentials(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     return MlflowClient(tracking_uri())
 
@@ -109,7 +116,7 @@ def retry_window() -> str:
 
 
 def no_answer_message() -> str:
-    return (f"no answer from the tracking server {tracking_uri()} after {retry_window()}: is it running and "
+    return (f"no answer from the tracking server {shown_uri()} after {retry_window()}: is it running and "
             "reachable? (MLFLOW_TRACKING_URI chooses the store)")
 
 
@@ -123,28 +130,44 @@ def root_cause(error: BaseException) -> BaseException:
     return error
 
 
+# Set on an error after which the run could not be marked FAILED either (the store refused that too).
+LEFT_RUNNING = "actopt_left_running"
+
+
 def store_failure(error: BaseException) -> str:
-    """One line for an error of the store or of the artifact location, naming the store."""
+    """One line for an error of the store or of the artifact location, naming the store, and saying so when
+    the run could not be marked FAILED."""
     if no_answer(error):
         return no_answer_message()
     cause = root_cause(error)
     what = describe_error(cause)
-    if isinstance(cause, OSError):
-        return f"cannot write the run's artifacts: {what}"
-    return f"the tracking store {tracking_uri()} failed: {what}"
+    line = (f"cannot write the run's artifacts: {what}" if isinstance(cause, OSError)
+            else f"the tracking store {shown_uri()} failed: {what}")
+    if getattr(error, LEFT_RUNNING, False):
+        line += ("; the run could not be marked FAILED either: it stays RUNNING until the next `actopt train` of "
+                 "this configuration (or sweep of its study) marks it FAILED")
+    return line
 
 
-def check_store() -> None:
-    """Before any run exists: the store answers (quickly) and can be opened, else a one-line error."""
+def check_store(report: Callable[[str], None] = lambda line: None) -> None:
+    """Before any run exists: the store answers (quickly) and can be opened, else a one-line error. A sqlite
+    store is created (and migrated) here under a lock, and one that a killed process left half-created is
+    created again when it holds nothing."""
+    uri = tracking_uri()
     try:
         with quick_http():
-            configure().search_experiments(max_results=1)  # a sqlite store opens (and migrates) here
+            def open_store() -> None:
+                configure().search_experiments(max_results=1)  # a sqlite store is created (and migrated) here
+
+            if not schema.prepare_sqlite_store(uri, open_store, report):
+                open_store()
+    except UserError:
+        raise
     except Exception as error:  # MlflowException, requests' and SQLAlchemy's errors, OSError
         if no_answer(error):
-            raise StoreUnavailable(f"no answer from the tracking server {tracking_uri()}: is it running and "
+            raise StoreUnavailable(f"no answer from the tracking server {shown_uri()}: is it running and "
                                    "reachable? (MLFLOW_TRACKING_URI chooses the store)") from None
-        raise StoreUnavailable(f"cannot open the tracking store {tracking_uri()}: {describe_error(error)}") from None
-
+        raise StoreUnavailable(f"cannot open the tracking store {shown_uri()}: {describe_error(error)}") from None
 
 
 class StoreError(UserError):
@@ -152,7 +175,9 @@ class StoreError(UserError):
 
 
 def connect():
-    """An ``MlflowClient`` for reading actopt's tracking URI, with HTTP retries bounded to seconds."""
+    """An ``MlflowClient`` for reading actopt's tracking URI, with HTTP retries bounded to seconds; a sqlite
+    store is created, or repaired, as ``check_store`` does."""
+    schema.prepare_sqlite_store(tracking_uri(), lambda: configure("read").search_experiments(max_results=1))
     return configure("read")
 
 
@@ -171,6 +196,6 @@ def store_errors(uri: str) -> Iterator[None]:
             raise StoreError(f"the tracking store refused the query: {one_line(text)}") from None
         signs = ("NewConnectionError", "Connection refused", "Max retries exceeded", "timed out")
         if no_answer(error) or any(sign in text for sign in signs):
-            raise StoreError(f"cannot read the tracking store {uri}: no answer from the server (is it running and "
-                             f"reachable? MLFLOW_TRACKING_URI chooses the store)") from None
-        raise StoreError(f"cannot read the tracking store {uri}: {describe_error(error)}") from None
+            raise StoreError(f"cannot read the tracking store {shown_uri(uri)}: no answer from the server (is it "
+                             "running and reachable? MLFLOW_TRACKING_URI chooses the store)") from None
+        raise StoreError(f"cannot read the tracking store {shown_uri(uri)}: {describe_error(error)}") from None
