@@ -165,8 +165,48 @@ def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
     model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
     probe = training.Probe(config, data)
     model.eval()
+    captured = []
+    for module in model:
+        if isinstance(module, torch.nn.Linear):
+            module.register_forward_hook(lambda _, __, output: captured.append(output.detach().double()))
     torch.nn.functional.cross_entropy(model(probe.inputs), probe.targets).backward()
-    expected = [float(layer.weight.grad.abs().max()) for layer in model if isinstance(layer, torch.nn.Linear)]
+    linear = [layer for layer in model if isinstance(layer, torch.nn.Linear)]
+    expected = [float(layer.weight.grad.abs().max()) for layer in linear]
+    expected_norms = [float(np.linalg.norm(layer.weight.grad.numpy().astype(np.float64))) for layer in linear]
+    # Measured q^l of the hidden layers: mean square of their pre-activations over the probe batch.
+    expected_moments = [float((output ** 2).mean()) for output in captured[:-1]]
     training.train(config, data, recorder)
-    logged = [recorder.series(f"probe_grad_max_abs/{training.layer_name(index)}")[0] for index in (1, 2, 3)]
-    assert logged == pytest.approx(expected, rel=1e-6)
+    names = [training.layer_name(index) for index in (1, 2, 3)]
+    assert [recorder.series(f"probe_grad_max_abs/{name}")[0] for name in names] == pytest.approx(expected, rel=1e-6)
+    assert [recorder.series(f"probe_grad_norm/{name}")[0] for name in names] == pytest.approx(expected_norms, rel=1e-6)
+    assert all(recorder.series(f"probe_example_grad_norm/{name}")[0] > 0 for name in names)
+    assert [recorder.series(f"probe_preactivation_moment/{name}")[0] for name in names[:2]] == pytest.approx(
+        expected_moments, rel=1e-6)
+    assert "probe_preactivation_moment/layer_03" not in recorder.metrics[0][1]  # the logits are no hidden layer
+    assert recorder.series("probe_input_moment")[0] == pytest.approx(float((probe.inputs.double() ** 2).mean()))
+
+
+def test_example_gradient_norms_match_per_example_autograd():
+    torch.manual_seed(4)
+    model = build_mlp((24, 12), "tanh", input_size=30, classes=5).double()
+    inputs, targets = torch.randn(9, 30, dtype=torch.float64), torch.randint(0, 5, (9,))
+    logits, pre_activations, layer_inputs = training.forward_with_pre_activations(model, inputs)
+    torch.nn.functional.cross_entropy(logits, targets).backward()
+    logged = gradstats.example_gradient_norms([pre.grad for pre in pre_activations], layer_inputs)
+    linear = [layer for layer in model if isinstance(layer, torch.nn.Linear)]
+    squares = np.zeros(len(linear))
+    for example in range(len(inputs)):  # each example's own loss, its own backward
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(inputs[example:example + 1]), targets[example:example + 1])
+        loss.backward()
+        squares += [float(layer.weight.grad.pow(2).sum()) for layer in linear]
+    assert logged == pytest.approx(np.sqrt(squares / len(inputs)), rel=1e-10)
+
+
+def test_norms_and_second_moments_match_numpy():
+    generator = torch.Generator().manual_seed(3)
+    tensors = [torch.randn(40, 30, generator=generator) * 1e-21, torch.randn(7, generator=generator) * 5]
+    assert gradstats.l2_norm_per_layer(tensors) == pytest.approx(
+        [float(np.sqrt((t.numpy().astype(np.float64) ** 2).sum())) for t in tensors], rel=1e-12)
+    assert gradstats.second_moment_per_layer(tensors) == pytest.approx(
+        [float((t.numpy().astype(np.float64) ** 2).mean()) for t in tensors], rel=1e-12)

@@ -1,5 +1,5 @@
-"""Figures of a depth study: test accuracy and the largest gradient per layer against depth, and LeCun's tanh against
-tanh."""
+"""Figures of a depth study: test accuracy and the largest gradient per layer against depth, LeCun's tanh against
+tanh, and the gradient norm and q per layer at initialisation against mean-field theory."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
+import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from actopt.analysis import frames  # noqa: E402
+from actopt.analysis import depth_theory, frames  # noqa: E402
 from actopt.analysis.frames import metric  # noqa: E402
 from actopt.analysis.plotting import (
     WRAP,
@@ -21,6 +22,7 @@ from actopt.analysis.plotting import (
     extra_factors,
     finish,
     group_names,
+    save,
     seed_note,
     with_config,
 )
@@ -113,3 +115,76 @@ def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: di
                f"{seed_note(table)}")
     return finish(grid, folder, "lecun_tanh_vs_tanh.png", "LeCun's tanh (1.7159·tanh(2x/3)) vs tanh", caption,
                   ("epoch", key.replace("_", " ")), template="{col_name}")
+
+
+DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def theory_layers(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+    """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration."""
+    reason = depth_theory.unavailable_reason(table, histories)
+    if reason:
+        raise Skip(reason)
+    layers = depth_theory.layer_comparison(table, histories)
+    if layers.empty:
+        raise Skip("no run has a step-0 gradient profile that the theory covers")
+    data = with_config(layers, table, ["activation", "init", "depth"])
+    data["depth"] = data["depth"].astype(int)
+    return data.groupby(["activation", "init", "depth", "layer"], as_index=False).mean(numeric_only=True)
+
+
+def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool) -> Any:
+    """One panel per activation: measured points and predicted lines, colour = init, marker = depth."""
+    activations = activation_order(data)
+    inits = sorted(data["init"].unique(), key=lambda name: (name != "default", name))
+    colours = dict(zip(inits, sns.color_palette("deep", len(inits))))
+    depths = sorted(data["depth"].unique())
+    columns = min(WRAP, len(activations))
+    rows = -(-len(activations) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    for axis, activation in zip(axes.flat, activations):
+        for (init, depth), group in data[data["activation"] == activation].groupby(["init", "depth"]):
+            group = group.sort_values("layer")
+            marker = DEPTH_MARKERS[depths.index(depth) % len(DEPTH_MARKERS)]
+            axis.plot(group["layer"], group[predicted], color=colours[init], linewidth=1.2)
+            axis.scatter(group["layer"], group[measured], color=colours[init], marker=marker, s=14,
+                         label=f"{init}, depth {depth}")
+        axis.set_title(activation)
+        axis.set_xlabel("hidden layer (1 = input side)")
+        if log_y:
+            axis.set_yscale("log")
+        axis.legend(fontsize=6)
+    for axis in list(axes.flat)[len(activations):]:
+        axis.set_visible(False)
+    return figure, axes
+
+
+def theory_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    data = theory_layers(table, histories)
+    figure, axes = theory_panels(data, "measured_log10", "predicted_log10", log_y=False)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("log10 ‖weight gradient‖")
+    title = "Depth study: gradient norm per layer at initialisation, measured and predicted"
+    figure.suptitle(title, y=1.02)
+    caption = ("log10 of each hidden layer's weight-gradient L2 norm on the fixed probe minibatch at step 0 "
+               "(points, mean over seeds), and the mean-field prediction (lines, anchored at the last hidden "
+               "layer's measured norm; the theory fixes the profile, not the scale). Colour: initialisation; "
+               "marker: depth. A line falling towards layer 1 is a gradient vanishing at initialisation.")
+    return save(figure, folder, "depth_theory_gradient.png"), title, caption
+
+
+def theory_q_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    data = theory_layers(table, histories)
+    data = data[data["measured_q"] > 0]
+    if data.empty:
+        raise Skip("no run logged probe_preactivation_moment at step 0")
+    figure, axes = theory_panels(data, "measured_q", "predicted_q", log_y=True)
+    for axis in axes[:, 0]:
+        axis.set_ylabel("q = mean pre-activation²")
+    title = "Depth study: forward pass at initialisation, measured q per layer and the predicted q-map"
+    figure.suptitle(title, y=1.02)
+    caption = ("Second moment of each hidden layer's pre-activations on the probe minibatch at step 0 (points, mean "
+               "over seeds) and the q-map q^l = σ_w²·E[φ(√q^(l−1) z)²] + σ_b² iterated from the input's measured mean "
+               "square (lines), log scale. Colour: initialisation; marker: depth. A falling line is a signal that "
+               "dies on the way forward; a flat one sits at the map's fixed point.")
+    return save(figure, folder, "depth_theory_q.png"), title, caption

@@ -27,6 +27,8 @@ from actopt.analysis.depth_plots import (
     depth_accuracy_plot,
     depth_gradient_plot,
     lecun_tanh_plot,
+    theory_gradient_plot,
+    theory_q_plot,
 )
 from actopt.analysis.frames import label, label_columns, science_columns  # noqa: E402
 from actopt.analysis.plotting import (
@@ -373,6 +375,8 @@ FIGURES: dict[str, Callable[..., Figure]] = {
     "dead and saturated units": unit_fraction_plot,
     "depth study: test accuracy": depth_accuracy_plot,
     "depth study: gradient per layer": depth_gradient_plot,
+    "depth study: gradient at initialisation against theory": theory_gradient_plot,
+    "depth study: q-map at initialisation against theory": theory_q_plot,
     "LeCun tanh vs tanh": lecun_tanh_plot,
     "overfitting": overfitting_plot,
     "activation gallery": activation_gallery,

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from actopt.analysis import depth_section, depth_theory
 from actopt.analysis.findings import Finding, findings
 from actopt.analysis.frames import (
     NUISANCE,
@@ -185,6 +186,12 @@ def derivative_section(figure: Path | None) -> str:
     return "\n".join(lines)
 
 
+def theory_section(section: depth_section.Section) -> str:
+    if section.reason:
+        return "\n".join([section.title, "", section.reason])
+    return "\n".join([section.title, "", section.text, "", markdown_table(section.header, section.rows)])
+
+
 def left_out_section(left_out: pd.DataFrame) -> str:
     if left_out.empty:
         return ""
@@ -211,6 +218,7 @@ def render_report(
     skipped: dict[str, str],
     source: dict[str, str],
     gallery: Path | None,
+    theory: depth_section.Section | None = None,
 ) -> str:
     scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
     if source.get("parent_run_id"):
@@ -230,6 +238,7 @@ def render_report(
         interval_section(table),
         best_rate_section(runs),
         findings_section(found),
+        theory_section(theory) if theory is not None else "",
         figures_section(drawn, skipped),
         derivative_section(gallery),
     ]
@@ -251,11 +260,12 @@ def write_analysis(
     for old in folder.glob("*.png"):
         old.unlink()
     table = run_table(runs, histories)
-    found = findings(table, histories)
+    found = [*findings(table, histories), *depth_theory.theory_findings(table, histories)]
     drawn, skipped = plots.draw_all(table, histories, histograms, folder)
     gallery = next((path for path, *_ in drawn if path.name == plots.GALLERY_FILE), None)
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
-    report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery))
+    report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
+                                         depth_section.theory_section(table, histories)))
     holding = [item for item in found if item.kind == "holds"]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

@@ -95,6 +95,33 @@ def max_abs_per_layer(gradients: list[torch.Tensor]) -> list[float]:
     return torch.stack([gradient.abs().max() for gradient in gradients]).tolist()
 
 
+def l2_norm_per_layer(gradients: list[torch.Tensor]) -> list[float]:
+    """‖g‖₂ of each tensor, accumulated in float64 so that a 1e-20 gradient of a deep sigmoid net keeps its digits."""
+    return torch.stack([torch.linalg.vector_norm(gradient.to(torch.float64)) for gradient in gradients]).tolist()
+
+
+def second_moment_per_layer(values: list[torch.Tensor]) -> list[float]:
+    """Mean of x² over every element of each tensor: a layer's measured q (pre-activations over examples and units)."""
+    return torch.stack([value.to(torch.float64).square().mean() for value in values]).tolist()
+
+
+def example_gradient_norms(errors: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:
+    """Per layer: root mean square over examples of each example's own weight-gradient norm.
+
+    ``errors`` are ∂L/∂h of each Linear layer's output for L the batch's mean loss ([B, out]),
+    ``inputs`` that layer's inputs ([B, in]). Example b's own loss has weight gradient
+    B·δ_b a_bᵀ, whose norm is B·‖δ_b‖·‖a_b‖: no per-example gradient is ever formed. This is the
+    quantity single-input mean-field theory predicts; the minibatch gradient's norm also carries the
+    cancellation between examples' gradients.
+    """
+    norms = []
+    for error, values in zip(errors, inputs):
+        batch = error.shape[0]
+        squares = error.to(torch.float64).square().sum(dim=1) * values.to(torch.float64).square().sum(dim=1)
+        norms.append(batch * squares.mean().sqrt())
+    return torch.stack(norms).tolist()
+
+
 def histogram_edges(
     low: float = HISTOGRAM_LOW, high: float = HISTOGRAM_HIGH, bins: int = HISTOGRAM_BINS
 ) -> torch.Tensor:

@@ -119,6 +119,22 @@ def hidden_outputs(model: nn.Module, inputs: torch.Tensor, activation: str) -> t
     return pre_activations[:-1], outputs
 
 
+def forward_with_pre_activations(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor],
+                                                                               list[torch.Tensor]]:
+    """The model's output, every Linear layer's output (kept for its gradient) and every Linear layer's input."""
+    pre_activations: list[torch.Tensor] = []
+    layer_inputs: list[torch.Tensor] = []
+    values = inputs
+    for module in model:
+        if isinstance(module, nn.Linear):
+            layer_inputs.append(values.detach())
+        values = module(values)
+        if isinstance(module, nn.Linear):
+            values.retain_grad()
+            pre_activations.append(values)
+    return values, pre_activations, layer_inputs
+
+
 class Probe:
     """Fixed batches that are measured at initialisation and after every epoch.
 
@@ -145,13 +161,22 @@ class Probe:
         was_training = model.training
         model.eval()
         model.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(self.inputs), self.targets).backward()
+        logits, pre_activations, layer_inputs = forward_with_pre_activations(model, self.inputs)
+        nn.functional.cross_entropy(logits, self.targets).backward()
         model.train(was_training)
         gradients = [layer.weight.grad for layer in layers]
-        metrics = {
-            f"probe_grad_max_abs/{layer_name(index)}": value
-            for index, value in enumerate(gradstats.max_abs_per_layer(gradients), start=1)
+        metrics = {"probe_input_moment": gradstats.second_moment_per_layer([self.inputs])[0]}
+        columns = {
+            "probe_grad_max_abs": gradstats.max_abs_per_layer(gradients),
+            "probe_grad_norm": gradstats.l2_norm_per_layer(gradients),
+            "probe_example_grad_norm": gradstats.example_gradient_norms([pre.grad for pre in pre_activations],
+                                                                        layer_inputs),
+            # The logits are not a hidden layer: the mean-field q-map covers hidden layers only.
+            "probe_preactivation_moment": gradstats.second_moment_per_layer([pre.detach() for pre in
+                                                                             pre_activations[:-1]]),
         }
+        for prefix, values in columns.items():
+            metrics.update({f"{prefix}/{layer_name(index)}": value for index, value in enumerate(values, start=1)})
         histograms = [gradstats.log_magnitude_histogram(gradient, self.edges) for gradient in gradients]
         model.zero_grad(set_to_none=True)
         pre_activations, outputs = hidden_outputs(model, self.unit_inputs, self.activation)
