@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from actopt.core import gradstats, training
+from actopt.core import gradstats, probe, stacked, training
 from actopt.core.models import build_mlp
 
 
@@ -118,27 +118,31 @@ def test_max_abs_per_layer():
 def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_dir, recorder, monkeypatch):
     """Capture every training step's weight gradient with hooks and recompute the epoch's numbers."""
     captured: list[list[torch.Tensor]] = []
-    original = training.build_mlp
+    original = stacked.StackedMLP.__init__
 
-    def instrumented(*args, **kwargs):
-        model = original(*args, **kwargs)
-        layers = [module for module in model if isinstance(module, torch.nn.Linear)]
+    def instrumented(self, *args, **kwargs):
+        original(self, *args, **kwargs)
         per_step: dict[int, torch.Tensor] = {}
 
         def hook_for(index):
             def hook(gradient):
-                if model.training:  # the probe runs in eval mode; only training steps count here
-                    per_step[index] = gradient.detach().clone()
-                    if len(per_step) == len(layers):
-                        captured.append([per_step[i] for i in range(len(layers))])
+                if self.training_step:  # the probe's backward is not a training step
+                    per_step[index] = gradient[0].detach().clone()
+                    if len(per_step) == len(self.weights):
+                        captured.append([per_step[i] for i in range(len(self.weights))])
                         per_step.clear()
             return hook
 
-        for index, layer in enumerate(layers):
-            layer.weight.register_hook(hook_for(index))
-        return model
+        for index, weight in enumerate(self.weights):
+            weight.register_hook(hook_for(index))
 
-    monkeypatch.setattr(training, "build_mlp", instrumented)
+    def forward(self, inputs, training, keep=None):
+        self.training_step = training
+        return original_forward(self, inputs, training, keep)
+
+    original_forward = stacked.StackedMLP.forward
+    monkeypatch.setattr(stacked.StackedMLP, "__init__", instrumented)
+    monkeypatch.setattr(stacked.StackedMLP, "forward", forward)
     config = small_config.replace(epochs=1, max_batches=4)
     from actopt.core.data import load_splits
 
@@ -161,11 +165,11 @@ def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
 
     config = small_config.replace(epochs=1, max_batches=1)
     data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
-    training.seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
-    probe = training.Probe(config, data)
+    inputs, targets = probe.probe_batch(config, data)
     model.eval()
-    torch.nn.functional.cross_entropy(model(probe.inputs), probe.targets).backward()
+    torch.nn.functional.cross_entropy(model(inputs), targets).backward()
     expected = [float(layer.weight.grad.abs().max()) for layer in model if isinstance(layer, torch.nn.Linear)]
     training.train(config, data, recorder)
     logged = [recorder.series(f"probe_grad_max_abs/{training.layer_name(index)}")[0] for index in (1, 2, 3)]
