@@ -6,14 +6,14 @@ import math
 
 import pytest
 import torch
+from conftest import RecordingLogger
 
 from actopt.core import gradstats, training
 from actopt.core.data import load_splits
 from actopt.core.models import build_mlp, linear_layers
-from actopt.core.optimizers import StackedOptimizer, build_optimizer
+from actopt.core.optimizers import StackedOptimizer
 from actopt.core.stacked import StackedMLP
 from actopt.errors import ConfigError
-from conftest import RecordingLogger
 
 SETTINGS = [  # (optimizer, learning rates, momenta, weight decays) of three members
     ("sgd", [0.1, 0.05, 0.01], [0.0, 0.9, 0.5], [0.0, 1e-3, 1e-2]),
@@ -40,9 +40,11 @@ def test_stacked_optimizers_follow_torch_optim_on_the_same_gradients(name, rates
     modules = members(3)
     model = stack(modules)
     stacked = StackedOptimizer(name, [model.member_parameters(row) for row in range(3)], rates, momenta, decays)
-    oracles = [getattr(torch.optim, {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop"}[name])(
-        module.parameters(), lr=rate, weight_decay=decay, **({"momentum": momentum} if name in ("sgd", "rmsprop") else {}))
-        for module, rate, momentum, decay in zip(modules, rates, momenta, decays)]
+    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+            "rmsprop": torch.optim.RMSprop}[name]
+    oracles = [kind(module.parameters(), lr=rate, weight_decay=decay,
+                    **({"momentum": momentum} if name in ("sgd", "rmsprop") else {}))
+               for module, rate, momentum, decay in zip(modules, rates, momenta, decays)]
     generator = torch.Generator().manual_seed(7)
     for _ in range(5):
         model.zero_grad()
@@ -154,7 +156,8 @@ def test_a_diverging_member_stops_alone_and_the_others_train_on(small_config):
     group = [config, config.replace(learning_rate=1e6, seed=0), config.replace(seed=2)]
     loggers = [RecordingLogger() for _ in group]
     finished = []
-    results = training.train_group(group, [splits(member) for member in group], loggers, finished=finished.append)
+    results = training.train_group(group, [splits(member) for member in group], loggers,
+                                   finished=lambda index, result: finished.append(index))
     diverged = results[1]
     assert diverged.diverged and diverged.diverged_epoch < 4
     assert loggers[1].tags["diverged"] == "true"

@@ -61,18 +61,18 @@ def test_a_failing_run_ends_failed(small_config, tracking_store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(runlog, "train", broken)
+    monkeypatch.setattr(runlog, "train_group", broken)
     with pytest.raises(RuntimeError):
         runlog.run_training(small_config)
     assert only_run(MlflowClient(tracking_store)).info.status == "FAILED"
 
 
 def test_an_interrupted_run_ends_killed(small_config, tracking_store, monkeypatch):
-    def interrupted(config, data, logger, *args):
-        logger.log_metrics({"train_loss": 1.0}, step=1)
+    def interrupted(configs, datas, loggers, *args):
+        loggers[0].log_metrics({"train_loss": 1.0}, step=1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runlog, "train", interrupted)
+    monkeypatch.setattr(runlog, "train_group", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runlog.run_training(small_config)
     run = only_run(MlflowClient(tracking_store))

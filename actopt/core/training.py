@@ -174,13 +174,13 @@ def train_group(
     loggers: Sequence[RunLogger],
     device: torch.device | None = None,
     report: Callable[[str], None] | None = None,
-    finished: Callable[[int], None] | None = None,
+    finished: Callable[[int, TrainResult], None] | None = None,
 ) -> list[TrainResult]:
     """Train the configurations as one stacked program, logging each member per epoch.
 
     ``datas[k]`` is member k's data (its seed's split), already on ``device``. A diverging member
     stops at the end of the epoch where it diverged, logs that epoch and its end-of-run record,
-    and leaves the stack; the others train on. ``finished(k)`` is called once member k has logged
+    and leaves the stack; the others train on. ``finished(k, result)`` is called once member k has logged
     everything, so that the tracking layer can close its run then.
     """
     check_group(configs)
@@ -228,7 +228,7 @@ def train_group(
                 member.result.diverged, member.result.diverged_epoch = True, epoch
                 finish_member(member, model, row, probe)
                 if finished is not None:
-                    finished(index)
+                    finished(index, member.result)
                 continue
             kept.append(row)
             member.result.epochs_completed = epoch
@@ -249,7 +249,7 @@ def train_group(
     for row, index in enumerate(active):
         finish_member(members[index], model, row, probe)
         if finished is not None:
-            finished(index)
+            finished(index, members[index].result)
     return [member.result for member in members]
 
 

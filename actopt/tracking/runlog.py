@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import mlflow
@@ -13,15 +14,17 @@ import numpy as np
 import torch
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 from torch import nn
 
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_splits
-from actopt.core.training import TrainResult, resolve_device, train
-from actopt.tracking.records import CONFIG_DIGEST_TAG, process_tags
+from actopt.core.training import TrainResult, resolve_device, train_group
+from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, process_tags
 from actopt.tracking.signals import Terminated
 from actopt.tracking.store import RUN_ID_VARIABLE, configure, no_answer, quick_http
 
@@ -32,6 +35,24 @@ class MlflowRunLogger:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.ended = False
+
+    def end(self, status: str, quick: bool = False) -> None:
+        """End the run once. ``quick``: one short try, and a server that does not answer leaves the run
+        RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
+        waiting out the retries, which after a server has just failed them would only delay the error."""
+        if self.ended:
+            return
+        self.ended = True
+        if not quick:
+            self.client.set_terminated(self.run_id, status)
+            return
+        with quick_http():
+            try:
+                self.client.set_terminated(self.run_id, status)
+            except Exception as error:
+                if not no_answer(error):
+                    raise
 
     def log_params(self, params: dict[str, str]) -> None:
         # `mlflow run` has already logged the entry point's parameters in the user's spelling;
@@ -68,6 +89,7 @@ class MlflowRunLogger:
         mlflow.pytorch.log_model(
             model,
             name="model",
+            run_id=self.run_id,  # members of a group are logged side by side: no active run to rely on
             signature=infer_signature(input_example, output),
             input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -79,13 +101,14 @@ def dataset_input(data: DatasetSplits) -> MetaDataset:
                        digest=data.digest)
 
 
-def log_dataset(dataset: MetaDataset) -> None:
+def log_dataset(client: MlflowClient, run_id: str, dataset: MetaDataset) -> None:
     """Runs that start together (a sweep's workers) race to insert the experiment's one row for a new
     dataset; the loser's insert fails, and its second try finds the winner's row."""
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])]
     try:
-        mlflow.log_input(dataset, context="training")
+        client.log_inputs(run_id, datasets=inputs)
     except MlflowException:
-        mlflow.log_input(dataset, context="training")
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
@@ -96,53 +119,68 @@ def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
     return tags
 
 
+def start_member_run(client: MlflowClient, config: TrainConfig, data: DatasetSplits, device: torch.device,
+                     parent_run_id: str | None, tags: dict[str, str]) -> MlflowRunLogger:
+    """One member's run, with its tags from the first moment: a sweep finds its child runs (and
+    their owner process) by them. Under `mlflow run` a group of one continues mlflow run's run."""
+    existing = os.environ.get(RUN_ID_VARIABLE)
+    if existing:
+        client.update_run(existing, status="RUNNING")
+        run_id = existing
+    else:
+        experiment_id = mlflow.set_experiment(config.experiment_name).experiment_id
+        first = {**tags, **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
+        run_id = client.create_run(experiment_id, tags=resolve_tags(first), run_name=config.run_name).info.run_id
+    logger = MlflowRunLogger(client, run_id)
+    logger.log_params(config.to_params())
+    logger.set_tags({**run_tags(config, device), **tags})
+    log_dataset(client, run_id, dataset_input(data))
+    return logger
+
+
+@contextlib.contextmanager
+def training_runs(
+    configs: Sequence[TrainConfig], datas: Sequence[DatasetSplits], device: torch.device,
+    parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+) -> Iterator[list[MlflowRunLogger]]:
+    """One MLflow run per member of a group, all tagged with the group's id: each ends FINISHED when
+    its member has logged everything (``MlflowRunLogger.end``), and those still open end KILLED on a
+    signal and FAILED on an error."""
+    if len(configs) > 1 and os.environ.get(RUN_ID_VARIABLE):
+        raise ValueError("under mlflow run only a single configuration continues mlflow run's run")
+    client = configure()
+    group = {GROUP_TAG: uuid.uuid4().hex[:16]}
+    loggers: list[MlflowRunLogger] = []
+    try:
+        for config, data in zip(configs, datas):
+            # The configuration and the process, so that a run left RUNNING by a process that died is
+            # found and marked FAILED by the next sweep or `actopt train` of the same configuration.
+            member_tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {}), **group}
+            loggers.append(start_member_run(client, config, data, device, parent_run_id, member_tags))
+        yield loggers
+    except (KeyboardInterrupt, Terminated):
+        end_all(loggers, "KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
+        raise
+    except BaseException as error:
+        end_all(loggers, "FAILED", quick=no_answer(error))
+        raise
+    else:
+        end_all(loggers, "FINISHED")
+
+
 @contextlib.contextmanager
 def training_run(
     config: TrainConfig, data: DatasetSplits, device: torch.device,
     parent_run_id: str | None = None, tags: dict[str, str] | None = None,
 ) -> Iterator[MlflowRunLogger]:
-    """An active MLflow run for ``config``: FINISHED on success, KILLED on a signal, FAILED on an error."""
-    client = configure()
-    # The configuration and the process, so that a run left RUNNING by a process that died is found
-    # and marked FAILED by the next sweep or `actopt train` of the same configuration.
-    tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {})}
-    existing = os.environ.get(RUN_ID_VARIABLE)
-    if existing:
-        run = mlflow.start_run(run_id=existing)
-    else:
-        mlflow.set_experiment(config.experiment_name)
-        # Tags from the first moment: a sweep finds its child runs (and their owner process) by them.
-        run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
-                               tags=tags)
-    logger = MlflowRunLogger(client, run.info.run_id)
-    try:
-        logger.log_params(config.to_params())
-        logger.set_tags({**run_tags(config, device), **tags})
-        log_dataset(dataset_input(data))
-        yield logger
-    except (KeyboardInterrupt, Terminated):
-        end_active_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
-        raise
-    except BaseException as error:
-        end_active_run("FAILED", quick=no_answer(error))
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")
+    """The run of a group of one."""
+    with training_runs([config], [data], device, parent_run_id, tags) as loggers:
+        yield loggers[0]
 
 
-def end_active_run(status: str, quick: bool = False) -> None:
-    """End the active run. ``quick``: one short try, and a server that does not answer leaves the run
-    RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
-    waiting out the retries, which after a server has just failed them would only delay the error."""
-    if not quick:
-        mlflow.end_run(status=status)
-        return
-    with quick_http():
-        try:
-            mlflow.end_run(status=status)  # takes the run off MLflow's stack before it asks the store
-        except Exception as error:
-            if not no_answer(error):
-                raise
+def end_all(loggers: Sequence[MlflowRunLogger], status: str, quick: bool = False) -> None:
+    for logger in loggers:
+        logger.end(status, quick)
 
 
 def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
@@ -153,6 +191,44 @@ def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
     return device, data
 
 
+def prepare_group(configs: Sequence[TrainConfig]) -> tuple[torch.device, list[DatasetSplits]]:
+    """Each member's data, loaded once per distinct split (members of one seed share it)."""
+    loaded: dict[tuple[object, ...], tuple[torch.device, DatasetSplits]] = {}
+    for config in configs:
+        key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
+               config.device)
+        if key not in loaded:
+            loaded[key] = prepare(config)
+    device = next(iter(loaded.values()))[0]
+    return device, [loaded[(c.dataset, c.data_dir, c.download, c.validation_fraction, c.seed, c.device)][1]
+                    for c in configs]
+
+
+def run_group(
+    configs: Sequence[TrainConfig],
+    report: Callable[[str], None] | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    prepared: tuple[torch.device, Sequence[DatasetSplits]] | None = None,
+    finished: Callable[[int, str, TrainResult], None] | None = None,
+) -> list[tuple[str, TrainResult]]:
+    """Train the configurations as one group, each inside its own MLflow run; returns (run id, result) each.
+
+    ``finished(k, run_id, result)`` is called as soon as member k's run has ended FINISHED, so that a
+    caller whose group fails later still knows which members were complete.
+    """
+    device, datas = prepared or prepare_group(configs)
+    with training_runs(configs, datas, device, parent_run_id, tags) as loggers:
+
+        def member_finished(index: int, result: TrainResult) -> None:
+            loggers[index].end("FINISHED")
+            if finished is not None:
+                finished(index, loggers[index].run_id, result)
+
+        results = train_group(configs, datas, loggers, device, report, member_finished)
+    return [(logger.run_id, result) for logger, result in zip(loggers, results)]
+
+
 def run_training(
     config: TrainConfig,
     report: Callable[[str], None] | None = None,
@@ -160,8 +236,6 @@ def run_training(
     tags: dict[str, str] | None = None,
     prepared: tuple[torch.device, DatasetSplits] | None = None,
 ) -> tuple[str, TrainResult]:
-    """Load data, then train ``config`` inside one MLflow run; returns the run id and the result."""
+    """Load data, then train ``config`` inside one MLflow run (a group of one); returns the run id and the result."""
     device, data = prepared or prepare(config)
-    with training_run(config, data, device, parent_run_id, tags) as logger:
-        result = train(config, data, logger, device, report)
-    return logger.run_id, result
+    return run_group([config], report, parent_run_id, tags, (device, [data]))[0]
