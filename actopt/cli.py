@@ -195,9 +195,13 @@ def start_executor(executor: Any) -> str | None:
 @main.command("sweep")
 @click.argument("study")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="Configurations trained at once; 2 or more run in worker processes with cores/workers threads each.")
+              help="Groups trained at once; 2 or more run in worker processes with cores/workers threads each.")
+@click.option("--group-size", type=int, default=8, show_default=True,
+              help="Configurations that differ only in seed, init and optimizer numbers train together as one "
+                   "stacked program of up to this many members; 1 trains each alone. Memory grows by about "
+                   "240 MB per distinct seed in a group (docs/training.md).")
 @click.option("--executor", default="process", show_default=True, metavar="[process|ray]",
-              help="process: this process, or --workers local processes; ray: one Ray task per configuration "
+              help="process: this process, or --workers local processes; ray: one Ray task per group "
                    "(pip install 'actopt[ray]').")
 @click.option("--ray-address", default="", metavar="ADDRESS",
               help="With --executor ray, the cluster to join: its head's HOST:PORT, ray://HOST:10001 or auto "
@@ -214,7 +218,7 @@ def start_executor(executor: Any) -> str | None:
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
 def sweep_command(
-    study: str, workers: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
+    study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
     download: bool, device: str | None, experiment_name: str | None,
 ) -> None:
     """Run a study: one parent MLflow run with one child run per configuration.
@@ -236,6 +240,8 @@ def sweep_command(
     try:
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
+        if group_size < 1:
+            raise UserError(f"--group-size must be >= 1, got {group_size}")
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
@@ -250,7 +256,8 @@ def sweep_command(
         started = start_executor(engine)
         if started:
             terminal_report(started)
-        result = run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report)
+        result = run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report,
+                           group_size)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except KeyboardInterrupt:  # before any configuration started
