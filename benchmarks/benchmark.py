@@ -16,6 +16,10 @@
    ``mlflow server``.
 4. Logging overhead: seconds per epoch inside MLflow calls during form (c), on sqlite and through
    the server, and the end-of-run artifacts.
+5. and 6. Groups (benchmarks/groups.py): a group of 8 against the same 8 one after another, a group
+   of one against the code before groups, a saturating run's epoch times, and the three-seed study
+   in groups against the one-seed study. ``--sections groups,study`` alone rewrites only sections
+   5 and 6 of the output file.
 
 Timings are medians of ``--repeats`` repetitions (sweeps: one of each, they take minutes). Ratios,
 not absolute times, are what carry from one machine to another. Nothing here writes into your own
@@ -45,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import groups  # noqa: E402
 import history_loading  # noqa: E402
 import seed_loop  # noqa: E402
 
@@ -547,8 +552,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training measurement")
     parser.add_argument("--whole-study", action="store_true", help="sweep all configurations, not every third")
-    parser.add_argument("--sections", default="training,sweep,analysis",
-                        help="comma-separated: training (includes logging overhead), sweep, analysis")
+    parser.add_argument("--sections", default="training,sweep,analysis,groups,study",
+                        help="comma-separated: training (includes logging overhead), sweep, analysis, groups, study")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="a checkout of the code before groups (git worktree add DIR 90ba340): section 5 times "
+                             "its form (c) against a group of one")
+    parser.add_argument("--study-epochs", type=int, default=None,
+                        help="epochs per configuration in section 6 [default: the study's]")
+    parser.add_argument("--note", default="", help="a sentence written under section 5's title (machine load)")
     parser.add_argument("--no-server", action="store_true", help="skip the measurements through a local mlflow server")
     arguments = parser.parse_args()
     sections = set(arguments.sections.split(","))
@@ -573,7 +584,20 @@ def main() -> None:
         sweep_result = measure_sweep(arguments.data_dir, every, 1 if arguments.quick else None, workers, report)
     if "analysis" in sections:
         analysis_points = measure_analysis(sizes, repeats, not arguments.no_server, report)
-    arguments.output.write_text(render(arguments, training_result, sweep_result, analysis_points, workers))
+    group_result = study_result = None
+    if "groups" in sections:
+        group_result = groups.measure_groups(config.replace(epochs=2 if not arguments.quick else 1), repeats,
+                                             arguments.baseline_tree, 2 if arguments.quick else 10, report)
+    if "study" in sections:
+        every = 7 if arguments.quick else 3
+        study_result = groups.measure_study(arguments.data_dir, every, 1 if arguments.quick else arguments.study_epochs,
+                                            workers, report)
+    added = groups.render_sections(group_result, study_result, arguments.note)
+    if sections <= {"groups", "study"} and arguments.output.exists():
+        arguments.output.write_text(groups.splice(arguments.output.read_text(), added))
+    else:
+        text = render(arguments, training_result, sweep_result, analysis_points, workers)
+        arguments.output.write_text(groups.splice(text, added) if added else text)
     report(f"wrote {arguments.output}")
 
 
