@@ -13,9 +13,9 @@ from actopt.sweeps.study import STUDIES_DIR
 # fashion-activations: 3 activations × (4 SGD + 3 Adam learning rates); mnist-depth: 3 depths × 4 activations
 # × 2 initialisations; mnist-overfitting: 2 activations × 3 dropout rates.
 PRESETS = {
-    "fashion-activations": (21, "How sigmoid, tanh and ReLU train a 784-256-128-10 MLP on Fashion-MNIST"),
-    "mnist-depth": (24, "Whether gradients vanish or explode through 5, 20 and 40 hidden layers"),
-    "mnist-overfitting": (6, "How dropout changes the gap between training and validation accuracy"),
+    "fashion-activations": (63, "How sigmoid, tanh and ReLU train a 784-256-128-10 MLP on Fashion-MNIST"),
+    "mnist-depth": (72, "Whether gradients vanish or explode through 5, 20 and 40 hidden layers"),
+    "mnist-overfitting": (18, "How dropout changes the gap between training and validation accuracy"),
 }
 
 

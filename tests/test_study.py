@@ -36,14 +36,16 @@ CONDITIONAL = {
 def test_presets_are_listed_and_expand_as_the_issue_states():
     assert preset_names() == ["fashion-activations", "mnist-depth", "mnist-overfitting"]
     fashion = configurations(load_study("fashion-activations"))
-    assert len(fashion) == 3 * (4 + 3)
+    assert len(fashion) == 3 * (4 + 3) * 3  # three seeds of each configuration
+    assert {c.seed for c in fashion} == {0, 1, 2}
     rates = {(c.optimizer, c.learning_rate) for c in fashion}
     assert rates == {("sgd", lr) for lr in (0.01, 0.1, 0.5, 1.0)} | {("adam", lr) for lr in (1e-4, 1e-3, 1e-2)}
     assert {(c.dataset, c.hidden_sizes, c.batch_size, c.epochs) for c in fashion} == {("fashion-mnist", (256, 128),
                                                                                        128, 10)}
 
     depth = configurations(load_study("mnist-depth"))
-    assert len(depth) == 3 * 4 * 2
+    assert len(depth) == 3 * 4 * 2 * 3
+    assert {c.epochs for c in depth} == {3}
     matched = {"relu": "kaiming", "tanh": "xavier", "sigmoid": "xavier", "lecun_tanh": "lecun"}
     for config in depth:
         assert config.init in ("default", matched[config.activation])
@@ -52,8 +54,8 @@ def test_presets_are_listed_and_expand_as_the_issue_states():
                                                              c.learning_rate) for c in depth}) == 1
 
     overfitting = configurations(load_study("mnist-overfitting"))
-    assert sorted((c.activation, c.dropout) for c in overfitting) == sorted(
-        (a, d) for a in ("sigmoid", "relu") for d in (0.0, 0.2, 0.5))
+    assert sorted((c.activation, c.dropout, c.seed) for c in overfitting) == sorted(
+        (a, d, seed) for a in ("sigmoid", "relu") for d in (0.0, 0.2, 0.5) for seed in (0, 1, 2))
     assert {(c.hidden_sizes, c.optimizer, c.learning_rate, c.batch_size, c.epochs) for c in overfitting} == {
         ((128, 64), "adam", 0.001, 64, 5)}
     for name in preset_names():

@@ -13,7 +13,7 @@ from actopt.core import gradstats, training
 from actopt.core.data import load_splits
 
 TRAIN_KEYS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time",
-              "grad_global_norm", "grad_global_norm_peak"}
+              "grad_global_norm", "grad_global_norm_peak", "train_eval_loss", "train_eval_accuracy"}
 LAYER_PREFIXES = ("grad_norm", "grad_mean_abs", "grad_max_abs", "grad_max_abs_peak")
 
 
@@ -159,3 +159,21 @@ def test_cuda_request_without_cuda_is_a_config_error():
     with pytest.raises(ConfigError, match="no CUDA device"):
         training.resolve_device("cuda")
     assert training.resolve_device("auto").type == "cpu"
+
+
+def test_the_gap_is_measured_in_eval_mode_on_a_training_subset_and_chance_is_logged(small_config, recorder):
+    config = small_config.replace(dropout=0.5, epochs=2)
+    result, data = run(config, recorder)
+    count = len(data.validation)
+    subset = torch.utils.data.TensorDataset(data.train.inputs[:count], data.train.targets[:count])
+    model = result.model  # the best epoch's weights; the last epoch's are what epoch 2 measured
+    model.eval()
+    with torch.no_grad():
+        logits = model(subset.tensors[0])
+    expected = (logits.argmax(dim=1) == subset.tensors[1]).float().mean().item()
+    assert recorder.series("train_eval_accuracy")[result.best_epoch] == pytest.approx(expected, abs=1e-6)
+    # Majority class of the validation split, counted by another route.
+    labels = data.validation.targets.tolist()
+    majority = max(labels.count(label) for label in set(labels)) / len(labels)
+    summaries = [metrics for step, metrics in recorder.metrics if step is None]
+    assert summaries[0]["chance_accuracy"] == pytest.approx(majority)

@@ -3,15 +3,12 @@ decide."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable
-from dataclasses import dataclass
-
 import pandas as pd
 
+from actopt.analysis import decisions
 from actopt.analysis.frames import (
     LISTED_RUNS,
-    epochs,
+    Finding,
     is_diverged,
     label,
     label_columns,
@@ -24,8 +21,9 @@ from actopt.analysis.frames import (
     run_reference,
     science_columns,
     sort_runs,
+    varying,
 )
-from actopt.analysis.tables import CONVERGENCE_LEVEL, best_learning_rates, tuned_runs
+from actopt.analysis.tables import best_learning_rates, tuned_runs
 from actopt.core.models import ACTIVATIONS
 
 # Vanishing gradients: in epoch 1 the first layer's weight-gradient norm is below 1% of the output
@@ -38,25 +36,10 @@ DEAD_FRACTION = 0.5
 # Saturation: more than half of a layer's outputs within 2.5% of a bound (gradstats.SATURATION_MARGIN),
 # where the derivative is below about a tenth of its peak: most of the layer passes back little gradient.
 SATURATED_FRACTION = 0.5
-# Epochs are the resolution of that count; a lead of less than one epoch is not a lead.
-CONVERGENCE_MARGIN_EPOCHS = 1.0
-# Overfitting: train accuracy above validation accuracy by more than 2 points at the last epoch.
+# Overfitting: train accuracy above validation accuracy by more than 2 points at the last epoch, the
+# train side measured like the validation side (eval mode, a fixed training subset as large as the
+# validation split); runs logged before that metric existed fall back to the accuracy during the epoch.
 GAP_THRESHOLD = 0.02
-# Accuracy differences below half a point count as noise unless repeated seeds show a larger spread
-# (seed-to-seed standard deviations of these MLPs are typically 0.1 to 0.3 points).
-ACCURACY_NOISE = 0.005
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One conclusion, or a rule checked without result (``absent``), or a question left open (``undecided``)."""
-
-    topic: str
-    statement: str
-    rule: str
-    numbers: str = ""
-    runs: tuple[str, ...] = ()
-    kind: str = "holds"  # holds | absent | undecided
 
 
 def first_to_last(values: pd.DataFrame) -> pd.Series:
@@ -186,77 +169,15 @@ def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def noise(groups: Iterable[pd.Series]) -> tuple[float, str]:
-    """The margin below which accuracy differences are noise, and where it comes from."""
-    spreads = [values.std() for values in groups if len(values) > 1]
-    spread = max(spreads) if spreads else math.nan
-    if spreads and spread > ACCURACY_NOISE:
-        return float(spread), f"the largest seed standard deviation, {points(spread)}"
-    return ACCURACY_NOISE, f"{points(ACCURACY_NOISE)} (ACCURACY_NOISE{'' if spreads else ', no repeated seeds'})"
 
-
-def factor_comparison(runs: pd.DataFrame, factor: str, topic: str) -> list[Finding]:
-    """Which value of ``factor`` reaches the best validation accuracy, each configuration at its best learning rate."""
-    if runs[factor].nunique() < 2:
-        return []
-    tuned = tuned_runs(runs)
-    columns = [name for name in label_columns(runs, science_columns(runs)) if name != factor]
-    rule = (f"mean best validation accuracy over seeds, each {factor} at its own best learning rate; the leader must "
-            f"beat the runner-up by more than the noise margin")
-    findings = []
-    groups = tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]
-    for _, group in groups:
-        scores = {name: rows["best_val_accuracy"] for name, rows in group.groupby(factor, sort=False)}
-        if len(scores) < 2:
-            continue
-        ranked = sorted(scores, key=lambda name: scores[name].mean(), reverse=True)
-        margin, source = noise(scores.values())
-        lead = scores[ranked[0]].mean() - scores[ranked[1]].mean()
-        where = f"{label(group.iloc[0], columns)}: " if columns else ""
-        numbers = "; ".join(
-            f"{name} {scores[name].mean():.4f}" + (f" ± {scores[name].std():.4f}" if len(scores[name]) > 1 else "")
-            + f" (test {group.loc[group[factor] == name, 'test_accuracy'].mean():.4f})"
-            for name in ranked
-        ) + f"; noise margin {source}"
-        if lead > margin:
-            statement = (f"{where}{ranked[0]} reached the best validation accuracy, "
-                         f"{points(lead)} ahead of {ranked[1]}.")
-            kind = "holds"
-        else:
-            statement = (f"{where}cannot decide between {ranked[0]} and {ranked[1]}: they differ by "
-                         f"{points(lead)}, within the noise margin.")
-            kind = "undecided"
-        findings.append(Finding(topic, statement, rule, numbers, listed(references(group)), kind))
-    return findings
-
-
-def fastest_convergence(table: pd.DataFrame) -> list[Finding]:
-    topic = "Convergence speed"
-    rule = (f"epochs until validation accuracy first reaches {CONVERGENCE_LEVEL:.0%} of the run's best, mean over "
-            f"each activation's runs at their best learning rates; the leader must be ahead by ≥ "
-            f"{CONVERGENCE_MARGIN_EPOCHS:g} epoch")
-    tuned = tuned_runs(table)
-    means = tuned.groupby("activation")["epochs_to_95"].mean().dropna().sort_values()
-    if len(means) < 2:
-        return [Finding(topic, "Cannot decide which activation converges fastest: fewer than two activations "
-                               "have a feasible run.", rule, kind="undecided")]
-    numbers = "; ".join(f"{name} {epochs(value)}" for name, value in means.items())
-    lead = means.iloc[1] - means.iloc[0]
-    if lead >= CONVERGENCE_MARGIN_EPOCHS:
-        statement = (f"{means.index[0]} converged fastest: {CONVERGENCE_LEVEL:.0%} of its best validation accuracy "
-                     f"after {epochs(means.iloc[0])} on average, {epochs(lead)} before {means.index[1]}.")
-        leader = tuned[tuned["activation"] == means.index[0]]
-        return [Finding(topic, statement, rule, numbers, listed(references(leader)))]
-    statement = (f"Cannot decide which activation converges fastest: {means.index[0]} and {means.index[1]} differ by "
-                 f"{epochs(lead)}, less than the {CONVERGENCE_MARGIN_EPOCHS:g}-epoch resolution.")
-    return [Finding(topic, statement, rule, numbers, listed(references(tuned)), "undecided")]
 
 
 def overfitting(table: pd.DataFrame) -> list[Finding]:
     topic = "Overfitting"
-    rule = (f"train accuracy − validation accuracy after the last epoch above {points(GAP_THRESHOLD)}, at each "
-            f"configuration's best learning rate (train accuracy is measured during the epoch, with dropout active, "
-            f"so dropout runs understate their gap)")
+    rule = (f"mean over seeds of train − validation accuracy after the last epoch above {points(GAP_THRESHOLD)}, at "
+            f"each configuration's best learning rate; train accuracy in eval mode on a fixed training subset "
+            f"(train_eval_accuracy) where logged, else accumulated during the epoch with dropout active, which "
+            f"understates the gap")
     tuned = tuned_runs(table).dropna(subset=["final_gap"])
     if tuned.empty:
         return []
@@ -267,7 +188,9 @@ def overfitting(table: pd.DataFrame) -> list[Finding]:
         if gap > GAP_THRESHOLD:
             statement = (f"{label(group.iloc[0], columns)}: train accuracy exceeded validation accuracy by "
                          f"{points(gap)} after the last epoch.")
-            numbers = "; ".join(f"{run_name(row)}: train {row['last_train_accuracy']:.4f}, "
+            evaluated = group["last_train_eval_accuracy"].notna().all()
+            train = "last_train_eval_accuracy" if evaluated else "last_train_accuracy"
+            numbers = "; ".join(f"{run_name(row)}: train {row[train]:.4f}, "
                                 f"val {row['last_val_accuracy']:.4f}" for _, row in group.iterrows())
             findings.append(Finding(topic, statement, rule, numbers, listed(references(group))))
     if not findings:
@@ -275,42 +198,8 @@ def overfitting(table: pd.DataFrame) -> list[Finding]:
         statement = (f"No configuration's gap exceeded {points(GAP_THRESHOLD)} (largest "
                      f"{points(largest['final_gap'])}, {run_reference(largest)}).")
         return [Finding(topic, statement, rule, kind="absent")]
-    return findings + dropout_effect(table, tuned)
-
-
-def dropout_effect(table: pd.DataFrame, tuned: pd.DataFrame) -> list[Finding]:
-    topic = "Dropout and the gap"
-    rule = ("mean final train − validation accuracy gap with dropout > 0 below the same configuration's gap with "
-            "dropout 0 by more than the noise margin")
-    if table["dropout"].nunique() < 2 or not (table["dropout"] == 0).any():
-        statement = ("Cannot decide whether dropout narrows the gap: no runs compare dropout > 0 with dropout 0 "
-                     "for the same configuration.")
-        return [Finding(topic, statement, rule, kind="undecided")]
-    columns = [name for name in label_columns(table, science_columns(table)) if name != "dropout"]
-    findings = []
-    groups = tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]
-    for _, group in groups:
-        gaps = {rate: rows["final_gap"] for rate, rows in group.groupby("dropout")}
-        if 0.0 not in gaps or len(gaps) < 2:
-            continue
-        margin, source = noise(gaps.values())
-        base = gaps[0.0].mean()
-        where = label(group.iloc[0], columns) + ": " if columns else ""
-        for rate, values in sorted(gaps.items()):
-            if rate == 0.0:
-                continue
-            change = base - values.mean()
-            numbers = (f"gap {points(base)} at dropout 0, {points(values.mean())} at dropout {rate:g}; "
-                       f"noise margin {source}")
-            rows = group[group["dropout"].isin([0.0, rate])]
-            if change > margin:
-                statement = (f"{where}dropout {rate:g} narrowed the train/validation gap from {100 * base:.1f} to "
-                             f"{points(values.mean())}.")
-                findings.append(Finding(topic, statement, rule, numbers, listed(references(rows))))
-            else:
-                statement = f"{where}dropout {rate:g} did not narrow the gap by more than the noise margin."
-                findings.append(Finding(topic, statement, rule, numbers, listed(references(rows)), "absent"))
     return findings
+
 
 
 def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
@@ -323,8 +212,10 @@ def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
         *unit_fraction_findings(table, histories, "saturated_fraction", SATURATED_FRACTION, "Saturation", saturated),
         *divergence(table),
         *learning_rate_edges(table),
-        *factor_comparison(table, "optimizer", "Optimizers at their best learning rates"),
-        *factor_comparison(table, "activation", "Activations at their best learning rates"),
-        *fastest_convergence(table),
+        *decisions.chance_runs(table),
+        *decisions.deciding_factor(table),
+        *decisions.comparisons(table),
+        *decisions.convergence(table),
         *overfitting(table),
+        *(decisions.dropout_effect(table) if "dropout" in varying(table, ["dropout"]) else []),
     ]

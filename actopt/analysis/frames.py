@@ -4,6 +4,7 @@ layer values from histories."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,18 @@ BOOKKEEPING = ("dataset", "data_dir", "download", "device", "log_model", "experi
 NUISANCE = ("learning_rate", "seed")
 CONFIG_FIELDS = tuple(TrainConfig.__dataclass_fields__)
 SCIENCE = tuple(name for name in CONFIG_FIELDS if name not in BOOKKEEPING + NUISANCE)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One conclusion, or a rule checked without result (``absent``), or a question left open (``undecided``)."""
+
+    topic: str
+    statement: str
+    rule: str
+    numbers: str = ""
+    runs: tuple[str, ...] = ()
+    kind: str = "holds"  # holds | absent | undecided
 
 
 class AnalysisError(UserError):

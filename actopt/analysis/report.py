@@ -25,7 +25,8 @@ from actopt.analysis.frames import (
     text,
     varying,
 )
-from actopt.analysis.tables import CONVERGENCE_LEVEL, best_learning_rates, run_table
+from actopt.analysis.statistics import CONFIDENCE, mean_interval
+from actopt.analysis.tables import CHANCE_MARGIN, CONVERGENCE_LEVEL, best_learning_rates, run_table
 
 
 @dataclass
@@ -42,10 +43,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def mean_std(values: pd.Series) -> str:
-    return f"{number(values.mean())} ± {number(values.std())}"
-
-
 def settings_section(runs: pd.DataFrame) -> str:
     varied = varying(runs, [*SCIENCE, *NUISANCE])
     shared = [name for name in ("dataset", *SCIENCE) if name not in varied]
@@ -60,30 +57,56 @@ def settings_section(runs: pd.DataFrame) -> str:
 def run_table_section(table: pd.DataFrame) -> str:
     always = ("activation", "optimizer", "learning_rate")
     columns = [name for name in [*science_columns(table), *NUISANCE] if name in always or varying(table, [name])]
-    header = ["run", *columns, "best val acc", "best epoch", "test acc", "epochs to 95%", "s / epoch", "diverged"]
+    header = ["run", *columns, "best val acc", "best epoch", "test acc", "epochs to 95%", "s / epoch", "learned",
+              "diverged"]
     rows = []
     for _, row in table.iterrows():
         diverged = f"yes (epoch {integer(row['diverged_epoch'])})" if row["diverged"] else "no"
         rows.append([f"{run_name(row)} `{row['run_id'][:8]}`", *(text(row[name]) for name in columns),
                      number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["test_accuracy"]),
-                     integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2), diverged])
+                     integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
+                     "yes" if row["learned"] else f"**no** (chance {row['chance']:.4f})", diverged])
     return "\n".join(["## Results per run", "",
                       f"Best validation accuracy and its epoch; test accuracy on the weights of that epoch; the first "
                       f"epoch reaching {CONVERGENCE_LEVEL:.0%} of the run's best validation accuracy; mean seconds of "
-                      f"training per epoch.", "", markdown_table(header, rows)])
+                      f"training per epoch; whether the run learned (best validation accuracy more than "
+                      f"{100 * CHANCE_MARGIN:.0f} points above the majority-class rate of the validation split).", "",
+                      markdown_table(header, rows)])
 
 
-def seed_section(table: pd.DataFrame) -> str:
+def interval_section(table: pd.DataFrame) -> str:
+    """Per configuration: mean over seeds with its Student-t interval, or why there is none."""
+    title = f"## Mean over seeds with {CONFIDENCE:.0%} confidence intervals"
     if table["seed"].nunique() < 2:
-        return ""
+        return "\n".join([title, "", "One seed per configuration: no interval can be computed. The comparisons below "
+                                    "fall back to fixed margins (0.5 points of accuracy, one epoch of convergence)."])
     columns = [*label_columns(table, science_columns(table)), "learning_rate"]
-    header = [*columns, "seeds", "best val acc (mean ± std)", "test acc (mean ± std)", "diverged"]
+    header = [*columns, "seeds", "best val acc", "test acc", "epochs to 95%", "s / epoch", "did not learn",
+              "diverged"]
     rows = []
     for key, group in table.groupby(columns, sort=False, dropna=False):
         values = dict(zip(columns, key))
-        rows.append([*(text(values[name]) for name in columns), len(group), mean_std(group["best_val_accuracy"]),
-                     mean_std(group["test_accuracy"]), int(group["diverged"].sum())])
-    return "\n".join(["## Mean ± std over seeds", "", markdown_table(header, rows)])
+        learned = group[group["learned"]]
+        rows.append([*(text(values[name]) for name in columns), len(group),
+                     mean_interval(group["best_val_accuracy"]).describe(digits=4),
+                     mean_interval(group["test_accuracy"]).describe(digits=4),
+                     mean_interval(learned["epochs_to_95"]).describe(digits=1) if len(learned) else "–",
+                     mean_interval(group["time_per_epoch"]).describe(digits=2),
+                     int((~group["learned"]).sum()), int(group["diverged"].sum())])
+    return "\n".join([title, "",
+                      f"Mean over seeds and its {CONFIDENCE:.0%} confidence interval [low, high], Student t on the "
+                      f"seed means (mean ± t(0.975, n − 1) · s / √n, n seeds). Epochs to {CONVERGENCE_LEVEL:.0%} "
+                      f"count only the runs that learned (best validation accuracy more than "
+                      f"{100 * CHANCE_MARGIN:.0f} points above chance).", "", markdown_table(header, rows)])
+
+
+def best_interval(runs: pd.DataFrame, row: pd.Series, columns: list[str]) -> str:
+    """Mean best validation accuracy over the seeds of a configuration at its best rate, with its interval."""
+    if math.isnan(row["best_learning_rate"]):
+        return "–"
+    same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
+    chosen = runs[same & ~runs["diverged"].fillna(False).astype(bool)]
+    return mean_interval(chosen["best_val_accuracy"]).describe(digits=4)
 
 
 def best_rate_section(runs: pd.DataFrame) -> str:
@@ -91,11 +114,12 @@ def best_rate_section(runs: pd.DataFrame) -> str:
     if (best["grid"].map(len) < 2).all():
         return ""
     columns = label_columns(runs, science_columns(runs))
-    header = [*columns, "best lr", "grid", "edge of grid", "best val acc", "seeds", "diverged runs"]
+    header = [*columns, "best lr", "grid", "edge of grid", f"best val acc, mean [{CONFIDENCE:.0%} CI]", "seeds",
+              "diverged runs"]
     rows = [[*(text(row[name]) for name in columns),
              "–" if math.isnan(row["best_learning_rate"]) else text(row["best_learning_rate"]),
              ", ".join(text(rate) for rate in row["grid"]), f"**{row['edge']}**" if row["edge"] else "no",
-             number(row["mean"]) + (f" ± {number(row['std'])}" if row["seeds"] > 1 else ""), row["seeds"],
+             best_interval(runs, row, columns), row["seeds"],
              row["diverged"]]
             for _, row in best.iterrows()]
     return "\n".join(["## Each configuration at its own best learning rate", "",
@@ -108,7 +132,9 @@ def best_rate_section(runs: pd.DataFrame) -> str:
 def findings_section(found: Sequence[Finding]) -> str:
     lines = ["## Findings", "",
              "Each finding is computed from the logged numbers by the rule stated with it (thresholds are constants in "
-             "`actopt/analysis/findings.py`)."]
+             "`actopt/analysis/findings.py`, `decisions.py` and `tables.py`). Comparisons between configurations pair "
+             f"runs by seed (same data split and batch order) and decide only when the {CONFIDENCE:.0%} Student-t "
+             "interval of the difference excludes zero; with one seed, fixed margins stand in for the interval."]
     sections = (("holds", None), ("undecided", "### Cannot decide"), ("absent", "### Rules checked, nothing found"))
     for kind, title in sections:
         chosen = [item for item in found if item.kind == kind]
@@ -200,7 +226,7 @@ def render_report(
         settings_section(runs),
         left_out_section(left_out),
         run_table_section(table),
-        seed_section(table),
+        interval_section(table),
         best_rate_section(runs),
         findings_section(found),
         figures_section(drawn, skipped),

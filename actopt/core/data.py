@@ -163,6 +163,19 @@ def load_splits(
     )
 
 
+def majority_rate(split: Split) -> float:
+    """The share of the most frequent class: the accuracy of always answering that class (chance level)."""
+    if len(split) == 0:
+        return float("nan")
+    return float(torch.bincount(split.targets).max()) / len(split)
+
+
+def leading(split: Split, count: int) -> Split:
+    """The first ``count`` examples; the training split is already in a seeded random order, so
+    they are a random subset, the same for every epoch of a run and for every run of a seed."""
+    return Split(split.inputs[:count], split.targets[:count])
+
+
 def batch_indices(
     count: int, batch_size: int, generator: torch.Generator, device: torch.device | str, limit: int = 0
 ) -> Iterator[torch.Tensor]:

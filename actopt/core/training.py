@@ -24,7 +24,7 @@ from torch import nn
 
 from actopt.core import gradstats
 from actopt.core.config import DEVICES, TrainConfig
-from actopt.core.data import DatasetSplits, batch_indices
+from actopt.core.data import DatasetSplits, batch_indices, leading, majority_rate
 from actopt.core.evaluation import evaluate, evaluate_members
 from actopt.core.models import CLASSES, build_mlp, linear_layers
 from actopt.core.optimizers import StackedOptimizer
@@ -197,6 +197,10 @@ def train_group(
     probe = GroupProbe(configs, datas) if lead.gradient_statistics else None
     element_counts = [weight[0].numel() for weight in model.weights]
     active = list(range(len(members)))  # the member trained by each row of the stack
+    # The train/validation gap is measured like validation accuracy (eval mode, no dropout, weights
+    # after the epoch) on as many training examples as the validation split holds: the accuracy
+    # accumulated during the epoch, with dropout active and weights still moving, understates it.
+    train_subsets = [leading(member.data.train, len(member.data.validation)) for member in members]
 
     if probe is not None:
         for index, (metrics, histograms) in zip(active, probe.measure(model)):
@@ -208,6 +212,7 @@ def train_group(
         totals = train_epoch(model, optimizer, [members[index] for index in active], lead, probe is not None)
         epoch_time = time.perf_counter() - started
         validation = evaluate_members(model, [members[index].data.validation for index in active])
+        train_eval = evaluate_members(model, [train_subsets[index] for index in active])
         tests = (evaluate_members(model, [members[index].data.test for index in active])
                  if lead.test_every_epoch else None)
         probed = probe.measure(model) if probe is not None and not all(totals.diverged) else None
@@ -217,6 +222,7 @@ def train_group(
             metrics = epoch_metrics(totals, row, optimizer.learning_rate(row), element_counts)
             metrics["epoch_time"] = epoch_time
             metrics["val_loss"], metrics["val_accuracy"] = validation[row]
+            metrics["train_eval_loss"], metrics["train_eval_accuracy"] = train_eval[row]
             if tests is not None:
                 metrics["epoch_test_loss"], metrics["epoch_test_accuracy"] = tests[row]
             if probed is not None and not totals.diverged[row]:
@@ -345,20 +351,17 @@ def finish(
 ) -> None:
     """Best-epoch tags, test on the best weights, artifacts; also after a divergence."""
     tags = {"diverged": str(result.diverged).lower()}
+    # What always answering the most frequent class scores: a run near it did not learn.
+    summary = {"chance_accuracy": majority_rate(data.validation)}
     if result.diverged:
         tags["diverged_epoch"] = str(result.diverged_epoch)
     if best_state is not None:
         model.load_state_dict(best_state)
         result.test_loss, result.test_accuracy = evaluate(model, data.test)
         tags["best_epoch"] = str(result.best_epoch)
-        logger.log_metrics(
-            {
-                "best_epoch": float(result.best_epoch),
-                "best_val_accuracy": result.best_val_accuracy,
-                "test_accuracy": result.test_accuracy,
-                "test_loss": result.test_loss,
-            }
-        )
+        summary.update(best_epoch=float(result.best_epoch), best_val_accuracy=result.best_val_accuracy,
+                       test_accuracy=result.test_accuracy, test_loss=result.test_loss)
+    logger.log_metrics(summary)
     logger.set_tags(tags)
     logger.log_text(history_csv(result.history), HISTORY_ARTIFACT)
     if probe is not None and histograms:

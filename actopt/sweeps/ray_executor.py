@@ -44,8 +44,8 @@ INSTALL_HINT = "pip install 'actopt[ray]'"
 # A worker that dies (node lost, process killed, out of memory) is started again twice: a lost node
 # gets two more chances, and a configuration that kills its worker every time wastes only three.
 MAX_RETRIES = 2
-# Each task's CPU share, and so its torch threads: one thread per group beats two threads
-# on one configuration for these small MLPs (README, "Sweeps"), and fills the cluster's CPUs.
+# Each task's CPU share, and so its torch threads: one thread per task beats two threads on one
+# program for these small MLPs (benchmarks/RESULTS.md, sweep throughput), and fills the cluster's CPUs.
 CPUS_PER_TASK = 1
 # Tasks exchange only small records (a Task in, an Outcome out): a local instance needs no big store.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20

@@ -31,7 +31,7 @@ from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis
 )
 
 # Metrics logged once at the end (step 0): they are run summaries, not part of a history.
-SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss")
+SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss", "chance_accuracy")
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
