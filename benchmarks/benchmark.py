@@ -190,7 +190,8 @@ def forward_flops_per_example(config: TrainConfig) -> int:
 
 def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: int) -> int:
     """Matmul FLOPs of what an epoch's timing covers: the training steps over ``train_examples`` and
-    the validation pass (forward only) over ``validation_examples``.
+    the validation pass (forward only) over ``validation_examples``, and the evaluation of as many
+    training examples.
 
     Only the matrix multiplications count, as ``torch.utils.flop_counter.FlopCounterMode`` counts
     them (tests/test_benchmarks.py checks the two agree): bias adds and bias gradients,
@@ -200,7 +201,10 @@ def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: i
     forward and backward, a forward over 2048 validation examples per epoch) is instrumentation,
     part of what (c)/(b) measures, and is not counted either.
     """
-    return training_flops_per_example(config) * train_examples + forward_flops_per_example(config) * validation_examples
+    # The training-subset evaluation (train_eval_*) is a forward pass over as many training examples
+    # as the validation split holds, inside the timed epoch too.
+    evaluated = validation_examples + min(train_examples, validation_examples)
+    return training_flops_per_example(config) * train_examples + forward_flops_per_example(config) * evaluated
 
 
 # Where an epoch's time goes, by the operators' names (self time, so nothing counts twice).
