@@ -76,7 +76,10 @@ def wait_for_training(uri: str, count: int, timeout: float = 120) -> list:
 
 
 def points_per_key(client: MlflowClient, run) -> dict[str, int]:
-    return {key: len(client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics}
+    """Points of every metric the run's training logged; MLflow's own system metrics (system/...) are
+    sampled by a monitor thread on a timer, not per step, and history.csv does not hold them."""
+    return {key: len(client.get_metric_history(run.info.run_id, key)) for key in run.data.metrics
+            if not key.startswith("system/")}
 
 
 def logged_points(client: MlflowClient, run_id: str) -> int:
