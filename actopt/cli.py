@@ -234,9 +234,13 @@ def start_executor(executor: Any) -> str | None:
 @main.command("sweep")
 @click.argument("study")
 @click.option("--workers", type=int, default=1, show_default=True,
-              help="Configurations trained at once; 2 or more run in worker processes with cores/workers threads each.")
+              help="Groups trained at once; 2 or more run in worker processes with cores/workers threads each.")
+@click.option("--group-size", type=int, default=8, show_default=True,
+              help="Configurations that differ only in seed, init and optimizer numbers train together as one "
+                   "stacked program of up to this many members; 1 trains each alone. Memory grows by about "
+                   "240 MB per distinct seed in a group (docs/groups.md).")
 @click.option("--executor", default="process", show_default=True, metavar="[process|ray]",
-              help="process: this process, or --workers local processes; ray: one Ray task per configuration "
+              help="process: this process, or --workers local processes; ray: one Ray task per group "
                    "(pip install 'actopt[ray]').")
 @click.option("--ray-address", default="", metavar="ADDRESS",
               help="With --executor ray, the cluster to join: its head's HOST:PORT, ray://HOST:10001 or auto "
@@ -253,7 +257,7 @@ def start_executor(executor: Any) -> str | None:
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
 def sweep_command(
-    study: str, workers: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
+    study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
     download: bool, device: str | None, experiment_name: str | None,
 ) -> None:
     """Run a study: one parent MLflow run with one child run per configuration.
@@ -262,7 +266,7 @@ def sweep_command(
     study again continues it: finished configurations are skipped, failed and killed ones run again.
     """
     with stopped_by_signals("the sweep stopped before any configuration started"):
-        result = start_sweep(study, workers, executor, ray_address, quick, data_dir, download, device,
+        result = start_sweep(study, workers, group_size, executor, ray_address, quick, data_dir, download, device,
                              experiment_name)
     click.echo(summary_table_of(result))
     if result.exit_code == 1:
@@ -277,7 +281,7 @@ def summary_table_of(result: Any) -> str:
 
 
 def start_sweep(
-    study: str, workers: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
+    study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
     download: bool, device: str | None, experiment_name: str | None,
 ) -> Any:
     from actopt.errors import choose
@@ -291,6 +295,8 @@ def start_sweep(
     try:
         if workers < 1:
             raise UserError(f"--workers must be >= 1, got {workers}")
+        if group_size < 1:
+            raise UserError(f"--group-size must be >= 1, got {group_size}")
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
@@ -305,7 +311,8 @@ def start_sweep(
         started = start_executor(engine)
         if started:
             terminal_report(started)
-        return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report)
+        return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report,
+                         group_size)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:  # the store or the artifact location failed

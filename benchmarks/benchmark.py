@@ -16,6 +16,12 @@
    ``mlflow server``.
 4. Logging overhead: seconds per epoch inside MLflow calls during form (c), on sqlite and through
    the server, and the end-of-run artifacts.
+5. System metrics: written by benchmarks/system_metrics.py (kept here when this script runs).
+6. and 7. Groups (benchmarks/groups.py): a group of 8 against the same 8 one after another, a group
+   of one against the code before groups, a saturating run's epoch times, and the three-seed study
+   in groups against the one-seed study.
+
+A run rewrites the sections it measures (``--sections``) and keeps the others from the output file.
 
 Timings are medians of ``--repeats`` repetitions (sweeps: one of each, they take minutes). Ratios,
 not absolute times, are what carry from one machine to another. Nothing here writes into your own
@@ -45,7 +51,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import groups  # noqa: E402
 import history_loading  # noqa: E402
+import results_file  # noqa: E402
 import seed_loop  # noqa: E402
 
 from actopt.analysis import plots
@@ -549,8 +557,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training measurement")
     parser.add_argument("--whole-study", action="store_true", help="sweep all configurations, not every third")
-    parser.add_argument("--sections", default="training,sweep,analysis",
-                        help="comma-separated: training (includes logging overhead), sweep, analysis")
+    parser.add_argument("--sections", default="training,sweep,analysis,groups,study",
+                        help="comma-separated: training (includes logging overhead), sweep, analysis, groups, study")
+    parser.add_argument("--baseline-tree", type=Path, default=None,
+                        help="a checkout of the code before groups (git worktree add DIR 90ba340): section 6 times "
+                             "its form (c) against a group of one")
+    parser.add_argument("--study-epochs", type=int, default=None,
+                        help="epochs per configuration in section 7 [default: the study's]")
+    parser.add_argument("--note", default="", help="a sentence written under section 6's title (machine load)")
     parser.add_argument("--no-server", action="store_true", help="skip the measurements through a local mlflow server")
     arguments = parser.parse_args()
     sections = set(arguments.sections.split(","))
@@ -576,7 +590,20 @@ def main() -> None:
         sweep_result = measure_sweep(arguments.data_dir, every, 1 if arguments.quick else None, workers, report)
     if "analysis" in sections:
         analysis_points = measure_analysis(sizes, repeats, not arguments.no_server, report)
-    arguments.output.write_text(render(arguments, training_result, sweep_result, analysis_points, workers))
+    group_result = study_result = None
+    if "groups" in sections:
+        group_result = groups.measure_groups(config.replace(epochs=2 if not arguments.quick else 1), repeats,
+                                             arguments.baseline_tree, 2 if arguments.quick else 10, report)
+    if "study" in sections:
+        every = 7 if arguments.quick else 3
+        study_result = groups.measure_study(arguments.data_dir, every, 1 if arguments.quick else arguments.study_epochs,
+                                            workers, report)
+    text = render(arguments, training_result, sweep_result, analysis_points, workers)
+    added = groups.render_sections(group_result, study_result, arguments.note)
+    text = text.rstrip("\n") + "".join(f"\n\n{section}" for section in added) + "\n"
+    if arguments.output.exists():
+        text = results_file.merge(arguments.output.read_text(), text)
+    arguments.output.write_text(text)
     report(f"wrote {arguments.output}")
 
 

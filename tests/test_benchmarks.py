@@ -3,6 +3,7 @@ Its FLOP count, the arithmetic limit's numerator, is checked against torch's own
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import re
@@ -119,7 +120,7 @@ def test_quick_mode_writes_every_section_and_leaves_the_users_store_alone(tmp_pa
     text = output.read_text()
     assert "quick mode" in text and "Machine:" in text
     for heading in ("## 1. Training throughput", "## 2. Sweep throughput", "## 3. Analysis scaling",
-                    "## 4. Logging overhead"):
+                    "## 4. Logging overhead", "## 6. Groups", "## 7. Three seeds in groups"):
         assert heading in text
     for row in ("(a) seed-style loop", "(b) actopt, no gradient statistics", "(c) actopt, everything on",
                 "arithmetic limit", "actopt sweep, 1 worker", "seed-style loop, one by one"):
@@ -130,3 +131,25 @@ def test_quick_mode_writes_every_section_and_leaves_the_users_store_alone(tmp_pa
     client = MlflowClient(tracking_store)
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
     assert not experiments or not client.search_runs(experiments)
+
+
+def test_group_sections_give_verdicts_from_the_ratios_and_a_rerun_keeps_unmeasured_sections():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    groups = importlib.import_module("groups")
+    result = groups.Groups(epochs=2, sequential_seconds=[30.0], group_seconds=[20.0], baseline_epoch=[1.0],
+                           single_epoch=[1.06], saturating={"flushed": [1.0, 1.1], "not flushed": [1.0, 3.0]},
+                           saturating_accuracy={"flushed": [0.5, 0.8], "not flushed": [0.5, 0.8001]})
+    lines = "\n".join(groups.groups_section(result))
+    assert re.search(r"group of 8 vs one after another \| 1\.50× \| ≥ 1\.4× \| met", lines)
+    assert re.search(r"group of one vs form \(c\).*\| 1\.060 \| ≤ 1\.05 \| \*\*missed\*\*", lines)
+    assert re.search(r"subnormals flushed \| 1\.10 \| ≤ 1\.2 \| met", lines)
+    assert "largest difference over its epochs is 0.0001" in lines
+    study = groups.StudyComparison(7, 21, 10, 2, seconds={"one": 100.0, "three": 230.0}, runs={"one": 7, "three": 21})
+    assert "2.30×, **missed**" in "\n".join(groups.study_section(study))
+    results_file = importlib.import_module("results_file")
+    existing = ("# results\n\nold header\n\n## 1. Training\n\nold\n\n## 5. System metrics\n\nkept\n\n"
+                "## 6. Groups\n\nstale\n")
+    merged = results_file.merge(existing, "# results\n\nnew header\n\n## 6. Groups\n\nnew\n\n## 1. Training\n\nfresh\n")
+    assert merged == ("# results\n\nnew header\n\nSection 5 was not measured in this run and kept from the previous "
+                      "file, with its own date and conditions.\n\n## 1. Training\n\nfresh\n\n## 5. System metrics"
+                      "\n\nkept\n\n## 6. Groups\n\nnew\n")

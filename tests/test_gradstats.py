@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from plain_forward import forward_with_pre_activations
 
-from actopt.core import gradstats, training
+from actopt.core import gradstats, probe, stacked, training
 from actopt.core.models import build_mlp
 
 
@@ -118,27 +119,31 @@ def test_max_abs_per_layer():
 def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_dir, recorder, monkeypatch):
     """Capture every training step's weight gradient with hooks and recompute the epoch's numbers."""
     captured: list[list[torch.Tensor]] = []
-    original = training.build_mlp
+    original = stacked.StackedMLP.__init__
 
-    def instrumented(*args, **kwargs):
-        model = original(*args, **kwargs)
-        layers = [module for module in model if isinstance(module, torch.nn.Linear)]
+    def instrumented(self, *args, **kwargs):
+        original(self, *args, **kwargs)
         per_step: dict[int, torch.Tensor] = {}
 
         def hook_for(index):
             def hook(gradient):
-                if model.training:  # the probe runs in eval mode; only training steps count here
-                    per_step[index] = gradient.detach().clone()
-                    if len(per_step) == len(layers):
-                        captured.append([per_step[i] for i in range(len(layers))])
+                if self.training_step:  # the probe's backward is not a training step
+                    per_step[index] = gradient[0].detach().clone()
+                    if len(per_step) == len(self.weights):
+                        captured.append([per_step[i] for i in range(len(self.weights))])
                         per_step.clear()
             return hook
 
-        for index, layer in enumerate(layers):
-            layer.weight.register_hook(hook_for(index))
-        return model
+        for index, weight in enumerate(self.weights):
+            weight.register_hook(hook_for(index))
 
-    monkeypatch.setattr(training, "build_mlp", instrumented)
+    def forward(self, inputs, training, keep=None):
+        self.training_step = training
+        return original_forward(self, inputs, training, keep)
+
+    original_forward = stacked.StackedMLP.forward
+    monkeypatch.setattr(stacked.StackedMLP, "__init__", instrumented)
+    monkeypatch.setattr(stacked.StackedMLP, "forward", forward)
     config = small_config.replace(epochs=1, max_batches=4)
     from actopt.core.data import load_splits
 
@@ -161,36 +166,43 @@ def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
 
     config = small_config.replace(epochs=1, max_batches=1)
     data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
-    training.seed_everything(config.seed)
+    torch.manual_seed(config.seed)
     model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
-    probe = training.Probe(config, data)
+    inputs, targets = probe.probe_batch(config, data)
     model.eval()
     captured = []
     for module in model:
         if isinstance(module, torch.nn.Linear):
             module.register_forward_hook(lambda _, __, output: captured.append(output.detach().double()))
-    torch.nn.functional.cross_entropy(model(probe.inputs), probe.targets).backward()
+    torch.nn.functional.cross_entropy(model(inputs), targets).backward()
     linear = [layer for layer in model if isinstance(layer, torch.nn.Linear)]
     expected = [float(layer.weight.grad.abs().max()) for layer in linear]
     expected_norms = [float(np.linalg.norm(layer.weight.grad.numpy().astype(np.float64))) for layer in linear]
     # Measured q^l of the hidden layers: mean square of their pre-activations over the probe batch.
     expected_moments = [float((output ** 2).mean()) for output in captured[:-1]]
+    squares = np.zeros(len(linear))
+    for example in range(len(inputs)):  # each example's own loss, its own backward
+        model.zero_grad()
+        torch.nn.functional.cross_entropy(model(inputs[example:example + 1]), targets[example:example + 1]).backward()
+        squares += [float(layer.weight.grad.double().pow(2).sum()) for layer in linear]
+    expected_example_norms = np.sqrt(squares / len(inputs))
     training.train(config, data, recorder)
     names = [training.layer_name(index) for index in (1, 2, 3)]
     assert [recorder.series(f"probe_grad_max_abs/{name}")[0] for name in names] == pytest.approx(expected, rel=1e-6)
     assert [recorder.series(f"probe_grad_norm/{name}")[0] for name in names] == pytest.approx(expected_norms, rel=1e-6)
-    assert all(recorder.series(f"probe_example_grad_norm/{name}")[0] > 0 for name in names)
+    assert [recorder.series(f"probe_example_grad_norm/{name}")[0] for name in names] == pytest.approx(
+        expected_example_norms, rel=1e-4)
     assert [recorder.series(f"probe_preactivation_moment/{name}")[0] for name in names[:2]] == pytest.approx(
         expected_moments, rel=1e-6)
     assert "probe_preactivation_moment/layer_03" not in recorder.metrics[0][1]  # the logits are no hidden layer
-    assert recorder.series("probe_input_moment")[0] == pytest.approx(float((probe.inputs.double() ** 2).mean()))
+    assert recorder.series("probe_input_moment")[0] == pytest.approx(float((inputs.double() ** 2).mean()))
 
 
 def test_example_gradient_norms_match_per_example_autograd():
     torch.manual_seed(4)
     model = build_mlp((24, 12), "tanh", input_size=30, classes=5).double()
     inputs, targets = torch.randn(9, 30, dtype=torch.float64), torch.randint(0, 5, (9,))
-    logits, pre_activations, layer_inputs = training.forward_with_pre_activations(model, inputs)
+    logits, pre_activations, layer_inputs = forward_with_pre_activations(model, inputs)
     torch.nn.functional.cross_entropy(logits, targets).backward()
     logged = gradstats.example_gradient_norms([pre.grad for pre in pre_activations], layer_inputs)
     linear = [layer for layer in model if isinstance(layer, torch.nn.Linear)]

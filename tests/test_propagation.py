@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from plain_forward import forward_with_pre_activations
 
 from actopt.analysis import propagation
 from actopt.core import training
@@ -126,7 +127,7 @@ def test_prediction_matches_a_wide_random_net(activation, init):
     for draw in range(draws):
         torch.manual_seed(draw)
         model = build_mlp(sizes[1:-1], activation, init=init, input_size=width, classes=width)
-        output, pre_activations, _ = training.forward_with_pre_activations(model, inputs)
+        output, pre_activations, _ = forward_with_pre_activations(model, inputs)
         (output * torch.randn(output.shape, generator=generator)).sum().backward()
         measured_q += [float(values.detach().double().pow(2).mean()) / draws for values in pre_activations[:-1]]
         signal = [float(values.grad.double().pow(2).sum()) for values in pre_activations]

@@ -60,11 +60,12 @@ def write_study(folder: Path, grid: dict, name: str = "tiny", seeds=(0,), **fixe
     return path
 
 
-def sweep(path: Path, data_dir: Path, executor=None, report=None, **values):
+def sweep(path: Path, data_dir: Path, executor=None, report=None, group_size=8, **values):
     study = load_study(str(path))
     configs = configurations(study, data_dir=str(data_dir), **values)
     ensure_datasets(configs)
-    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None))
+    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None),
+                       group_size=group_size)
     return study, configs, result
 
 
@@ -436,3 +437,20 @@ def test_mlflow_run_sweep_entry_point(tmp_path, data_dir):
     assert parent.data.params["quick"] == "true"
     assert {run.data.tags[records.PARENT_RUN_TAG] for run in children} == {parent.info.run_id}
     assert {run.data.params["epochs"] for run in children} == {"1"}
+
+
+def test_configurations_alike_train_as_groups_each_member_its_own_run(tmp_path, data_dir):
+    grid = {"activation": ["relu", "tanh"], "learning_rate": [0.001, 0.01]}
+    path = write_study(tmp_path, grid, seeds=(0, 1))
+    _, configs, result = sweep(path, data_dir, group_size=3)
+    assert result.exit_code == 0
+    _, children = split(experiment_runs())
+    assert len(children) == 8 and all(run.info.status == "FINISHED" for run in children)
+    groups: dict[str, set[str]] = {}
+    for run in children:
+        groups.setdefault(run.data.tags[records.GROUP_TAG], set()).add(run.data.params["activation"])
+    # Each activation's four configurations (two rates, two seeds) make a group of 3 and one of 1.
+    assert sorted(len([run for run in children if run.data.tags[records.GROUP_TAG] == group]) for group in groups) \
+        == [1, 1, 3, 3]
+    assert all(len(activations) == 1 for activations in groups.values())
+    assert {run.data.tags[records.CONFIG_DIGEST_TAG] for run in children} == {config_digest(c) for c in configs}

@@ -11,10 +11,12 @@ import time
 
 import mlflow
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from actopt.core import training
-from actopt.tracking import runlog, store
+from actopt.core.config import config_digest
+from actopt.tracking import records, runlog, store
 
 
 def only_run(client: MlflowClient, experiment: str = "tests"):
@@ -61,18 +63,18 @@ def test_a_failing_run_ends_failed(small_config, tracking_store, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("out of memory")
 
-    monkeypatch.setattr(runlog, "train", broken)
+    monkeypatch.setattr(runlog, "train_group", broken)
     with pytest.raises(RuntimeError):
         runlog.run_training(small_config)
     assert only_run(MlflowClient(tracking_store)).info.status == "FAILED"
 
 
 def test_an_interrupted_run_ends_killed(small_config, tracking_store, monkeypatch):
-    def interrupted(config, data, logger, *args):
-        logger.log_metrics({"train_loss": 1.0}, step=1)
+    def interrupted(configs, datas, loggers, *args):
+        loggers[0].log_metrics({"train_loss": 1.0}, step=1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(runlog, "train", interrupted)
+    monkeypatch.setattr(runlog, "train_group", interrupted)
     with pytest.raises(KeyboardInterrupt):
         runlog.run_training(small_config)
     run = only_run(MlflowClient(tracking_store))
@@ -138,3 +140,41 @@ def test_http_limits_follow_the_request_and_the_user_wins(monkeypatch):
         assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+
+
+def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, tracking_store):
+    configs = [small_config.replace(epochs=1, log_model=True, seed=seed, learning_rate=rate)
+               for seed, rate in ((0, 1e-3), (1, 1e-2))]
+    outcomes = runlog.run_group(configs)
+    client = MlflowClient(tracking_store)
+    runs = [client.get_run(run_id) for run_id, _ in outcomes]
+    assert len({run.info.run_id for run in runs}) == 2
+    assert len({run.data.tags[records.GROUP_TAG] for run in runs}) == 1
+    for run, config, (_, result) in zip(runs, configs, outcomes):
+        assert run.info.status == "FINISHED"
+        assert run.info.run_name == config.run_name
+        assert run.data.params == config.to_params()
+        assert run.data.tags[records.CONFIG_DIGEST_TAG] == config_digest(config)
+        assert run.data.metrics["test_accuracy"] == result.test_accuracy
+        models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}'",
+                                             output_format="list")
+        loaded = mlflow.pytorch.load_model(models[0].model_uri)
+        assert isinstance(result.model, torch.nn.Sequential)  # what was handed to log_model
+        inputs = torch.randn(5, 784)
+        with torch.no_grad():
+            torch.testing.assert_close(loaded(inputs), result.model.eval()(inputs))
+    first, second = (run.data.metrics["best_val_accuracy"] for run in runs)
+    assert first != second  # each run holds its own member's numbers
+
+
+def test_a_group_that_fails_ends_every_unfinished_member_failed(small_config, tracking_store, monkeypatch):
+    def broken(configs, datas, loggers, device, report, finished):
+        finished(0, training.TrainResult())
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(runlog, "train_group", broken)
+    configs = [small_config.replace(seed=seed) for seed in (0, 1, 2)]
+    with pytest.raises(RuntimeError):
+        runlog.run_group(configs)
+    runs = MlflowClient(tracking_store).search_runs([mlflow.get_experiment_by_name("tests").experiment_id])
+    assert sorted(run.info.status for run in runs) == ["FAILED", "FAILED", "FINISHED"]

@@ -61,6 +61,33 @@ def step_statistics(
     ])
 
 
+def stacked_step_statistics(
+    weight_gradients: list[torch.Tensor],
+    bias_gradients: list[torch.Tensor],
+    scratch: list[torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """``step_statistics`` of every member of a stack at once: (K, 3·L + 1), row k = member k.
+
+    The gradients are stacked, (K, ...) each; row k of the result equals ``step_statistics`` of the
+    row-k slices (its oracle test). One reduction per layer serves all K members, where calling
+    ``step_statistics`` per member would cost K times its Python and dispatch time per step.
+    """
+    layers = len(weight_gradients)
+    members = weight_gradients[0].shape[0]
+    flat = [gradient.reshape(members, -1) for gradient in (*weight_gradients, *bias_gradients)]
+    squares = torch.stack([torch.linalg.vecdot(values, values) for values in flat], dim=1)
+    magnitudes = scratch if scratch is not None else [torch.empty_like(gradient) for gradient in weight_gradients]
+    for gradient, magnitude in zip(weight_gradients, magnitudes):
+        torch.abs(gradient, out=magnitude)
+    flat_magnitudes = [magnitude.reshape(members, -1) for magnitude in magnitudes]
+    return torch.cat([
+        squares[:, :layers].sqrt(),
+        torch.stack([magnitude.sum(dim=1) for magnitude in flat_magnitudes], dim=1),
+        torch.stack([magnitude.amax(dim=1) for magnitude in flat_magnitudes], dim=1),
+        squares.sum(dim=1, keepdim=True).sqrt(),
+    ], dim=1)
+
+
 @dataclass(frozen=True)
 class EpochGradientStatistics:
     """Per-layer statistics of one epoch, as plain floats ready for logging."""

@@ -1,17 +1,20 @@
-"""Train one configuration and report everything through a logger; returns what happened.
+"""Train a group of configurations as one stacked program and report each member through its own logger.
 
-``train(config, data, logger)`` knows nothing of MLflow: the logger is any object with the
-``RunLogger`` methods, so tests pass a recorder and the tracking layer passes an MLflow run.
+``train_group(configs, datas, loggers)`` trains K configurations that share what shapes the
+computation (``GROUP_FIELDS``) as the K members of one ``StackedMLP``; each member keeps its own
+initialisation, data split, batch order, dropout masks and optimizer hyperparameters, and logs
+what it would log alone. ``train(config, data, logger)`` is a group of one: there is one path.
+Training knows nothing of MLflow: a logger is any object with the ``RunLogger`` methods, so tests
+pass a recorder and the tracking layer passes MLflow runs.
 """
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,19 +22,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from actopt.core import derivatives, gradstats
+from actopt.core import gradstats
 from actopt.core.config import DEVICES, TrainConfig
-from actopt.core.data import DatasetSplits, Split, batch_indices, leading, majority_rate
-from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers, parameter_count, repeated_parameter_count
-from actopt.core.optimizers import build_optimizer
+from actopt.core.data import DatasetSplits, batch_indices, leading, majority_rate
+from actopt.core.evaluation import evaluate, evaluate_members
+from actopt.core.models import CLASSES, build_mlp, linear_layers, parameter_count, repeated_parameter_count
+from actopt.core.optimizers import StackedOptimizer
+from actopt.core.probe import GroupProbe, layer_name
+from actopt.core.stacked import StackedMLP
 from actopt.errors import ConfigError, OutOfMemory, choose
 
-# Evaluation runs in large chunks: bounded memory for deep nets, few Python round trips.
-EVALUATION_BATCH = 4096
-# Unit statistics (dead / saturated) are measured on this many fixed validation examples.
-UNIT_PROBE_EXAMPLES = 2048
-# How often the hot loop looks at the running loss for NaN/inf; each look is a device sync.
+__all__ = ["evaluate", "layer_name", "train", "train_group"]
+
+# How often the hot loop looks at the running losses for NaN/inf; each look is a device sync.
 DIVERGENCE_CHECK_STEPS = 32
+# The fields that shape the stacked computation: members of one group agree on all of them. The
+# rest (seed, init, learning rate, momentum, weight decay, what is logged where) is per member.
+# The depth and widths are compared as given (not as the built layer sizes): a depth study's absurd
+# depth is refused by the memory check, not by listing its layers.
+GROUP_FIELDS = ("dataset", "depth", "width", "hidden_sizes", "activation", "dropout", "batch_size", "epochs",
+                "optimizer", "device", "gradient_statistics", "validation_fraction", "max_batches", "test_every_epoch")
 
 HISTORY_ARTIFACT = "history.csv"
 HISTOGRAM_ARTIFACT = "gradient_histograms.json"
@@ -64,6 +74,36 @@ class TrainResult:
     model: nn.Module | None = None
 
 
+@dataclass
+class Member:
+    """One configuration inside a group: its data, its logger, its RNG for batch order, what it has logged."""
+
+    config: TrainConfig
+    data: DatasetSplits
+    logger: RunLogger
+    batches: torch.Generator
+    result: TrainResult = field(default_factory=TrainResult)
+    best_state: list[torch.Tensor] | None = None
+    histograms: dict[int, list[list[int]]] = field(default_factory=dict)
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        self.logger.log_metrics(metrics, step=step)
+        self.result.history.setdefault(step, {}).update(metrics)
+
+
+@dataclass
+class EpochTotals:
+    """One epoch of every member of the stack, summed on the device, read once at its end."""
+
+    loss_sums: list[float]
+    correct: list[int]
+    seen: list[int]
+    diverged: list[bool]
+    steps: int
+    statistic_sums: torch.Tensor | None
+    statistic_maxima: torch.Tensor | None
+
+
 def resolve_device(name: str) -> torch.device:
     """``auto`` → CUDA when present; asking for CUDA without one is a user error, found before any run."""
     choose(DEVICES, name, "device")
@@ -74,121 +114,25 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def layer_name(index: int) -> str:
-    """Linear layer names counted from 1 and zero-padded so the MLflow UI sorts them in order."""
-    return f"layer_{index:02d}"
+def group_key(config: TrainConfig) -> tuple[Any, ...]:
+    """What must be equal for configurations to train as one group."""
+    return tuple(getattr(config, name) for name in GROUP_FIELDS)
 
 
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a whole split, without dropout or gradients."""
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=split.inputs.device)
-    correct = torch.zeros((), dtype=torch.int64, device=split.inputs.device)
-    with torch.no_grad():
-        for start in range(0, len(split), EVALUATION_BATCH):
-            inputs = split.inputs[start : start + EVALUATION_BATCH]
-            targets = split.targets[start : start + EVALUATION_BATCH]
-            logits = model(inputs)
-            loss_sum += nn.functional.cross_entropy(logits, targets, reduction="sum")
-            correct += (logits.argmax(dim=1) == targets).sum()
-    model.train(was_training)
-    count = max(len(split), 1)
-    return float(loss_sum) / count, int(correct) / count
+def check_group(configs: Sequence[TrainConfig]) -> None:
+    if not configs:
+        raise ConfigError("a group needs at least one configuration")
+    differing = [name for name in GROUP_FIELDS if len({getattr(config, name) for config in configs}) > 1]
+    if differing:
+        raise ConfigError(f"configurations of one group must share {', '.join(differing)}")
 
 
-def hidden_outputs(model: nn.Module, inputs: torch.Tensor, activation: str) -> tuple[list[torch.Tensor],
-                                                                                     list[torch.Tensor]]:
-    """Pre-activations and activation outputs of every hidden layer for ``inputs`` (eval mode)."""
-    # Every registered builder is the activation's module class itself.
-    kind = choose(ACTIVATIONS, activation, "activation").build
-    pre_activations: list[torch.Tensor] = []
-    outputs: list[torch.Tensor] = []
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        values = inputs
-        for module in model:
-            values = module(values)
-            if isinstance(module, nn.Linear):
-                pre_activations.append(values)
-            elif isinstance(module, kind):
-                outputs.append(values)
-    model.train(was_training)
-    # The last Linear gives the logits, not a hidden layer.
-    return pre_activations[:-1], outputs
-
-
-def forward_with_pre_activations(model: nn.Module, inputs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor],
-                                                                               list[torch.Tensor]]:
-    """The model's output, every Linear layer's output (kept for its gradient) and every Linear layer's input."""
-    pre_activations: list[torch.Tensor] = []
-    layer_inputs: list[torch.Tensor] = []
-    values = inputs
-    for module in model:
-        if isinstance(module, nn.Linear):
-            layer_inputs.append(values.detach())
-        values = module(values)
-        if isinstance(module, nn.Linear):
-            values.retain_grad()
-            pre_activations.append(values)
-    return values, pre_activations, layer_inputs
-
-
-class Probe:
-    """Fixed batches that are measured at initialisation and after every epoch.
-
-    The gradient probe is one training minibatch (seed 001's "given mini-batch"), taken without
-    dropout so that it measures the weights alone; the unit probe is a slice of the validation set.
-    """
-
-    def __init__(self, config: TrainConfig, data: DatasetSplits) -> None:
-        generator = torch.Generator().manual_seed(config.seed + 1)
-        indices = torch.randperm(len(data.train), generator=generator)[: config.batch_size].to(data.train.inputs.device)
-        self.inputs = data.train.inputs[indices]
-        self.targets = data.train.targets[indices]
-        self.unit_inputs = data.validation.inputs[:UNIT_PROBE_EXAMPLES]
-        self.activation = config.activation
-        self.spec = choose(ACTIVATIONS, config.activation, "activation")
-        self.edges = gradstats.histogram_edges()
-        # Non-ReLU rectifiers: the closed-form derivative and its peak decide which units are inactive.
-        self.derivative = derivatives.CLOSED_FORMS[config.activation][1]
-        self.peak = derivatives.peak_magnitude(config.activation) if self.spec.rectifier else math.nan
-
-    def measure(self, model: nn.Module) -> tuple[dict[str, float], list[torch.Tensor]]:
-        """Metrics of the probe at the current weights, and each layer's gradient histogram."""
-        layers = linear_layers(model)
-        was_training = model.training
-        model.eval()
-        model.zero_grad(set_to_none=True)
-        logits, pre_activations, layer_inputs = forward_with_pre_activations(model, self.inputs)
-        nn.functional.cross_entropy(logits, self.targets).backward()
-        model.train(was_training)
-        gradients = [layer.weight.grad for layer in layers]
-        metrics = {"probe_input_moment": gradstats.second_moment_per_layer([self.inputs])[0]}
-        columns = {
-            "probe_grad_max_abs": gradstats.max_abs_per_layer(gradients),
-            "probe_grad_norm": gradstats.l2_norm_per_layer(gradients),
-            "probe_example_grad_norm": gradstats.example_gradient_norms([pre.grad for pre in pre_activations],
-                                                                        layer_inputs),
-            # The logits are not a hidden layer: the mean-field q-map covers hidden layers only.
-            "probe_preactivation_moment": gradstats.second_moment_per_layer([pre.detach() for pre in
-                                                                             pre_activations[:-1]]),
-        }
-        for prefix, values in columns.items():
-            metrics.update({f"{prefix}/{layer_name(index)}": value for index, value in enumerate(values, start=1)})
-        histograms = [gradstats.log_magnitude_histogram(gradient, self.edges) for gradient in gradients]
-        model.zero_grad(set_to_none=True)
-        pre_activations, outputs = hidden_outputs(model, self.unit_inputs, self.activation)
-        for index, (pre, out) in enumerate(zip(pre_activations, outputs), start=1):
-            if self.spec.dies:
-                metrics[f"dead_fraction/{layer_name(index)}"] = gradstats.dead_fraction(pre)
-            elif self.spec.rectifier:
-                metrics[f"inactive_fraction/{layer_name(index)}"] = gradstats.inactive_fraction(
-                    pre, self.derivative, self.peak)
-            if self.spec.bounds is not None:
-                metrics[f"saturated_fraction/{layer_name(index)}"] = gradstats.saturated_fraction(out, self.spec.bounds)
-        return metrics, histograms
+def flush_subnormals(device: torch.device) -> None:
+    """Subnormal floats (a saturated net's gradients and Adam's second moments) take the CPU's slow
+    path: a sigmoid + Adam 1e-2 run went from 1.3 to 3.8 s per epoch. Flushing them to zero keeps its
+    speed; benchmarks/RESULTS.md measures that the logged accuracies stay the same."""
+    if device.type == "cpu":
+        torch.set_flush_denormal(True)
 
 
 def gradient_metrics(statistics: gradstats.EpochGradientStatistics) -> dict[str, float]:
@@ -221,28 +165,35 @@ def device_memory(device: torch.device) -> int | None:
         return None
 
 
-def build_model(config: TrainConfig, device: torch.device) -> nn.Module:
-    """The MLP on ``device``, or ``OutOfMemory`` saying how large it is: at once when it cannot fit in the
-    device's memory at all (building it layer by layer would end with the kernel killing the process), or
-    when an allocation fails."""
-    count = (repeated_parameter_count(config.depth, config.width) if config.depth > 0
-             else parameter_count(config.hidden_sizes))
-    failure = OutOfMemory(f"out of memory building the model ({count} parameters)")
+def build_stack(configs: Sequence[TrainConfig], device: torch.device) -> StackedMLP:
+    """The members' stacked MLP, or ``OutOfMemory`` saying how large it is: at once when it cannot fit in
+    the device's memory at all (building it layer by layer would end with the kernel killing the process),
+    or when an allocation fails."""
+    lead = configs[0]
+    count = (repeated_parameter_count(lead.depth, lead.width) if lead.depth > 0
+             else parameter_count(lead.hidden_sizes)) * len(configs)
+    members = f" for {len(configs)} members" if len(configs) > 1 else ""
+    failure = OutOfMemory(f"out of memory building the model ({count} parameters{members})")
     memory = device_memory(device)
     if memory is not None and count * TRAINING_BYTES_PER_PARAMETER > memory:
         raise failure
     try:
-        return build_mlp(config.layer_sizes, config.activation, config.dropout, config.init).to(device)
+        return StackedMLP([initial_weights(config, device) for config in configs], lead.activation, lead.dropout,
+                          [dropout_generator(config, device) for config in configs])
     except (MemoryError, RuntimeError) as error:
         if isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "allocate" in str(error):
             raise failure from None
         raise
 
 
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG (init, dropout) and return the generator that orders batches."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+def initial_weights(config: TrainConfig, device: torch.device) -> nn.Sequential:
+    """The member's own initialisation: the net ``build_mlp`` makes right after seeding with its seed."""
+    torch.manual_seed(config.seed)
+    return build_mlp(config.layer_sizes, config.activation, config.dropout, config.init).to(device)
+
+
+def dropout_generator(config: TrainConfig, device: torch.device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(config.seed)
 
 
 def train(
@@ -252,103 +203,178 @@ def train(
     device: torch.device | None = None,
     report: Callable[[str], None] | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``data`` (already on ``device``), logging per epoch; never raises on divergence."""
-    device = device or data.train.inputs.device
-    batch_generator = seed_everything(config.seed)
-    model = build_model(config, device)
-    optimizer = build_optimizer(
-        config.optimizer, model.parameters(), config.learning_rate, config.momentum, config.weight_decay
-    )
-    layers = linear_layers(model)
-    weights = [layer.weight for layer in layers]
-    biases = [layer.bias for layer in layers]
-    element_counts = [weight.numel() for weight in weights]
-    scratch = [torch.empty_like(weight) for weight in weights]
-    probe = Probe(config, data) if config.gradient_statistics else None
+    """Train ``config`` on ``data`` (already on ``device``) as a group of one; never raises on divergence."""
+    return train_group([config], [data], [logger], device, report)[0]
+
+
+def train_group(
+    configs: Sequence[TrainConfig],
+    datas: Sequence[DatasetSplits],
+    loggers: Sequence[RunLogger],
+    device: torch.device | None = None,
+    report: Callable[[str], None] | None = None,
+    finished: Callable[[int, TrainResult], None] | None = None,
+) -> list[TrainResult]:
+    """Train the configurations as one stacked program, logging each member per epoch.
+
+    ``datas[k]`` is member k's data (its seed's split), already on ``device``. A diverging member
+    stops at the end of the epoch where it diverged, logs that epoch and its end-of-run record,
+    and leaves the stack; the others train on. ``finished(k, result)`` is called once member k has logged
+    everything, so that the tracking layer can close its run then.
+    """
+    check_group(configs)
+    lead = configs[0]
+    device = device or datas[0].train.inputs.device
+    flush_subnormals(device)
+    members = [Member(config, data, logger, torch.Generator().manual_seed(config.seed))
+               for config, data, logger in zip(configs, datas, loggers)]
+    model = build_stack(configs, device)
+    optimizer = StackedOptimizer(lead.optimizer, [model.member_parameters(row) for row in range(len(model))],
+                                 [config.learning_rate for config in configs], [config.momentum for config in configs],
+                                 [config.weight_decay for config in configs])
+    probe = GroupProbe(configs, datas) if lead.gradient_statistics else None
+    element_counts = [weight[0].numel() for weight in model.weights]
+    active = list(range(len(members)))  # the member trained by each row of the stack
     # The train/validation gap is measured like validation accuracy (eval mode, no dropout, weights
     # after the epoch) on as many training examples as the validation split holds: the accuracy
     # accumulated during the epoch, with dropout active and weights still moving, understates it.
-    train_subset = leading(data.train, len(data.validation))
-    result = TrainResult()
-    histograms: dict[int, list[list[int]]] = {}
-    best_state: dict[str, torch.Tensor] | None = None
-
-    def record(step: int, metrics: dict[str, float]) -> None:
-        logger.log_metrics(metrics, step=step)
-        result.history.setdefault(step, {}).update(metrics)
+    train_subsets = [leading(member.data.train, len(member.data.validation)) for member in members]
 
     if probe is not None:
-        metrics, layer_histograms = probe.measure(model)
-        histograms[0] = [counts.tolist() for counts in layer_histograms]
-        record(0, metrics)
+        for index, (metrics, histograms) in zip(active, probe.measure(model)):
+            members[index].histograms[0] = [counts.tolist() for counts in histograms]
+            members[index].record(0, metrics)
 
-    statistics_size = 3 * len(layers) + 1
-    for epoch in range(1, config.epochs + 1):
+    for epoch in range(1, lead.epochs + 1):
         started = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        correct = torch.zeros((), dtype=torch.int64, device=device)
-        statistic_sums = torch.zeros(statistics_size, device=device)
-        statistic_maxima = torch.zeros(statistics_size, device=device)
-        seen = 0
-        steps = 0
-        diverged = False
-        for indices in batch_indices(len(data.train), config.batch_size, batch_generator, device, config.max_batches):
-            inputs = data.train.inputs[indices]
-            targets = data.train.targets[indices]
-            logits = model(inputs)
-            loss = nn.functional.cross_entropy(logits, targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+        totals = train_epoch(model, optimizer, [members[index] for index in active], lead, probe is not None)
+        epoch_time = time.perf_counter() - started
+        validation = evaluate_members(model, [members[index].data.validation for index in active])
+        train_eval = evaluate_members(model, [train_subsets[index] for index in active])
+        tests = (evaluate_members(model, [members[index].data.test for index in active])
+                 if lead.test_every_epoch else None)
+        probed = probe.measure(model) if probe is not None and not all(totals.diverged) else None
+        kept = []
+        for row, index in enumerate(active):
+            member = members[index]
+            metrics = epoch_metrics(totals, row, optimizer.learning_rate(row), element_counts)
+            metrics["epoch_time"] = epoch_time
+            metrics["val_loss"], metrics["val_accuracy"] = validation[row]
+            metrics["train_eval_loss"], metrics["train_eval_accuracy"] = train_eval[row]
+            if tests is not None:
+                metrics["epoch_test_loss"], metrics["epoch_test_accuracy"] = tests[row]
+            if probed is not None and not totals.diverged[row]:
+                probe_metrics, histograms = probed[row]
+                member.histograms[epoch] = [counts.tolist() for counts in histograms]
+                metrics.update(probe_metrics)
+            member.record(epoch, metrics)
+            if totals.diverged[row]:
+                member.result.diverged, member.result.diverged_epoch = True, epoch
+                finish_member(member, model, row, probe)
+                if finished is not None:
+                    finished(index, member.result)
+                continue
+            kept.append(row)
+            member.result.epochs_completed = epoch
+            if member.result.best_val_accuracy is None or metrics["val_accuracy"] > member.result.best_val_accuracy:
+                member.result.best_epoch, member.result.best_val_accuracy = epoch, metrics["val_accuracy"]
+                member.best_state = model.member_state(row)
+            if report is not None:
+                report(epoch_line(member, epoch, metrics, len(members) > 1))
+        if not kept:
+            return [member.result for member in members]
+        if len(kept) < len(active):
+            model.keep_rows(kept)
+            optimizer.keep(kept, [model.member_parameters(row) for row in range(len(model))])
             if probe is not None:
-                statistics = gradstats.step_statistics([w.grad for w in weights], [b.grad for b in biases], scratch)
-                statistic_sums += statistics
-                torch.maximum(statistic_maxima, statistics, out=statistic_maxima)
-            optimizer.step()
-            loss_sum += loss.detach() * targets.shape[0]
-            correct += (logits.argmax(dim=1) == targets).sum()
-            seen += targets.shape[0]
-            steps += 1
-            if steps % DIVERGENCE_CHECK_STEPS == 0 and not torch.isfinite(loss_sum):
-                diverged = True
-                break
-        train_loss = float(loss_sum) / max(seen, 1)
-        diverged = diverged or not math.isfinite(train_loss)
-        metrics = {
-            "train_loss": train_loss,
-            "train_accuracy": int(correct) / max(seen, 1),
-            "learning_rate": optimizer.param_groups[0]["lr"],
-        }
-        if probe is not None:
-            metrics.update(gradient_metrics(gradstats.summarize_epoch(statistic_sums, statistic_maxima, steps,
-                                                                      element_counts)))
-        metrics["epoch_time"] = time.perf_counter() - started
-        metrics["val_loss"], metrics["val_accuracy"] = evaluate(model, data.validation)
-        metrics["train_eval_loss"], metrics["train_eval_accuracy"] = evaluate(model, train_subset)
-        if config.test_every_epoch:
-            metrics["epoch_test_loss"], metrics["epoch_test_accuracy"] = evaluate(model, data.test)
-        if probe is not None and not diverged:
-            probe_metrics, layer_histograms = probe.measure(model)
-            histograms[epoch] = [counts.tolist() for counts in layer_histograms]
-            metrics.update(probe_metrics)
-        record(epoch, metrics)
-        if diverged:
-            result.diverged, result.diverged_epoch = True, epoch
-            break
-        result.epochs_completed = epoch
-        if result.best_val_accuracy is None or metrics["val_accuracy"] > result.best_val_accuracy:
-            result.best_epoch, result.best_val_accuracy = epoch, metrics["val_accuracy"]
-            best_state = copy.deepcopy(model.state_dict())
-        if report is not None:
-            report(
-                f"epoch {epoch}/{config.epochs}  train_loss {train_loss:.4f}  train_acc "
-                f"{metrics['train_accuracy']:.4f}  "
-                f"val_loss {metrics['val_loss']:.4f}  val_acc {metrics['val_accuracy']:.4f}  "
-                f"{metrics['epoch_time']:.2f}s"
-            )
+                probe.keep(kept)
+            active = [active[row] for row in kept]
 
-    finish(config, data, logger, model, best_state, histograms, result, probe)
-    return result
+    for row, index in enumerate(active):
+        finish_member(members[index], model, row, probe)
+        if finished is not None:
+            finished(index, members[index].result)
+    return [member.result for member in members]
+
+
+def train_epoch(model: StackedMLP, optimizer: StackedOptimizer, members: Sequence[Member], config: TrainConfig,
+                statistics: bool) -> EpochTotals:
+    """One epoch of every member, each on its own batches; a member whose loss stops being finite
+    stops counting (its NaN stays in its own rows), and the epoch ends early once all have."""
+    count = len(members)
+    device = model.weights[0].device
+    features = members[0].data.train.inputs.shape[1]
+    loss_sums = torch.zeros(count, dtype=torch.float64, device=device)
+    correct = torch.zeros(count, dtype=torch.int64, device=device)
+    seen = torch.zeros(count, dtype=torch.int64, device=device)
+    alive = torch.ones(count, dtype=torch.bool, device=device)
+    size = 3 * len(model.weights) + 1
+    sums = torch.zeros(count, size, device=device) if statistics else None
+    maxima = torch.zeros(count, size, device=device) if statistics else None
+    scratch = [torch.empty_like(weight) for weight in model.weights] if statistics else None
+    orders = [batch_indices(len(member.data.train), config.batch_size, member.batches, device, config.max_batches)
+              for member in members]
+    steps = 0
+    for batch in zip(*orders):
+        rows = batch[0].shape[0]
+        inputs = torch.empty(count, rows, features, device=device)
+        targets = torch.empty(count, rows, dtype=torch.int64, device=device)
+        for position, (member, indices) in enumerate(zip(members, batch)):
+            torch.index_select(member.data.train.inputs, 0, indices, out=inputs[position])
+            torch.index_select(member.data.train.targets, 0, indices, out=targets[position])
+        logits = model.forward(inputs, training=True)
+        losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                                             reduction="none").view(count, rows).mean(dim=1)
+        model.zero_grad()
+        losses.sum().backward()
+        if sums is not None and maxima is not None:
+            step = gradstats.stacked_step_statistics([weight.grad for weight in model.weights],
+                                                     [bias.grad for bias in model.biases], scratch)
+            sums += step
+            torch.maximum(maxima, step, out=maxima)
+        optimizer.step()
+        loss_sums += losses.detach() * rows
+        correct += (logits.argmax(dim=2) == targets).sum(dim=1) * alive
+        seen += rows * alive
+        steps += 1
+        if steps % DIVERGENCE_CHECK_STEPS == 0:
+            alive &= torch.isfinite(loss_sums)
+            if not bool(alive.any()):
+                break
+    seen_list = seen.tolist()
+    losses_list = [total / max(number, 1) for total, number in zip(loss_sums.tolist(), seen_list)]
+    diverged = [not (living and math.isfinite(loss)) for living, loss in zip(alive.tolist(), losses_list)]
+    return EpochTotals(loss_sums.tolist(), correct.tolist(), seen_list, diverged, steps, sums, maxima)
+
+
+def epoch_metrics(totals: EpochTotals, row: int, learning_rate: float, element_counts: list[int]) -> dict[str, float]:
+    seen = max(totals.seen[row], 1)
+    metrics = {
+        "train_loss": totals.loss_sums[row] / seen,
+        "train_accuracy": totals.correct[row] / seen,
+        "learning_rate": learning_rate,
+    }
+    if totals.statistic_sums is not None and totals.statistic_maxima is not None:
+        metrics.update(gradient_metrics(gradstats.summarize_epoch(
+            totals.statistic_sums[row], totals.statistic_maxima[row], totals.steps, element_counts)))
+    return metrics
+
+
+def epoch_line(member: Member, epoch: int, metrics: dict[str, float], named: bool) -> str:
+    prefix = f"{member.config.run_name} seed {member.config.seed}: " if named else ""
+    return (f"{prefix}epoch {epoch}/{member.config.epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
+            f"{metrics['train_accuracy']:.4f}  val_loss {metrics['val_loss']:.4f}  "
+            f"val_acc {metrics['val_accuracy']:.4f}  {metrics['epoch_time']:.2f}s")
+
+
+def finish_member(member: Member, model: StackedMLP, row: int, probe: GroupProbe | None) -> None:
+    """A member's end of run, with its weights taken out of the stack as a plain ``nn.Sequential``."""
+    input_size = member.data.train.inputs.shape[1]
+    module = model.member_module(model.member_state(row), input_size, CLASSES)
+    best = None
+    if member.best_state is not None:
+        best = model.member_module(member.best_state, input_size, CLASSES).state_dict()
+    finish(member.config, member.data, member.logger, module, best, member.histograms, member.result, probe)
 
 
 def finish(
@@ -359,7 +385,7 @@ def finish(
     best_state: dict[str, torch.Tensor] | None,
     histograms: dict[int, list[list[int]]],
     result: TrainResult,
-    probe: Probe | None,
+    probe: GroupProbe | None,
 ) -> None:
     """Best-epoch tags, test on the best weights, artifacts; also after a divergence."""
     tags = {"diverged": str(result.diverged).lower()}
@@ -378,7 +404,7 @@ def finish(
     logger.log_text(history_csv(result.history), HISTORY_ARTIFACT)
     if probe is not None and histograms:
         layer_names = [layer_name(index) for index in range(1, len(linear_layers(model)) + 1)]
-        logger.log_dict(histogram_document(histograms, probe.edges, layer_names, len(probe.inputs)), HISTOGRAM_ARTIFACT)
+        logger.log_dict(histogram_document(histograms, probe.edges, layer_names, probe.size), HISTOGRAM_ARTIFACT)
         from actopt.core.figures import (
             histogram_images,  # matplotlib is needed only here
         )

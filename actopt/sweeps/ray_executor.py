@@ -3,8 +3,9 @@
     actopt sweep fashion-activations --executor ray                        # a local Ray instance
     actopt sweep fashion-activations --executor ray --ray-address HOST:6379  # a running cluster
 
-Each configuration is one Ray task that asks for one CPU (and one GPU where the cluster has GPUs
-and the configuration may use CUDA) and calls ``sweep.run_task``, exactly as the local executors
+Each group of configurations (``tasks.plan_groups``) is one Ray task that asks for one CPU (and
+one GPU where the cluster has GPUs and the group may use CUDA) and calls ``tasks.run_task``, exactly
+as the local executors
 do; the driver (``sweep.run_sweep``) plans, reports and closes the parent run as always. Ray is an
 optional extra, imported only when this executor is created.
 
@@ -29,23 +30,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from actopt.errors import UserError, describe_error, mask_credentials
-from actopt.sweeps.sweep import (
-    STOP_GRACE_SECONDS,
-    Outcome,
-    Task,
-    available_cores,
-    ignoring,
-    run_task,
-)
+from actopt.sweeps.sweep import STOP_GRACE_SECONDS, available_cores, ignoring
+from actopt.sweeps.tasks import Outcome, Task, run_task
 from actopt.tracking import records, signals, store
 
 INSTALL_HINT = "pip install 'actopt[ray]'"
 # A worker that dies (node lost, process killed, out of memory) is started again twice: a lost node
 # gets two more chances, and a configuration that kills its worker every time wastes only three.
 MAX_RETRIES = 2
-# Each task's CPU share, and so its torch threads: one thread per configuration beats two threads
-# on one configuration for these small MLPs (benchmarks/RESULTS.md, sweep throughput), and fills
-# the cluster's CPUs.
+# Each task's CPU share, and so its torch threads: one thread per task beats two threads on one
+# program for these small MLPs (benchmarks/RESULTS.md, sweep throughput), and fills the cluster's CPUs.
 CPUS_PER_TASK = 1
 # Tasks exchange only small records (a Task in, an Outcome out): a local instance needs no big store.
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
@@ -203,8 +197,8 @@ def signals_held() -> Iterator[None]:
             signal.raise_signal(number)  # to the handler the sweep installed, which raises outside Ray
 
 
-def train_in_worker(task: Task, threads: int) -> Outcome:
-    """The body of every Ray task: one configuration, on this task's share of the node's cores."""
+def train_in_worker(task: Task, threads: int) -> list[Outcome]:
+    """The body of every Ray task: one group, on this task's share of the node's cores."""
     import torch
 
     os.environ.pop(store.RUN_ID_VARIABLE, None)  # a run of the driver's is not this task's
@@ -224,11 +218,11 @@ class Connection:
 
     def describe(self, cpus_per_task: int) -> str:
         return (f"Ray: {self.address}, {self.cpus:g} CPUs and {self.gpus:g} GPUs, connected in {self.seconds:.1f} s; "
-                f"{cpus_per_task} CPU per configuration")
+                f"{cpus_per_task} CPU per group")
 
 
 class RayExecutor:
-    """One Ray task per configuration; see the module's docstring.
+    """One Ray task per group of configurations; see the module's docstring.
 
     Leaving ``run`` early (Ctrl-C, SIGTERM) cancels every task: queued ones never start, running
     ones get KeyboardInterrupt and end their runs KILLED; any still running after ``grace`` seconds
@@ -294,13 +288,13 @@ class RayExecutor:
             self.connection = None
 
     def submit(self, task: Task) -> Any:
-        config = task.config
         # Workers do not run in the driver's folder: a relative data folder would be another one there.
-        shipped = dataclasses.replace(task, config=config.replace(data_dir=os.path.abspath(config.data_dir)))
+        configs = tuple(config.replace(data_dir=os.path.abspath(config.data_dir)) for config in task.configs)
+        shipped = dataclasses.replace(task, configs=configs)
         assert self.connection is not None
-        gpus = 1 if self.connection.gpus and config.device != "cpu" else 0
+        gpus = 1 if self.connection.gpus and configs[0].device != "cpu" else 0
         options = self.remote.options(num_cpus=self.cpus_per_task, num_gpus=gpus, max_retries=self.max_retries,
-                                      retry_exceptions=False, name=f"actopt:{config.run_name}")
+                                      retry_exceptions=False, name=f"actopt:{task.name}")
         return options.remote(shipped, self.cpus_per_task)
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
@@ -316,7 +310,7 @@ class RayExecutor:
                 with signals_held():
                     ready, _ = self.ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
                 for ref in ready:
-                    yield self.settle(ref, pending.pop(ref), time.monotonic() - submitted)
+                    yield from self.settle(ref, pending.pop(ref), time.monotonic() - submitted)
         finally:
             try:
                 if pending:
@@ -324,17 +318,19 @@ class RayExecutor:
             finally:
                 self.disconnect()
 
-    def settle(self, ref: Any, task: Task, seconds: float) -> Outcome:
-        """The task's outcome; a worker that died on every attempt is a FAILED configuration."""
+    def settle(self, ref: Any, task: Task, seconds: float) -> list[Outcome]:
+        """The group's outcomes; a worker that died on every attempt fails every member."""
         try:
-            outcome = self.ray.get(ref)
+            outcomes = self.ray.get(ref)
         except self.ray.exceptions.RayError as error:
-            outcome = Outcome(task.digest, "FAILED", None, seconds, error=self.explain(error))
+            message = self.explain(error)
+            outcomes = [Outcome(digest, "FAILED", None, seconds, error=message) for digest in task.digests]
         # Attempts whose worker died were left RUNNING; whatever the last attempt did, they failed.
-        for run_id in records.running_attempts(task.parent_run_id, task.digest):
-            if run_id != outcome.run_id:
-                records.terminate_run(run_id, "FAILED", f"{WORKER_CRASHED}; Ray retried the configuration")
-        return outcome
+        for outcome in outcomes:
+            for run_id in records.running_attempts(task.parent_run_id, outcome.digest):
+                if run_id != outcome.run_id:
+                    records.terminate_run(run_id, "FAILED", f"{WORKER_CRASHED}; Ray retried the configuration")
+        return outcomes
 
     def explain(self, error: Exception) -> str:
         """Why Ray could not give a task's outcome, on one line."""
@@ -358,7 +354,7 @@ class RayExecutor:
                     self.ray.cancel(ref, force=True)
             except Exception:  # Ray itself is gone (a local instance hit by the same Ctrl-C)
                 pass
-            digests = {task.digest for task in pending.values()}
+            digests = {digest for task in pending.values() for digest in task.digests}
             for parent_run_id in {task.parent_run_id for task in pending.values()}:
                 for run in records.sweep_children(parent_run_id):
                     if run.status == "RUNNING" and run.digest in digests:

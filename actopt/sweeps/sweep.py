@@ -20,18 +20,18 @@ import signal
 import socket
 import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Protocol
+from typing import Protocol
 
 from actopt.core.config import TrainConfig, config_digest
-from actopt.core.data import DatasetSplits, load_raw, raw_files
+from actopt.core.data import load_raw, raw_files
 from actopt.errors import UserError, describe_error
 from actopt.sweeps.study import Study, label
-from actopt.tracking import claims, notes, records, runlog, signals, store
+from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE, Outcome, Task, plan_groups, run_task
+from actopt.tracking import claims, notes, records, signals, store
 from actopt.tracking.records import process_alive, reap_stale
 
 # A configuration's status in the summary; the first two count as done.
@@ -40,66 +40,9 @@ STATUSES = (FINISHED, DIVERGED, FAILED, KILLED, RUNNING, NOT_RUN)
 # How long stopped workers get to end their runs KILLED before they are killed outright.
 STOP_GRACE_SECONDS = 60.0
 EXIT_CODES = {"SIGINT": 130, "SIGTERM": 143}
-
-
-@dataclass(frozen=True)
-class Task:
-    """One configuration to train as a child of ``parent_run_id``: plain data that any engine can ship."""
-
-    config: TrainConfig
-    digest: str
-    parent_run_id: str
-
-
-@dataclass(frozen=True)
-class Outcome:
-    digest: str
-    status: str  # FINISHED or FAILED; a stopped task reports nothing (its run ends KILLED)
-    run_id: str | None
-    seconds: float
-    diverged: bool = False
-    best_val_accuracy: float | None = None
-    error: str | None = None
-    # The tracking server stopped answering: nothing more can be recorded, so the sweep stops.
-    unreachable: bool = False
-
-
-# The data of the last configuration, kept for the next: a study's runs mostly share dataset and seed.
-_prepared: dict[tuple[Any, ...], tuple[Any, DatasetSplits]] = {}
-
-
-def prepare_shared(config: TrainConfig) -> tuple[Any, DatasetSplits]:
-    key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed, config.device)
-    if key not in _prepared:
-        _prepared.clear()
-        _prepared[key] = runlog.prepare(config)
-    return _prepared[key]
-
-
-def run_task(task: Task) -> Outcome:
-    """Train one configuration as a child run; an exception fails this configuration alone."""
-    started = time.time()
-    tags = {records.CONFIG_DIGEST_TAG: task.digest, **records.process_tags()}
-    try:
-        prepared = prepare_shared(task.config)
-        run_id, result = runlog.run_training(task.config, parent_run_id=task.parent_run_id, tags=tags,
-                                             prepared=prepared)
-    except Exception as error:  # KeyboardInterrupt and signals.Terminated pass: the sweep is stopping
-        message = describe_error(error)
-        if store.no_answer(error):  # recording the failure would wait out the retries again, in vain
-            return Outcome(task.digest, "FAILED", None, time.time() - started, error=message, unreachable=True)
-        try:
-            run_id = records.record_failure(task.config, task.parent_run_id, tags, started, message,
-                                            traceback.format_exc())
-        except Exception:  # the store itself failing: the outcome still says what happened
-            run_id = None
-        return Outcome(task.digest, "FAILED", run_id, time.time() - started, error=message)
-    return Outcome(task.digest, "FINISHED", run_id, time.time() - started, result.diverged, result.best_val_accuracy)
-
-
 class Executor(Protocol):
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
-        """Run every task, yielding each outcome as it comes. Leaving the iteration early (an
+        """Run every task (a group), yielding each member's outcome as it comes. Leaving the iteration early (an
         exception, a signal) stops the tasks in flight, whose runs end KILLED, and starts no more."""
         ...
 
@@ -109,7 +52,7 @@ class InlineExecutor:
 
     def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
         for task in tasks:
-            yield run_task(task)
+            yield from run_task(task)
 
 
 @dataclass
@@ -148,10 +91,10 @@ class ProcessExecutor:
                 ready = wait([worker.connection for worker in busy] + [worker.process.sentinel for worker in busy])
                 for worker in busy:
                     if worker.connection in ready or worker.process.sentinel in ready:
-                        outcome = self.collect(worker)
+                        outcomes = self.collect(worker)
                         if not worker.process.is_alive():
                             workers.remove(worker)
-                        yield outcome
+                        yield from outcomes
         finally:
             self.stop(workers)
 
@@ -192,7 +135,7 @@ class ProcessExecutor:
         return True
 
     @staticmethod
-    def collect(worker: Worker) -> Outcome:
+    def collect(worker: Worker) -> list[Outcome]:
         task, worker.task = worker.task, None
         assert task is not None
         try:
@@ -202,8 +145,8 @@ class ProcessExecutor:
             pass
         worker.process.join(5)
         code = worker.process.exitcode
-        return Outcome(task.digest, "FAILED", None, 0.0,
-                       error=f"worker process {worker.process.pid} died (exit code {code})")
+        error = f"worker process {worker.process.pid} died (exit code {code})"
+        return [Outcome(digest, "FAILED", None, 0.0, error=error) for digest in task.digests]
 
     def stop(self, workers: list[Worker]) -> None:
         with ignoring(signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not orphan the workers
@@ -403,6 +346,7 @@ def run_sweep(
     quick: bool = False,
     launcher_run_id: str | None = None,
     report: Callable[[str], None] = lambda line: None,
+    group_size: int = DEFAULT_GROUP_SIZE,
 ) -> SweepResult:
     """Run the configurations that still lack a FINISHED child under the study's parent run.
 
@@ -412,7 +356,7 @@ def run_sweep(
     experiment_name = configs[0].experiment_name
     claim = claims.claim_sweep(experiment_name, study.name, study.digest, quick)
     try:
-        return sweep_claimed(study, configs, executor, quick, launcher_run_id, report)
+        return sweep_claimed(study, configs, executor, quick, launcher_run_id, report, group_size)
     finally:
         with ignoring(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Exception):
             claims.release(claim)  # a claim left behind by a store that failed is ended by the next sweep
@@ -420,7 +364,7 @@ def run_sweep(
 
 def sweep_claimed(
     study: Study, configs: Sequence[TrainConfig], executor: Executor, quick: bool, launcher_run_id: str | None,
-    report: Callable[[str], None],
+    report: Callable[[str], None], group_size: int,
 ) -> SweepResult:
     """``run_sweep`` once this process holds the study's claim."""
     experiment_name = configs[0].experiment_name
@@ -430,7 +374,7 @@ def sweep_claimed(
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
                                         launcher_run_id, study.description)
     try:
-        return sweep_under(parent, study, configs, executor, report)
+        return sweep_under(parent, study, configs, executor, report, group_size)
     except Exception as error:
         fail_parent(parent, error)
         raise
@@ -449,15 +393,18 @@ def fail_parent(parent: str, error: Exception) -> None:
 
 
 def sweep_under(parent: str, study: Study, configs: Sequence[TrainConfig], executor: Executor,
-                report: Callable[[str], None]) -> SweepResult:
+                report: Callable[[str], None], group_size: int) -> SweepResult:
     """Plan, run and record the configurations under the open parent run."""
     experiment_name = configs[0].experiment_name
     rows = summarize(configs, reap_stale(records.sweep_children(parent), report))
-    tasks = [Task(row.config, row.digest, parent) for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
-    by_digest = {task.digest: task.config for task in tasks}
+    # A rerun regroups what is left: the groups are planned from the configurations still to run.
+    waiting = [row.config for row in rows if row.status not in (FINISHED, DIVERGED, RUNNING)]
+    tasks = plan_groups(waiting, parent, group_size)
+    by_digest = {config_digest(config): config for config in waiting}
     done_before = sum(row.status in (FINISHED, DIVERGED) for row in rows)
     elsewhere = sum(row.status == RUNNING for row in rows)
-    report(f"study {study.name}: {len(rows)} configurations, {done_before} finished before, {len(tasks)} to run"
+    report(f"study {study.name}: {len(rows)} configurations, {done_before} finished before, {len(waiting)} to run"
+           + (f" in {len(tasks)} groups" if len(tasks) != len(waiting) else "")
            + (f", {elsewhere} running elsewhere" if elsewhere else "")
            + f"; parent run {parent} in experiment {experiment_name!r}")
     fewer = executor.starting(len(tasks)) if isinstance(executor, ProcessExecutor) else None
@@ -472,7 +419,7 @@ def sweep_under(parent: str, study: Study, configs: Sequence[TrainConfig], execu
                 # marked FAILED (runs) or reopened (parent) when the same sweep starts again.
                 raise store.StoreUnavailable(f"{store.no_answer_message()}; the sweep stopped: start it "
                                                 "again once the server is back, and it continues")
-            report(progress_line(done, len(tasks), outcome, by_digest[outcome.digest], time.monotonic() - started))
+            report(progress_line(done, len(waiting), outcome, by_digest[outcome.digest], time.monotonic() - started))
     except KeyboardInterrupt:
         stopped_by = "SIGINT"
     except signals.Terminated:

@@ -30,6 +30,8 @@ KIND_TAG = "actopt.kind"
 STUDY_DIGEST_TAG = "actopt.study_digest"
 QUICK_TAG = "actopt.quick"
 CONFIG_DIGEST_TAG = "actopt.config_digest"
+# Shared by the member runs of one group (configurations trained as one stacked program).
+GROUP_TAG = "actopt.group"
 # The process that owns a RUNNING run: a later start marks the run FAILED once that process is gone.
 HOST_TAG = "actopt.host"
 PID_TAG = "actopt.pid"

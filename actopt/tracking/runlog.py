@@ -6,7 +6,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import mlflow
@@ -14,17 +15,20 @@ import numpy as np
 import torch
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.data.sources import LocalArtifactDatasetSource
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.context.registry import resolve_tags
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_ID
 from torch import nn
 
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits, load_splits
-from actopt.core.training import TrainResult, resolve_device, train
+from actopt.core.training import TrainResult, resolve_device, train_group
 from actopt.errors import mask_credentials
 from actopt.tracking import notes
-from actopt.tracking.records import CONFIG_DIGEST_TAG, ensure_experiment, process_tags
+from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, ensure_experiment, process_tags
 from actopt.tracking.signals import Terminated
 from actopt.tracking.store import LEFT_RUNNING, RUN_ID_VARIABLE, configure, no_answer, quick_http
 
@@ -38,6 +42,35 @@ class MlflowRunLogger:
     def __init__(self, client: MlflowClient, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
+        self.ended = False
+        self.monitor: SystemMetricsMonitor | None = None
+
+    def monitor_system(self, resume: bool) -> None:
+        """Log MLflow's system metrics (CPU, memory, GPU) to this run until it ends. Every member of a group
+        gets its own monitor: each run shows the process that trained it."""
+        self.monitor = SystemMetricsMonitor(self.run_id, resume_logging=resume)
+        self.monitor.start()
+
+    def end(self, status: str, quick: bool = False) -> None:
+        """End the run once. ``quick``: one short try, and a server that does not answer leaves the run
+        RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
+        waiting out the retries, which after a server has just failed them would only delay the error."""
+        if self.ended:
+            return
+        if self.monitor is not None:
+            self.monitor.finish()
+            self.monitor = None
+        if not quick:
+            self.client.set_terminated(self.run_id, status)
+        else:
+            with quick_http():
+                try:
+                    self.client.set_terminated(self.run_id, status)
+                except Exception as error:
+                    if not no_answer(error):
+                        raise
+        # Only once the store has taken it: a refused FINISHED is tried again as FAILED.
+        self.ended = True
 
     def log_params(self, params: dict[str, str]) -> None:
         # `mlflow run` has already logged the entry point's parameters in the user's spelling;
@@ -74,6 +107,7 @@ class MlflowRunLogger:
         mlflow.pytorch.log_model(
             model,
             name="model",
+            run_id=self.run_id,  # members of a group are logged side by side: no active run to rely on
             signature=infer_signature(input_example, output),
             input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -93,13 +127,14 @@ def dataset_input(data: DatasetSplits) -> MetaDataset:
                        digest=data.digest)
 
 
-def log_dataset(dataset: MetaDataset) -> None:
+def log_dataset(client: MlflowClient, run_id: str, dataset: MetaDataset) -> None:
     """Runs that start together (a sweep's workers) race to insert the experiment's one row for a new
     dataset; the loser's insert fails, and its second try finds the winner's row."""
+    inputs = [DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])]
     try:
-        mlflow.log_input(dataset, context="training")
+        client.log_inputs(run_id, datasets=inputs)
     except MlflowException:
-        mlflow.log_input(dataset, context="training")
+        client.log_inputs(run_id, datasets=inputs)
 
 
 def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
@@ -110,58 +145,89 @@ def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
     return tags
 
 
+def start_member_run(client: MlflowClient, config: TrainConfig, parent_run_id: str | None,
+                     tags: dict[str, str]) -> MlflowRunLogger:
+    """One member's run, with its tags from the first moment: a sweep finds its child runs (and
+    their owner process) by them. Under `mlflow run` a group of one continues mlflow run's run."""
+    existing = os.environ.get(RUN_ID_VARIABLE)
+    if existing:
+        client.update_run(existing, status="RUNNING")
+        run_id = existing
+    else:
+        experiment_id = ensure_experiment(client, config.experiment_name)
+        first = {**tags, **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
+        run_id = client.create_run(experiment_id, tags=resolve_tags(first), run_name=config.run_name).info.run_id
+    logger = MlflowRunLogger(client, run_id)
+    if config.system_metrics:
+        logger.monitor_system(resume=bool(existing))
+    return logger
+
+
+def describe_member_run(logger: MlflowRunLogger, config: TrainConfig, data: DatasetSplits, device: torch.device,
+                        tags: dict[str, str]) -> None:
+    """The run's params, tags (credentials masked) and dataset, once the run exists and can be ended FAILED."""
+    client, run_id = logger.client, logger.run_id
+    notes.mark_experiment(client, client.get_run(run_id).info.experiment_id)
+    logger.log_params(config.to_params())
+    logger.set_tags({**run_tags(config, device), **tags})
+    mask_tags(client, run_id)
+    log_dataset(client, run_id, dataset_input(data))
+
+
+@contextlib.contextmanager
+def training_runs(
+    configs: Sequence[TrainConfig], datas: Sequence[DatasetSplits], device: torch.device,
+    parent_run_id: str | None = None, tags: dict[str, str] | None = None,
+) -> Iterator[list[MlflowRunLogger]]:
+    """One MLflow run per member of a group, all tagged with the group's id: each ends FINISHED when
+    its member has logged everything (``MlflowRunLogger.end``), and those still open end KILLED on a
+    signal and FAILED on an error."""
+    if len(configs) > 1 and os.environ.get(RUN_ID_VARIABLE):
+        raise ValueError("under mlflow run only a single configuration continues mlflow run's run")
+    client = configure()
+    group = {GROUP_TAG: uuid.uuid4().hex[:16]}
+    loggers: list[MlflowRunLogger] = []
+    try:
+        for config, data in zip(configs, datas):
+            # The configuration and the process, so that a run left RUNNING by a process that died is
+            # found and marked FAILED by the next sweep or `actopt train` of the same configuration.
+            member_tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {}), **group}
+            loggers.append(start_member_run(client, config, parent_run_id, member_tags))
+            describe_member_run(loggers[-1], config, data, device, member_tags)
+        yield loggers
+    except (KeyboardInterrupt, Terminated):
+        end_all(loggers, "KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
+        raise
+    except BaseException as error:
+        try:
+            end_all(loggers, "FAILED", quick=no_answer(error))
+        except Exception:  # the store that failed the run refuses its end too: the first error is the one to tell
+            setattr(error, LEFT_RUNNING, True)
+        raise
+    else:
+        end_all(loggers, "FINISHED")
+
+
 @contextlib.contextmanager
 def training_run(
     config: TrainConfig, data: DatasetSplits, device: torch.device,
     parent_run_id: str | None = None, tags: dict[str, str] | None = None,
 ) -> Iterator[MlflowRunLogger]:
-    """An active MLflow run for ``config``: FINISHED on success, KILLED on a signal, FAILED on an error."""
-    client = configure()
-    # The configuration and the process, so that a run left RUNNING by a process that died is found
-    # and marked FAILED by the next sweep or `actopt train` of the same configuration.
-    tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {})}
-    existing = os.environ.get(RUN_ID_VARIABLE)
-    if existing:
-        run = mlflow.start_run(run_id=existing, log_system_metrics=config.system_metrics)
-    else:
-        mlflow.set_experiment(experiment_id=ensure_experiment(client, config.experiment_name))
-        # Tags from the first moment: a sweep finds its child runs (and their owner process) by them.
-        run = mlflow.start_run(run_name=config.run_name, parent_run_id=parent_run_id, nested=parent_run_id is not None,
-                               tags=tags, log_system_metrics=config.system_metrics)
-    logger = MlflowRunLogger(client, run.info.run_id)
-    try:
-        notes.mark_experiment(client, run.info.experiment_id)
-        logger.log_params(config.to_params())
-        logger.set_tags({**run_tags(config, device), **tags})
-        mask_tags(client, run.info.run_id)
-        log_dataset(dataset_input(data))
-        yield logger
-    except (KeyboardInterrupt, Terminated):
-        end_active_run("KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
-        raise
-    except BaseException as error:
-        try:
-            end_active_run("FAILED", quick=no_answer(error))
-        except Exception:  # the store that failed the run refuses its end too: the first error is the one to tell
-            setattr(error, LEFT_RUNNING, True)
-        raise
-    else:
-        mlflow.end_run(status="FINISHED")
+    """The run of a group of one."""
+    with training_runs([config], [data], device, parent_run_id, tags) as loggers:
+        yield loggers[0]
 
 
-def end_active_run(status: str, quick: bool = False) -> None:
-    """End the active run. ``quick``: one short try, and a server that does not answer leaves the run
-    RUNNING (the next sweep or `actopt train` of its configuration marks it FAILED) instead of
-    waiting out the retries, which after a server has just failed them would only delay the error."""
-    if not quick:
-        mlflow.end_run(status=status)  # takes the run off MLflow's stack before it asks the store
-        return
-    with quick_http():
+def end_all(loggers: Sequence[MlflowRunLogger], status: str, quick: bool = False) -> None:
+    """End every run still open; the first store error is raised once all have been tried."""
+    failure: Exception | None = None
+    for logger in loggers:
         try:
-            mlflow.end_run(status=status)
+            logger.end(status, quick)
         except Exception as error:
-            if not no_answer(error):
-                raise
+            failure = failure or error
+    if failure is not None:
+        raise failure
 
 
 def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
@@ -172,6 +238,45 @@ def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
     return device, data
 
 
+def prepare_group(configs: Sequence[TrainConfig]) -> tuple[torch.device, list[DatasetSplits]]:
+    """Each member's data, loaded once per distinct split (members of one seed share it)."""
+    loaded: dict[tuple[object, ...], tuple[torch.device, DatasetSplits]] = {}
+    for config in configs:
+        key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
+               config.device)
+        if key not in loaded:
+            loaded[key] = prepare(config)
+    device = next(iter(loaded.values()))[0]
+    return device, [loaded[(c.dataset, c.data_dir, c.download, c.validation_fraction, c.seed, c.device)][1]
+                    for c in configs]
+
+
+def run_group(
+    configs: Sequence[TrainConfig],
+    report: Callable[[str], None] | None = None,
+    parent_run_id: str | None = None,
+    tags: dict[str, str] | None = None,
+    prepared: tuple[torch.device, Sequence[DatasetSplits]] | None = None,
+    finished: Callable[[int, str, TrainResult], None] | None = None,
+) -> list[tuple[str, TrainResult]]:
+    """Train the configurations as one group, each inside its own MLflow run; returns (run id, result) each.
+
+    ``finished(k, run_id, result)`` is called as soon as member k's run has ended FINISHED, so that a
+    caller whose group fails later still knows which members were complete.
+    """
+    device, datas = prepared or prepare_group(configs)
+    with training_runs(configs, datas, device, parent_run_id, tags) as loggers:
+
+        def member_finished(index: int, result: TrainResult) -> None:
+            loggers[index].set_tags(notes.run_note_tags(configs[index], result))
+            loggers[index].end("FINISHED")
+            if finished is not None:
+                finished(index, loggers[index].run_id, result)
+
+        results = train_group(configs, datas, loggers, device, report, member_finished)
+    return [(logger.run_id, result) for logger, result in zip(loggers, results)]
+
+
 def run_training(
     config: TrainConfig,
     report: Callable[[str], None] | None = None,
@@ -179,10 +284,7 @@ def run_training(
     tags: dict[str, str] | None = None,
     prepared: tuple[torch.device, DatasetSplits] | None = None,
 ) -> tuple[str, TrainResult]:
-    """Load data, then train ``config`` inside one MLflow run, tagged at the end with its diagnosis and
-    description; returns the run id and the result."""
+    """Load data, then train ``config`` inside one MLflow run (a group of one), tagged at the end with its
+    diagnosis and description; returns the run id and the result."""
     device, data = prepared or prepare(config)
-    with training_run(config, data, device, parent_run_id, tags) as logger:
-        result = train(config, data, logger, device, report)
-        logger.set_tags(notes.run_note_tags(config, result))
-    return logger.run_id, result
+    return run_group([config], report, parent_run_id, tags, (device, [data]))[0]

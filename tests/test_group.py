@@ -1,0 +1,193 @@
+"""Groups: stacked members compute what they would alone, optimizers match torch.optim, members stay independent."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import RecordingLogger
+
+from actopt.core import gradstats, training
+from actopt.core.data import load_splits
+from actopt.core.models import build_mlp, linear_layers
+from actopt.core.optimizers import StackedOptimizer
+from actopt.core.stacked import StackedMLP
+from actopt.errors import ConfigError
+
+SETTINGS = [  # (optimizer, learning rates, momenta, weight decays) of three members
+    ("sgd", [0.1, 0.05, 0.01], [0.0, 0.9, 0.5], [0.0, 1e-3, 1e-2]),
+    ("adam", [1e-3, 1e-2, 3e-4], [0.0, 0.0, 0.0], [0.0, 1e-2, 1e-4]),
+    ("adamw", [1e-3, 1e-2, 3e-4], [0.0, 0.0, 0.0], [0.0, 1e-2, 0.1]),
+    ("rmsprop", [1e-3, 1e-2, 3e-4], [0.0, 0.9, 0.5], [0.0, 1e-3, 1e-2]),
+]
+
+
+def members(count: int, activation: str = "tanh", dropout: float = 0.0) -> list[torch.nn.Sequential]:
+    modules = []
+    for seed in range(count):
+        torch.manual_seed(seed)
+        modules.append(build_mlp((12, 8), activation, dropout, "default", input_size=20, classes=5))
+    return modules
+
+
+def stack(modules: list[torch.nn.Sequential], dropout: float = 0.0) -> StackedMLP:
+    return StackedMLP(modules, "tanh", dropout, [torch.Generator().manual_seed(index) for index in range(len(modules))])
+
+
+@pytest.mark.parametrize(("name", "rates", "momenta", "decays"), SETTINGS)
+def test_stacked_optimizers_follow_torch_optim_on_the_same_gradients(name, rates, momenta, decays):
+    modules = members(3)
+    model = stack(modules)
+    stacked = StackedOptimizer(name, [model.member_parameters(row) for row in range(3)], rates, momenta, decays)
+    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
+            "rmsprop": torch.optim.RMSprop}[name]
+    oracles = [kind(module.parameters(), lr=rate, weight_decay=decay,
+                    **({"momentum": momentum} if name in ("sgd", "rmsprop") else {}))
+               for module, rate, momentum, decay in zip(modules, rates, momenta, decays)]
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        model.zero_grad()
+        for row, (module, oracle) in enumerate(zip(modules, oracles)):
+            oracle.zero_grad()
+            for parameter, stacked_parameter in zip(
+                    [layer.weight for layer in linear_layers(module)] + [layer.bias for layer in linear_layers(module)],
+                    model.parameters()):
+                gradient = torch.randn(parameter.shape, generator=generator)
+                parameter.grad = gradient.clone()
+                stacked_parameter.grad[row].copy_(gradient.t() if gradient.dim() == 2 else gradient.reshape(1, -1))
+            oracle.step()
+        stacked.step()
+    for row, module in enumerate(modules):
+        for layer, weight, bias in zip(linear_layers(module), model.weights, model.biases):
+            torch.testing.assert_close(weight[row].detach().t(), layer.weight.detach(), rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(bias[row, 0].detach(), layer.bias.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_backward_accumulates_into_the_rows_the_optimizers_hold():
+    model = stack(members(2))
+    views = model.member_parameters(1)
+    inputs = torch.randn(2, 4, 20)
+    for _ in range(2):
+        model.zero_grad()
+        model.forward(inputs, training=True).sum().backward()
+        assert torch.equal(views[0].grad, model.weights[0].grad[1])
+        assert views[0].grad.abs().sum() > 0
+
+
+def test_each_member_computes_its_own_net_and_comes_back_as_one():
+    modules = members(3)
+    model = stack(modules)
+    inputs = torch.randn(3, 6, 20)
+    logits = model.forward(inputs, training=False)
+    for row, module in enumerate(modules):
+        torch.testing.assert_close(logits[row], module(inputs[row]), rtol=1e-5, atol=1e-6)
+        rebuilt = model.member_module(model.member_state(row), 20, 5)
+        torch.testing.assert_close(rebuilt(inputs[row]), module(inputs[row]), rtol=1e-5, atol=1e-6)
+    shared = model.forward(inputs[0], training=False)  # one input batch for every member
+    torch.testing.assert_close(shared[2], modules[2](inputs[0]), rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_masks_are_each_members_own():
+    one = stack(members(1), dropout=0.5)
+    three = stack(members(3), dropout=0.5)
+    masks_alone = one.dropout_masks(4, 12, torch.device("cpu"))
+    masks_in_group = three.dropout_masks(4, 12, torch.device("cpu"))
+    assert torch.equal(masks_alone[0], masks_in_group[0])
+    assert not torch.equal(masks_in_group[0], masks_in_group[1])
+    assert set(masks_in_group.unique().tolist()) == {0.0, 2.0}
+
+
+def test_keeping_rows_carries_weights_and_optimizer_state():
+    modules = members(3)
+    model = stack(modules)
+    optimizer = StackedOptimizer("adam", [model.member_parameters(row) for row in range(3)], [1e-2] * 3, [0.0] * 3,
+                                 [0.0] * 3)
+    inputs = torch.randn(3, 5, 20)
+    model.forward(inputs, training=True).sum().backward()
+    optimizer.step()
+    before = model.member_state(2)
+    model.keep_rows([0, 2])
+    optimizer.keep([0, 2], [model.member_parameters(row) for row in range(2)])
+    assert all(torch.equal(a, b) for a, b in zip(model.member_state(1), before))
+    assert optimizer.members[1].state_dict()["state"][0]["step"] == 1
+    model.zero_grad()
+    model.forward(inputs[[0, 2]], training=True).sum().backward()
+    optimizer.step()
+    assert not torch.equal(model.member_state(1)[0], before[0])
+
+
+def test_stacked_step_statistics_are_step_statistics_per_member():
+    weights = [torch.randn(4, 30, 12), torch.randn(4, 12, 3) * 1e-3]
+    biases = [torch.randn(4, 1, 12), torch.randn(4, 1, 3)]
+    weights[0][2] = 0.0  # a member whose first layer has no gradient
+    stacked = gradstats.stacked_step_statistics(weights, biases)
+    for row in range(4):
+        expected = gradstats.step_statistics([w[row] for w in weights], [b[row] for b in biases])
+        torch.testing.assert_close(stacked[row], expected, rtol=1e-5, atol=1e-7)
+
+
+def splits(config):
+    return load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+
+
+def test_a_member_logs_the_same_alone_and_in_a_group_of_four(small_config):
+    config = small_config.replace(epochs=2, dropout=0.1, learning_rate=2e-3)
+    others = [config.replace(learning_rate=rate, seed=seed) for rate, seed in ((1e-2, 1), (5e-4, 2), (3e-3, 3))]
+    alone = RecordingLogger()
+    training.train(config, splits(config), alone)
+    group = [config, *others]
+    loggers = [RecordingLogger() for _ in group]
+    training.train_group(group, [splits(member) for member in group], loggers)
+    inside = loggers[0]
+    assert [step for step, _ in inside.metrics] == [step for step, _ in alone.metrics]
+    for (_, expected), (_, got) in zip(alone.metrics, inside.metrics):
+        assert set(got) == set(expected)
+        for key, value in expected.items():
+            if key != "epoch_time":
+                assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
+    assert inside.tags == alone.tags
+    # The others really trained their own configurations: other seeds, other rates, other curves.
+    assert loggers[1].series("val_loss") != inside.series("val_loss")
+
+
+def test_a_diverging_member_stops_alone_and_the_others_train_on(small_config):
+    config = small_config.replace(optimizer="sgd", learning_rate=0.05, epochs=4, seed=1)
+    group = [config, config.replace(learning_rate=1e6, seed=0), config.replace(seed=2)]
+    loggers = [RecordingLogger() for _ in group]
+    finished = []
+    results = training.train_group(group, [splits(member) for member in group], loggers,
+                                   finished=lambda index, result: finished.append(index))
+    diverged = results[1]
+    assert diverged.diverged and diverged.diverged_epoch < 4
+    assert loggers[1].tags["diverged"] == "true"
+    assert loggers[1].tags["diverged_epoch"] == str(diverged.diverged_epoch)
+    assert max(loggers[1].series("train_loss")) == diverged.diverged_epoch
+    assert not math.isfinite(loggers[1].series("train_loss")[diverged.diverged_epoch])
+    assert training.HISTORY_ARTIFACT in loggers[1].texts
+    assert finished == [1, 0, 2]  # the diverged member's run can close as soon as it stops
+    for index in (0, 2):
+        assert not results[index].diverged and results[index].epochs_completed == 4
+        assert all(math.isfinite(value) for value in loggers[index].series("train_loss").values())
+    healthy = RecordingLogger()
+    training.train(group[2], splits(group[2]), healthy)
+    assert loggers[2].series("val_loss")[4] == pytest.approx(healthy.series("val_loss")[4], rel=1e-4)
+
+
+def test_configurations_that_shape_the_computation_differently_are_not_one_group(small_config):
+    with pytest.raises(ConfigError, match="activation"):
+        training.check_group([small_config, small_config.replace(activation="tanh")])
+    training.check_group([small_config, small_config.replace(learning_rate=0.1, seed=4, init="xavier")])
+
+
+def test_a_single_configuration_trains_through_the_group(small_config, monkeypatch):
+    calls = []
+    original = training.train_group
+
+    def counting(configs, *args, **kwargs):
+        calls.append(len(configs))
+        return original(configs, *args, **kwargs)
+
+    monkeypatch.setattr(training, "train_group", counting)
+    training.train(small_config.replace(epochs=1, max_batches=2), splits(small_config), RecordingLogger())
+    assert calls == [1]
