@@ -139,3 +139,20 @@ def test_under_mlflow_run_the_analysis_goes_to_its_run(tracking_store, tmp_path,
     assert run.info.status == "RUNNING"  # mlflow run ends it when the command exits
     assert run.data.tags[records.KIND_TAG] == "analysis"
     assert [item.path for item in client.list_artifacts(launcher)] == ["report.md"]
+
+
+def test_a_run_with_many_metrics_gives_a_table_the_analysis_can_extend_without_warnings(tracking_store):
+    """A 40-layer run logs hundreds of per-layer keys; the table's casts must not leave pandas warning
+    "highly fragmented" at each column the analysis adds (as it did on the real mnist-depth study)."""
+    import warnings
+
+    client = MlflowClient(tracking_store)
+    table = history("relu", epochs=2, best=0.8)
+    for row in table.values():
+        row.update({f"grad_norm/layer_{index:02d}": 0.1 for index in range(1, 160)})
+    log_run(client, "deep", {"activation": "relu"}, table)
+    runs = queries.load_runs("deep")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        for index in range(5):  # the analysis adds a few columns (order keys, groups, scores)
+            runs = runs.assign(**{f"added_{index}": index})

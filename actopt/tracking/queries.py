@@ -115,7 +115,9 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
         table[name] = pd.to_datetime(table[name], unit="ms", utc=True)
     metric_columns = [name for name in table.columns if name in SUMMARY_METRICS[1:] or name.startswith("final_")]
     table[metric_columns] = table[metric_columns].astype("float64")
-    return table
+    # The casts above leave hundreds of column blocks (a 40-layer run logs many final_ keys): pandas
+    # would warn "highly fragmented" on every later assign in the analysis, so the blocks are joined once.
+    return table.copy()
 
 
 def run_columns(rows: list[dict[str, Any]]) -> list[str]:
