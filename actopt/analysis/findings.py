@@ -3,6 +3,8 @@ decide."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from actopt.analysis import decisions
@@ -110,19 +112,27 @@ def exploding_gradients(runs: pd.DataFrame, checks: Checks) -> list[Finding]:
     if table.empty:
         return []
     columns = label_columns(runs, ["activation", "optimizer", "depth", "init"])
+    findings = findings_per_group(table, columns, topic, rule, "gradients exploded", lambda row: row["evidence"])
+    if not findings:
+        findings.append(Finding(topic, f"No run's gradients exploded ({plural(len(table), 'run')} checked).", rule,
+                                kind="absent"))
+    return findings
+
+
+def findings_per_group(table: pd.DataFrame, columns: list[str], topic: str, rule: str, what: str,
+                       evidence: Callable[[pd.Series], str]) -> list[Finding]:
+    """One finding per configuration group (``columns``) in which some run's check ``holds``: how many of its
+    runs, at which learning rates, and each listed run's ``evidence``."""
     findings = []
     for _, group in table.groupby(columns, sort=False, dropna=False):
         high = sort_runs(group[group["holds"]], ["learning_rate"])
         if high.empty:
             continue
         rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
-        statement = (f"{label(group.iloc[0], columns)}: gradients exploded in {len(high)} of {len(group)} runs "
+        statement = (f"{label(group.iloc[0], columns)}: {what} in {len(high)} of {len(group)} runs "
                      f"(learning rates {rates}).")
-        numbers = "; ".join(f"{run_name(row)}: {row['evidence']}" for _, row in high.head(LISTED_RUNS).iterrows())
+        numbers = "; ".join(f"{run_name(row)}: {evidence(row)}" for _, row in high.head(LISTED_RUNS).iterrows())
         findings.append(Finding(topic, statement, rule, numbers, listed(references(high))))
-    if not findings:
-        findings.append(Finding(topic, f"No run's gradients exploded ({plural(len(table), 'run')} checked).", rule,
-                                kind="absent"))
     return findings
 
 
@@ -133,17 +143,8 @@ def unit_fraction_findings(runs: pd.DataFrame, checks: Checks, rule_name: str, p
     if table.empty:
         return []
     columns = label_columns(runs, ["activation", "optimizer", "depth", "init", "dropout"])
-    findings = []
-    for _, group in table.groupby(columns, sort=False, dropna=False):
-        high = sort_runs(group[group["holds"]], ["learning_rate"])
-        if high.empty:
-            continue
-        rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
-        statement = (f"{label(group.iloc[0], columns)}: {what} in {len(high)} of {len(group)} runs "
-                     f"(learning rates {rates}).")
-        numbers = "; ".join(f"{run_name(row)}: layer_{int(row['layer']):02d} {row['fraction']:.2f}"
-                            for _, row in high.head(LISTED_RUNS).iterrows())
-        findings.append(Finding(topic, statement, rule, numbers, listed(references(high))))
+    findings = findings_per_group(table, columns, topic, rule, what,
+                                  lambda row: f"layer_{int(row['layer']):02d} {row['fraction']:.2f}")
     if not findings:
         top = table.loc[table["fraction"].idxmax()]
         findings.append(Finding(topic, f"No run exceeded {threshold:g} (largest: {top['fraction']:.2f} in "
