@@ -170,9 +170,11 @@ def measure_study(data_dir: str, every: int, epochs: int | None, workers: int,
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")
     if epochs:
         everything = [config.replace(epochs=epochs) for config in everything]
-    chosen = everything[::every]
+    # The preset itself runs three seeds: the one-seed study is its configurations at the first seed.
+    one_seed = [config for config in everything if config.seed == everything[0].seed]
+    chosen = one_seed[::every]
     three_seeds = [config.replace(seed=seed) for config in chosen for seed in SEEDS]
-    result = StudyComparison(len(chosen), len(everything), chosen[0].epochs, workers)
+    result = StudyComparison(len(chosen), len(one_seed), chosen[0].epochs, workers)
     for name, configs, group_size in (("1 seed, one configuration per program", chosen, 1),
                                       ("3 seeds, groups of up to 8", three_seeds, GROUP_SIZE)):
         with tempfile.TemporaryDirectory() as folder, tracking_store(None, Path(folder)):
