@@ -258,7 +258,11 @@ def train_group(
         for row, index in enumerate(active):
             member = members[index]
             metrics = epoch_metrics(totals, row, optimizer.learning_rate(row), element_counts)
-            metrics["epoch_time"] = epoch_time
+            # A member's share of the group's epoch: what its epoch cost, comparable with a run trained alone
+            # (the report's seconds per epoch); the whole group's time is kept beside it.
+            metrics["epoch_time"] = epoch_time / len(active)
+            if len(members) > 1:
+                metrics["group_epoch_time"] = epoch_time
             metrics["val_loss"], metrics["val_accuracy"] = validation[row]
             metrics["train_eval_loss"], metrics["train_eval_accuracy"] = train_eval[row]
             if tests is not None:
