@@ -153,3 +153,17 @@ def test_dropout_effect_is_reported_with_intervals_per_activation():
                                "-1.7], 3 seeds; from 3.0 to 1.1 points) and changed best validation accuracy by +0.2 "
                                "points (95% CI [0.2, 0.2], 3 seeds).")
     assert "change -1.9 points (95% CI [-2.1, -1.7], 3 seeds)" in found.numbers
+
+
+def test_levels_that_all_stayed_at_chance_are_not_compared():
+    """Every run at chance: the levels differ only by their splits' chance rates, so no 'cannot decide' interval."""
+    rows = [{"activation": activation, "seed": seed, "test_accuracy": 0.1135, "best_val_accuracy": 0.1143}
+            for activation in ("relu", "tanh") for seed in range(3)]
+    rows += [{"activation": activation, "seed": seed, "test_accuracy": 0.9 + 0.01 * seed, "best_val_accuracy": 0.9,
+              "optimizer": "sgd"} for activation in ("relu", "tanh") for seed in range(3)]
+    found = decisions.comparisons(run_table(rows))
+    at_chance = [finding for finding in found if finding.statement.startswith("adam")]
+    assert [finding.statement for finding in at_chance] == [
+        "adam: no activation level learned (every run within 2.0 points of chance): nothing to compare "
+        "(see 'Runs that did not learn')."]
+    assert any(finding.statement.startswith("sgd: cannot decide between") for finding in found)

@@ -138,10 +138,16 @@ def factor_decisions(table: pd.DataFrame, factor: str, topic: str, measure: Meas
         scores = {name: values for name, values in scores.items() if len(values)}
         if len(scores) < 2:
             continue
+        where = f"{label(group.iloc[0], columns)}: " if columns else ""
+        if "learned" in group and not group["learned"].any():
+            # Runs that stayed at chance differ only by the chance rates of their splits: no decision to state.
+            statement = (f"{where}no {factor} level learned (every run within {points(CHANCE_MARGIN)} of chance): "
+                         f"nothing to compare (see 'Runs that did not learn').")
+            found.append(Finding(topic, statement, rule, "", listed(references(group)), "undecided"))
+            continue
         sign = 1 if measure.higher_is_better else -1
         ranked = sorted(scores, key=lambda name: sign * scores[name].mean(), reverse=True)
         verdicts = [compare(ranked[0], other, scores, measure) for other in ranked[1:]]
-        where = f"{label(group.iloc[0], columns)}: " if columns else ""
         statement = where + "; ".join(sentence for _, sentence in verdicts) + "."
         numbers = "; ".join(level_summary(name, scores[name], measure) for name in ranked) + f" ({measure.unit})"
         kind = "holds" if all(decided for decided, _ in verdicts) else "undecided"
