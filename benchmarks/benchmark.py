@@ -210,9 +210,10 @@ def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: i
 
 # Where an epoch's time goes, by the operators' names (self time, so nothing counts twice).
 CATEGORIES = {
-    "matrix multiplications (mm, addmm)": ("aten::mm", "aten::addmm"),
+    # A group of one trains through the stacked program: its layers are batched matmuls (bmm, baddbmm).
+    "matrix multiplications (mm, addmm, bmm, baddbmm)": ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"),
     "optimizer step and zero_grad": ("Optimizer.step", "Optimizer.zero_grad", "aten::_fused_adam", "aten::_fused_sgd"),
-    "gathering each batch by index": ("aten::index",),
+    "gathering each batch by index": ("aten::index",),  # aten::index and aten::index_select
 }
 
 
