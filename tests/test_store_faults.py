@@ -23,8 +23,9 @@ from actopt.tracking import records, schema, store
 
 # Where to kill MLflow's creation of a new store, in SQL statements from its start (about 1700 in all with
 # MLflow 3.17). Each of these left a store that MLflow itself could no longer open ("table ... already exists",
-# "duplicate column name").
-CUT_POINTS = [50, 400, 800]
+# "duplicate column name"). A cut at 400 broke it as well; to keep CI's slow suite short only an early
+# cut (50) and a late one (800) are tested.
+CUT_POINTS = [50, 800]
 
 KILL_DURING_CREATION = textwrap.dedent("""
     import os, signal, sys
