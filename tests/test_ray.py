@@ -143,7 +143,7 @@ def comparable(experiment: str):
     runs = queries.load_runs(experiment).sort_values(["run_name", "seed"]).reset_index(drop=True)
     histories = queries.load_histories(runs)
     histories = histories.merge(runs[["run_id", "run_name", "seed"]])
-    histories = histories[histories["key"] != "epoch_time"].drop(columns="run_id")
+    histories = histories[~histories["key"].isin(["epoch_time", "group_epoch_time"])].drop(columns="run_id")
     histories = histories.sort_values(["run_name", "seed", "key", "step"]).reset_index(drop=True)
     columns = ["run_name", "seed", "status", "activation", "optimizer", "learning_rate", "best_epoch",
                "best_val_accuracy",
