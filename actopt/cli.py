@@ -314,6 +314,7 @@ def start_sweep(
             raise UserError(f"--group-size must be >= 1, got {group_size}")
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
+        budget = adaptive_budget(loaded, *adaptive)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
         if launcher and experiment_name and experiment_name != launcher[1]:
             raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "
@@ -323,7 +324,6 @@ def start_sweep(
         store.check_store(terminal_report)
         records.check_experiment(configs[0].experiment_name)
         ensure_datasets(configs)
-        budget = adaptive_budget(loaded, *adaptive)
         started = start_executor(engine)
         if started:
             terminal_report(started)

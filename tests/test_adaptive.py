@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from actopt.analysis.adaptive import Budget, configuration_key, sweep_until_decided
+from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import InlineExecutor, ensure_datasets
 from actopt.tracking import notes, records
@@ -98,3 +98,7 @@ def test_stopped_mid_look_it_continues_the_same_plan_and_trains_no_seed_twice(tm
     assert [(row["look"], row["first_seeds"], row["second_seeds"], row["next"]) for row in rows] == [
         ("0", "2", "2", "go on"), ("1", "4", "4", "stop")]
     assert rows[0]["comparison"] == "activation relu vs tanh"
+    # What the report says of it.
+    section = report_section(records.sweep_looks([parent]))
+    assert f"Sweep parent `{parent}` added seeds until its comparisons were decided: 2 looks" in section
+    assert "sequential intervals" in section and "- activation relu vs tanh: " in section

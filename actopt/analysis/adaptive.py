@@ -230,3 +230,23 @@ def looks_summary(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.L
         lines.append(f"- {pair.name}: {verdict.state}, {points(interval.mean)} points {bounds}, "
                      f"{verdict.count} paired seeds")
     return "\n".join(lines)
+
+
+def report_section(looks_by_parent: dict[str, dict[str, str]]) -> str:
+    """The report's account of the adaptive sweeps its runs came from: how many looks, why each stopped,
+    and the sequential verdicts that decided where seeds went."""
+    if not looks_by_parent:
+        return ""
+    lines = ["## Adaptive seeds", ""]
+    for run_id, looked in looks_by_parent.items():
+        summary = looked["description"]
+        summary = summary[summary.index("Adaptive seeds:"):] if "Adaptive seeds:" in summary else ""
+        lines += [f"Sweep parent `{run_id}` added seeds until its comparisons were decided: {looked['looks']} "
+                  f"looks, stopped because {looked['stopped'] or 'it has not stopped yet'}. Its decisions use "
+                  "sequential intervals (anytime-valid mixture-t confidence sequences, each at 0.05 over its "
+                  "number of comparisons; docs/analysis.md), valid however often it looked. The intervals of the "
+                  "findings above are fixed-sample Student-t intervals over all the seeds: after adaptive stopping "
+                  "they are narrower than the error rate allows, so read the decisions from the sequential ones "
+                  "here and in the parent's sweep_looks.csv.", ""]
+        lines += [line for line in summary.splitlines()[1:] if line.strip()] + [""]
+    return "\n".join(lines).rstrip()

@@ -54,8 +54,9 @@ FAMILY_ALPHA = 0.05
 EFFECT_PRIOR = 1.0
 # The empirical-Bernstein bets are truncated at 1/2, Waudby-Smith and Ramdas's default.
 BET_TRUNCATION = 0.5
-# Seeds are added in growing batches: each look brings a configuration to max(n + 2, 1.5 n) seeds,
-# so that the seeds of one look train together as groups and the looks stay few (3, 5, 8, 12, 18, …).
+# Seeds are added in growing batches: each look brings a configuration to max(n + 2, 1.5 n) seeds, and
+# at least to the fewest at which the rule can decide, so that the seeds of one look train together as
+# groups and the looks stay few (with 3 comparisons: 3, 6, 9, 14, 20).
 GROWTH = 1.5
 MIN_ADDED = 2
 # Futility: a comparison stops early when even an optimistic lead (the observed one plus two standard
@@ -73,6 +74,15 @@ def t_threshold(count: int, alpha: float, prior: float = EFFECT_PRIOR) -> float:
     if ratio >= spread:
         return math.inf
     return math.sqrt((count - 1) * (ratio - 1) / (1 - ratio / spread))
+
+
+def fewest_seeds(alpha: float, prior: float = EFFECT_PRIOR) -> int:
+    """The fewest paired seeds at which the rule can decide at all: even an unbounded t leaves the Bayes
+    factor at (1 + n g)^((n − 1)/2), which must reach 1/α."""
+    count = 2
+    while not math.isfinite(t_threshold(count, alpha, prior)):
+        count += 1
+    return count
 
 
 def t_bayes_factor(values: Sequence[float] | np.ndarray, null: float = 0.0, prior: float = EFFECT_PRIOR) -> float:
@@ -269,9 +279,11 @@ def look(pairs: Sequence[Pair], values: dict[str, Sequence[float]], counts: dict
     verdicts = tuple(judge(pair_differences(pair, values, counts), alpha, cap, rule, shared_seeds(pair, counts))
                      for pair in pairs)
     wanted = dict(counts)
+    # A look before the rule can decide anything would be a look for nothing.
+    least = min(cap, fewest_seeds(alpha)) if rule is SEQUENTIAL_T else 0
     for pair, verdict in zip(pairs, verdicts):
         if verdict.state == OPEN:
-            target = next_count(shared_seeds(pair, counts), cap)
+            target = max(next_count(shared_seeds(pair, counts), cap), least)
             for key in (pair.first, pair.second):
                 wanted[key] = max(wanted[key], target)
     added = sum(wanted[key] - counts[key] for key in counts)

@@ -39,8 +39,8 @@ from actopt.errors import ConfigError
 STUDIES_DIR = Path(__file__).with_name("studies")
 FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "until_decided")
 # --until-decided: seeds per configuration at most. With the ~9 comparisons of a study such as
-# fashion-activations (each at 0.05/9), the sequential rule decides an effect of 2 paired standard
-# deviations with a median 10 seeds and one of 1 standard deviation with 19 (docs/analysis.md).
+# fashion-activations (each at 0.05/9), the sequential rule decides a difference of 2 paired standard
+# deviations with a median 10 seeds and one of 1 standard deviation with 20 (docs/analysis.md).
 DEFAULT_MAX_SEEDS = 20
 UNTIL_DECIDED_KEYS = ("max_seeds", "max_runs")
 # Set by the sweep for every run; the seed comes from "seeds".
@@ -142,8 +142,8 @@ def check_until_decided(value: Any, declared: int, where: str) -> dict[str, int]
 
 def check_max_seeds(max_seeds: int, declared: int, what: str) -> None:
     if max_seeds < max(declared, 2):
-        raise ConfigError(f"{what} is {max_seeds}: at least the {declared} declared seed"
-                          f"{'s' if declared > 1 else ''} and at least 2 (one seed has no interval)")
+        raise ConfigError(f"{what} must be at least {max(declared, 2)} (the study declares {declared} seed"
+                          f"{'s' if declared > 1 else ''}, and one seed has no interval), got {max_seeds}")
 
 
 def without_comments(value: Any) -> Any:

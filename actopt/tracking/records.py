@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -311,3 +311,16 @@ def record_looks(run_id: str, table_csv: str, looks: int, stopped: str, summary:
             notes.DESCRIPTION_TAG: notes.fit(f"{description}\n\n{summary}".strip(), f"the looks are {LOOKS_ARTIFACT}")}
     client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
     client.log_text(run_id, table_csv, LOOKS_ARTIFACT)
+
+
+def sweep_looks(parent_run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The looks an adaptive sweep recorded on each of these parents (their count, why it stopped, the
+    description), for the parents that have any."""
+    client = configure()
+    found = {}
+    for run_id in parent_run_ids:
+        tags = client.get_run(run_id).data.tags
+        if LOOKS_TAG in tags:
+            found[run_id] = {"looks": tags[LOOKS_TAG], "stopped": tags.get(STOPPED_TAG, ""),
+                             "description": tags.get(notes.DESCRIPTION_TAG, "")}
+    return found
