@@ -78,19 +78,19 @@ def varying_fields(configs: Sequence[TrainConfig]) -> list[str]:
     return [name for name in params[0] if name != "seed" and len({row[name] for row in params}) > 1]
 
 
-def run_table(rows: Sequence[Row], fields: Sequence[str]) -> pd.DataFrame:
+def sweep_table(rows: Sequence[Row], fields: Sequence[str]) -> pd.DataFrame:
     """One row per configuration and seed: the varying options, the seed, and the two accuracies of a
     finished run that did not diverge (NaN otherwise: a diverged run is infeasible, not a value)."""
-    records_ = []
+    entries = []
     for row in rows:
         usable = row.status == FINISHED and row.run is not None
         params = row.config.to_params()
-        records_.append({"configuration": configuration_key(row.config), "seed": row.config.seed,
+        entries.append({"configuration": configuration_key(row.config), "seed": row.config.seed,
                          **{name: params[name] for name in fields},
                          CHOICE: row.run.best_val_accuracy if usable else np.nan,  # type: ignore[union-attr]
                          MEASURE: row.run.test_accuracy if usable else np.nan,  # type: ignore[union-attr]
                          "done": row.status in (FINISHED, DIVERGED)})
-    table = pd.DataFrame(records_)
+    table = pd.DataFrame(entries)
     return table.astype({CHOICE: "float64", MEASURE: "float64"})
 
 
@@ -165,7 +165,7 @@ def sweep_until_decided(
                        f"look {len(looks)} did not finish (failed runs)") + ": start the same sweep again to continue"
             record(result.parent_run_id, pairs or [], looks, stopped)
             return AdaptiveResult(result, tuple(pairs or ()), tuple(looks), stopped)
-        table = run_table(result.rows, fields)
+        table = sweep_table(result.rows, fields)
         if pairs is None:
             pairs = needed_comparisons(table, fields)
         alpha = sequential.comparison_alpha(len(pairs))
