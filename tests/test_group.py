@@ -9,7 +9,7 @@ import torch
 from conftest import RecordingLogger
 
 from actopt.core import gradstats, training
-from actopt.core.data import load_splits
+from actopt.core.data import DatasetSplits, Split, load_splits
 from actopt.core.models import build_mlp, linear_layers
 from actopt.core.optimizers import StackedOptimizer, build_optimizer
 from actopt.core.stacked import StackedMLP
@@ -165,18 +165,36 @@ def test_stacked_step_statistics_are_step_statistics_per_member():
         torch.testing.assert_close(stacked[row], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_each_distinct_batch_is_copied_once_and_every_row_gets_its_own():
+    shared, other = (Split(torch.randn(10, 3), torch.arange(10)) for _ in range(2))
+    data = [DatasetSplits("x", "memory", "none", split, split, split) for split in (shared, shared, other)]
+    group = [training.Member(None, item, None, None) for item in data]
+    same_order, other_order = [torch.tensor([3, 1]), torch.tensor([0, 2])], [torch.tensor([4, 2]), torch.tensor([1, 0])]
+    orders = [same_order, [order.clone() for order in same_order], other_order]
+    sources, rows_of = training.distinct_batches(group, orders)
+    assert sources == [0, 2] and rows_of.tolist() == [0, 0, 1]
+    inputs, targets = training.gather_batch([shared, other], [same_order[0], other_order[0]], rows_of, 3)
+    for row, (split, order) in enumerate(((shared, same_order), (shared, same_order), (other, other_order))):
+        assert torch.equal(inputs[row], split.inputs[order[0]]) and torch.equal(targets[row], split.targets[order[0]])
+    orders[1] = other_order  # same split, another order: its own batches
+    assert training.distinct_batches(group, orders) == ([0, 1, 2], None)
+
+
 def splits(config):
     return load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
 
 
 def test_a_member_logs_the_same_alone_and_in_a_group_of_four(small_config):
     config = small_config.replace(epochs=2, dropout=0.1, learning_rate=2e-3)
-    others = [config.replace(learning_rate=rate, seed=seed) for rate, seed in ((1e-2, 1), (5e-4, 2), (3e-3, 3))]
+    # One other member shares the seed (its split and batch order, so its batches are copied from the same rows).
+    others = [config.replace(learning_rate=rate, seed=seed) for rate, seed in ((1e-2, 1), (5e-4, config.seed),
+                                                                               (3e-3, 3))]
     alone = RecordingLogger()
     training.train(config, splits(config), alone)
     group = [config, *others]
     loggers = [RecordingLogger() for _ in group]
-    training.train_group(group, [splits(member) for member in group], loggers)
+    by_seed = {member.seed: splits(member) for member in group}  # as a sweep prepares them: one split per seed
+    training.train_group(group, [by_seed[member.seed] for member in group], loggers)
     inside = loggers[0]
     assert [step for step, _ in inside.metrics] == [step for step, _ in alone.metrics]
     for (_, expected), (_, got) in zip(alone.metrics, inside.metrics):
