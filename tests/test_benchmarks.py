@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import RecordingLogger
 from mlflow.tracking import MlflowClient
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -82,6 +83,26 @@ def test_epoch_flops_matches_flop_counter_on_the_timed_epoch_of_form_b(changes):
     assert len(logger.stamps) == 1
     test_pass = benchmark.epoch_flops(config, 0, len(data.test))
     assert benchmark.epoch_flops(config, len(data.train), len(data.validation)) == counter.get_total_flops() - test_pass
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_run_flops_matches_flop_counter_on_a_whole_run_probes_and_test_pass_included(statistics):
+    limits = load_benchmark().limits
+    config = small_config(epochs=2, hidden_sizes="16", gradient_statistics=statistics, log_model=False)
+    data = DatasetSplits("synthetic", "memory", "none", random_split(20), random_split(12), random_split(6))
+    with FlopCounterMode(display=False) as counter:
+        training.train(config, data, RecordingLogger())
+    probe = limits.probe_flops(config, 12)
+    assert probe > 0
+    assert limits.run_flops(config, 20, 12, 6, probe) == counter.get_total_flops()
+    assert limits.study_flops([config, config], (20, 12, 6)) == 2 * counter.get_total_flops()
+
+
+def test_the_model_matmul_rate_is_measured_and_splits_use_every_core():
+    benchmark = load_benchmark()
+    assert benchmark.limits.model_matmul_rate(small_config(hidden_sizes="16"), 1, seconds=0.05) > 0
+    assert benchmark.study_limit.core_splits(2) == [(1, 2), (2, 1)]
+    assert benchmark.study_limit.core_splits(4) == [(1, 4), (2, 2), (4, 1)]
 
 
 def test_default_configuration_counts_no_input_gradient_for_the_first_layer():
