@@ -171,3 +171,17 @@ def test_group_sections_give_verdicts_from_the_ratios_and_a_rerun_keeps_unmeasur
     assert merged == ("# results\n\nnew header\n\nSection 5 was not measured in this run and kept from the previous "
                       "file, with its own date and conditions.\n\n## 1. Training\n\nfresh\n\n## 5. System metrics"
                       "\n\nkept\n\n## 6. Groups\n\nnew\n")
+
+
+def test_the_study_limit_section_gives_verdicts_from_its_ratios():
+    study_limit = load_benchmark().study_limit
+    result = study_limit.StudyLimit(runs=9, total_runs=63, epochs=1, flops=int(4e12), rates={2: 50e9, 1: 40e9})
+    result.splits = [study_limit.Split(1, 2, 8, seconds=150.0, limit=80.0, outside_epochs=1.0),
+                     study_limit.Split(2, 1, 8, seconds=120.0, limit=50.0, outside_epochs=2.0),
+                     study_limit.Split(2, 1, 1, seconds=250.0, limit=50.0, outside_epochs=2.0)]
+    text = "\n".join(study_limit.study_limit_section(result))
+    assert "an evenly spaced slice of 9 of its 63 runs" in text and "4.00 TFLOP" in text
+    assert "| 2 × 1 | 8 | 120.0 | 50.0 | 2.40× | 2.00 | 61.0 |" in text  # 120 - 50 - 2 s × 9 runs / 2 workers
+    assert "Fastest split: 2 × 1." in text
+    assert "| wall time ≤ 2× the arithmetic limit (2 × 1) | 2.40× | **missed** |" in text
+    assert "| wall time ≤ half the one-configuration-per-program wall time | 0.48 | met |" in text
