@@ -46,22 +46,21 @@ def compared_answer(question: Question, measure_name: str, made: Sequence[Decisi
         return f"{measure.name.capitalize()}: no pair could be compared (no level learned, or the factor did not vary)."
     decided = [item for item in chosen if item.decided]
     open_pairs = [item for item in chosen if not item.decided]
-    named = multiplicity.METHODS[method].split(" (")[0]
-    parts = [f"{measure.name.capitalize()}, {len(chosen)} pairs"]
+    named = multiplicity.SHORT_NAMES[method]
     if decided:
-        parts.append(f"decided after {named}: " + "; ".join(short_verdict(item) for item in decided))
+        parts = [f"{measure.name.capitalize()}: {len(decided)} of {len(chosen)} pairs decided after {named}: "
+                 + "; ".join(short_verdict(item) for item in decided)]
     else:
-        parts.append(f"none decided after {named}")
+        parts = [f"{measure.name.capitalize()}: none of the {len(chosen)} pairs decided after {named}"]
     if open_pairs:
         detectable = [item.detectable for item in open_pairs if math.isfinite(item.detectable)]
         low, high = (f"{value * measure.scale:.1f}" for value in (min(detectable or [0]), max(detectable or [0])))
-        spread = (f" (with {open_pairs[0].difference.count} seeds the test would find, at 80% power, differences of "
-                  + (f"{low}" if low == high else f"{low} to {high}") + f" {measure.unit} or more)"
-                  if detectable else "")
+        if detectable:
+            parts.append(f"with {open_pairs[0].difference.count} seeds the undecided pairs could have shown, at 80% "
+                         f"power, differences of " + (low if low == high else f"{low} to {high}") + f" {measure.unit}")
         largest = max(open_pairs, key=lambda item: abs(item.difference.mean))
-        parts.append(f"not decided: {len(open_pairs)} of {len(chosen)}{spread}; the largest open difference "
-                     f"({short_verdict(largest, adjusted=False)}) would need "
-                     + (f"{largest.seeds_needed} seeds" if largest.seeds_needed else "more seeds than is sensible"))
+        parts.append(f"the largest undecided difference ({short_verdict(largest, adjusted=False)}) would need "
+                     + (f"{largest.seeds_needed} seeds" if largest.seeds_needed else "more than 10,000 seeds"))
     return "; ".join(parts) + "."
 
 

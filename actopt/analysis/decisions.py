@@ -12,6 +12,7 @@ one seed there is no test: the fixed margins below stand in, and the report open
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -107,9 +108,18 @@ class Decision:
     simultaneous: Interval  # the same difference at the family's Bonferroni level
     adjusted_p: float
     decided: bool
-    detectable: float  # smallest |difference| found with POWER at the family's strictest level α/m
-    seeds_needed: int | None  # for the observed difference at that level; None beyond SEEDS_LIMIT
+    strict_alpha: float  # the family's strictest level α/m, at which the power below is computed
     unpaired: int  # seeds of either level without a value on both sides
+
+    @functools.cached_property
+    def detectable(self) -> float:
+        """The smallest |difference| the test finds with POWER at ``strict_alpha``, with these seeds and spread."""
+        return detectable_effect(self.difference.spread, self.difference.count, self.strict_alpha)
+
+    @functools.cached_property
+    def seeds_needed(self) -> int | None:
+        """Seeds the observed difference would need at ``strict_alpha``; None beyond SEEDS_LIMIT."""
+        return seeds_needed(self.difference.mean, self.difference.spread, self.strict_alpha)
 
     @property
     def measure(self) -> Measure:
@@ -128,45 +138,56 @@ def seed_values(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.dropna(subset=[column]).groupby("seed")[column].mean()
 
 
-def test_contrast(contrast: Contrast, tuned: pd.DataFrame) -> tuple[Interval, int]:
-    """The paired difference first − second of one contrast, and how many seeds could not be paired."""
+def seed_tables(tuned: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
+    """Per configuration (its label columns' values as text), the measures' values by seed (the mean where a
+    configuration has several runs of a seed): computed once, read by every contrast."""
+    columns = label_columns(tuned, science_columns(tuned))
+    measured = [item.column for item in MEASURES.values() if item.column in tuned]
+    keyed = tuned.assign(**{name: tuned[name].map(text) for name in columns})
+    means = keyed.groupby([*columns, "seed"], sort=False, dropna=False)[measured].mean()
+    return {key if isinstance(key, tuple) else (key,): rows.droplevel(list(range(len(columns))))
+            for key, rows in means.groupby(level=list(range(len(columns))), sort=False)}
+
+
+def configuration_key(contrast: Contrast, level: object, columns: list[str]) -> tuple[str, ...]:
+    values = {**{name: text(value) for name, value in contrast.where}, contrast.factor: text(level)}
+    return tuple(values.get(name, "") for name in columns)
+
+
+def paired_values(contrast: Contrast, tables_by_seed: dict[tuple[str, ...], pd.DataFrame], columns: list[str]
+                  ) -> tuple[pd.Series, pd.Series, int]:
+    """The two levels' values by seed, and how many seeds of either could not be paired."""
     column = MEASURES[contrast.measure].column
-    first = seed_values(contrast.rows(tuned, contrast.first), column)
-    second = seed_values(contrast.rows(tuned, contrast.second), column)
-    seeds = set(contrast.rows(tuned, contrast.first)["seed"]) | set(contrast.rows(tuned, contrast.second)["seed"])
-    difference = paired_difference(first, second)
-    return difference, len(seeds) - difference.count
+    empty = pd.Series(dtype="float64")
+    first, second = (tables_by_seed[key][column].dropna() if key in tables_by_seed else empty
+                     for key in (configuration_key(contrast, level, columns)
+                                 for level in (contrast.first, contrast.second)))
+    paired = len(first.index.intersection(second.index))
+    return first, second, len(first.index.union(second.index)) - paired
 
 
 def decide(contrasts: list[Contrast], table: pd.DataFrame, method: str = multiplicity.DEFAULT_METHOD,
-           confidence: float = CONFIDENCE) -> list[Decision]:
-    """Every contrast tested seed by seed and judged over the family they form together (one family per report)."""
-    tuned = tuned_runs(table, keep_failed=True)
-    tested = [test_contrast(contrast, tuned) for contrast in contrasts]
-    adjusted = multiplicity.adjust([difference.p_value for difference, _ in tested], method)
-    size = family_size(tested)
+           confidence: float = CONFIDENCE, tuned: pd.DataFrame | None = None) -> list[Decision]:
+    """Every contrast tested seed by seed and judged over the family they form together (one family per report);
+    ``tuned`` is ``tuned_runs(table, keep_failed=True)`` where the caller has it already."""
+    tuned = tuned_runs(table, keep_failed=True) if tuned is None else tuned
+    columns = label_columns(tuned, science_columns(tuned))
+    by_seed = seed_tables(tuned) if contrasts else {}
+    values = [paired_values(contrast, by_seed, columns) for contrast in contrasts]
+    differences = [paired_difference(first, second, confidence) for first, second, _ in values]
+    adjusted = multiplicity.adjust([difference.p_value for difference in differences], method)
+    size = sum(1 for difference in differences if math.isfinite(difference.p_value))
     alpha = 1 - confidence
     wide = multiplicity.simultaneous_confidence(confidence, size)
     decisions = []
-    for contrast, (difference, unpaired), p_value in zip(contrasts, tested, adjusted):
-        column = MEASURES[contrast.measure].column
+    for contrast, (first, second, unpaired), difference, p_value in zip(contrasts, values, differences, adjusted):
         if difference.count == 1:
             decided = abs(difference.mean) > MEASURES[contrast.measure].single_seed_margin
         else:
             decided = bool(math.isfinite(p_value) and p_value <= alpha)
-        first = seed_values(contrast.rows(tuned, contrast.first), column)
-        second = seed_values(contrast.rows(tuned, contrast.second), column)
-        simultaneous = paired_difference(first, second, wide)
-        strict = alpha / max(size, 1)
-        decisions.append(Decision(contrast, difference, simultaneous, float(p_value), decided,
-                                  detectable_effect(difference.spread, difference.count, strict),
-                                  seeds_needed(difference.mean, difference.spread, strict), unpaired))
+        decisions.append(Decision(contrast, difference, paired_difference(first, second, wide), float(p_value),
+                                  decided, alpha / max(size, 1), unpaired))
     return decisions
-
-
-def family_size(tested: list[tuple[Interval, int]]) -> int:
-    """How many comparisons of the family carry a p-value (those without spread or with one seed cannot)."""
-    return sum(1 for difference, _ in tested if math.isfinite(difference.p_value))
 
 
 def verdict(decision: Decision, method: str) -> str:
@@ -187,7 +208,7 @@ def verdict(decision: Decision, method: str) -> str:
     if difference.degenerate:
         return (f"cannot decide between {first} and {second}: every seed differs by exactly "
                 f"{measure.amount(difference.mean)}, an interval of zero width that says nothing about the spread")
-    adjusted = f"{method}-adjusted p {decision.adjusted_p:.2g}"
+    adjusted = f"{multiplicity.SHORT_NAMES[method]}-adjusted p {decision.adjusted_p:.2g}"
     if decision.decided:
         lead = measure.amount(abs(difference.mean))
         return f"{better} {measure.verb.format(other=worse)} by {lead} ({raw}; {adjusted})"

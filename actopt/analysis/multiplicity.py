@@ -17,6 +17,7 @@ import numpy as np
 
 # The study file's "multiplicity" values: the method that adjusts, and how the report names it.
 METHODS = {"holm": "Holm (family-wise error rate)", "fdr": "Benjamini–Hochberg (false-discovery rate)"}
+SHORT_NAMES = {"holm": "Holm", "fdr": "BH"}
 DEFAULT_METHOD = "holm"
 
 

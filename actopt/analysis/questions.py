@@ -99,10 +99,12 @@ def level_pairs(levels: list[Any], declared: tuple[tuple[Any, Any], ...]) -> lis
             if text(first) in present and text(second) in present]
 
 
-def comparisons_needed(questions: Sequence[Question], table: pd.DataFrame) -> list[Contrast]:
+def comparisons_needed(questions: Sequence[Question], table: pd.DataFrame, tuned: pd.DataFrame | None = None
+                       ) -> list[Contrast]:
     """Every pair each question's compared measures test, in question order, each pair once (the first question
-    that needs it owns it). Groups where no run learned are left out: their levels differ only by chance rates."""
-    tuned = tuned_runs(table, keep_failed=True)
+    that needs it owns it). Groups where no run learned are left out: their levels differ only by chance rates.
+    ``tuned`` is ``tuned_runs(table, keep_failed=True)`` where the caller has it already."""
+    tuned = tuned_runs(table, keep_failed=True) if tuned is None else tuned
     needed: list[Contrast] = []
     seen: set[tuple[Any, ...]] = set()
     factors = set(varying_factors(table))

@@ -28,7 +28,14 @@ from actopt.analysis.frames import (
 )
 from actopt.analysis.questions import Question, comparisons_needed, default_questions
 from actopt.analysis.statistics import CONFIDENCE, proportion_interval
-from actopt.analysis.tables import CHANCE_MARGIN, CONVERGENCE_LEVEL, best_learning_rates, run_table, scored
+from actopt.analysis.tables import (
+    CHANCE_MARGIN,
+    CONVERGENCE_LEVEL,
+    best_learning_rates,
+    run_table,
+    scored,
+    tuned_runs,
+)
 
 
 @dataclass
@@ -247,7 +254,9 @@ def judge(table: pd.DataFrame, questions: Sequence[Question] = (), method: str =
           ) -> Judged:
     """The study's questions (or the defaults), every comparison they need, decided as one family."""
     chosen = tuple(questions) or tuple(default_questions(table))
-    return Judged(chosen, tuple(decisions.decide(comparisons_needed(chosen, table), table, method)), method)
+    tuned = tuned_runs(table, keep_failed=True)
+    made = decisions.decide(comparisons_needed(chosen, table, tuned), table, method, tuned=tuned)
+    return Judged(chosen, tuple(made), method)
 
 
 def render_report(

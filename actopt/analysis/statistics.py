@@ -98,9 +98,10 @@ def proportion_interval(values: pd.Series | np.ndarray | list[float], confidence
 def paired_difference(first: pd.Series, second: pd.Series, confidence: float = CONFIDENCE) -> Interval:
     """``first − second`` seed by seed (both indexed by seed; seeds missing from either, or with a
     non-finite value, are left out), as a mean with its interval."""
-    joined = pd.concat([first.rename("first"), second.rename("second")], axis=1, join="inner").astype("float64")
-    joined = joined[np.isfinite(joined).all(axis=1)]
-    return mean_interval(joined["first"] - joined["second"], confidence)
+    common = first.index.intersection(second.index)
+    differences = (first.reindex(common).to_numpy(dtype="float64")
+                   - second.reindex(common).to_numpy(dtype="float64"))
+    return mean_interval(differences[np.isfinite(differences)], confidence)
 
 
 def paired_power(effect: float, spread: float, count: int, alpha: float) -> float:

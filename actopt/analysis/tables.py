@@ -151,22 +151,19 @@ def best_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: the best learning rate, the grid it was chosen from, and whether it is on the edge."""
     columns = science_columns(runs)
     table = learning_rate_table(runs)
-    rows = []
-    for key, group in table.groupby(columns, dropna=False, sort=False):
-        grid = sorted(group["learning_rate"].unique())
-        feasible = group[group["seeds"] > 0]
-        row = dict(zip(columns, key if isinstance(key, tuple) else (key,)))
-        row.update(grid=tuple(grid), diverged=int(group["diverged"].sum()))
-        if feasible.empty:
-            row.update(best_learning_rate=math.nan, mean=math.nan, std=math.nan, seeds=0, edge="")
-        else:
-            best = feasible.loc[feasible["mean"].idxmax()]
-            edge = "" if len(grid) < 2 else "smallest" if best["learning_rate"] == grid[0] else (
-                "largest" if best["learning_rate"] == grid[-1] else "")
-            row.update(best_learning_rate=best["learning_rate"], mean=best["mean"], std=best["std"],
-                       seeds=int(best["seeds"]), edge=edge)
-        rows.append(row)
-    return sort_runs(pd.DataFrame(rows), columns).reset_index(drop=True)
+    grouped = table.groupby(columns, dropna=False, sort=False)
+    best = table.loc[grouped["mean"].idxmax().dropna()].set_index(columns)
+    summary = grouped.agg(grid=("learning_rate", lambda rates: tuple(sorted(rates))), diverged=("diverged", "sum"))
+    summary = summary.join(best[["learning_rate", "mean", "std", "seeds"]]).reset_index()
+    summary = summary.rename(columns={"learning_rate": "best_learning_rate"})
+    summary["seeds"] = summary["seeds"].fillna(0).astype(int)
+    summary["diverged"] = summary["diverged"].astype(int)
+    lowest = summary["grid"].map(lambda grid: grid[0])
+    highest = summary["grid"].map(lambda grid: grid[-1])
+    several = summary["grid"].map(len) > 1
+    summary["edge"] = np.where(several & (summary["best_learning_rate"] == lowest), "smallest",
+                               np.where(several & (summary["best_learning_rate"] == highest), "largest", ""))
+    return sort_runs(summary, columns).reset_index(drop=True)
 
 
 def tuned_runs(runs: pd.DataFrame, keep_failed: bool = False) -> pd.DataFrame:
