@@ -304,6 +304,7 @@ def test_the_report_table_holds_the_store_values(small_config, client, tmp_path,
         assert cell["epochs to 95%"] == str(next(epoch for epoch, value in enumerate(accuracies, start=1)
                                                  if value >= 0.95 * max(accuracies)))
     assert "## Findings" in report and "sgd diverged in 1 of 2 runs at learning rate ≥ 10" not in report
+    assert report.index("## Answers") < report.index("## Decisions") < report.index("## Results per run")
     assert "| sigmoid | σ(x)·(1 − σ(x)) | f′ ∈ [0.0025, 0.2500], peak at x = 0.00 |" in report
     assert "| relu | 1 if x > 0, else 0 | f′ ∈ {0, 1} |" in report
     assert "f′ ∈ [0.0015, 1.1439]" in report
