@@ -85,9 +85,20 @@ def gradient_answer(table: pd.DataFrame, factor: str) -> str:
     settings = " × ".join(name.replace("_", " ") for name in others) or "setting"
     shown = "the data show this order" if cells and agree == len(cells) else (
         "the data show this order in most settings" if cells and agree > len(cells) / 2 else "no consistent order")
-    return (f"Gradient propagation (epoch 1's first-layer over output-layer gradient norm, median over runs; above 1 "
-            f"the first layer gets more than the output): {values}; the same order in {agree} of {len(cells)} "
-            f"{settings} settings: {shown}.")
+    text_ = (f"Gradient propagation (epoch 1's first-layer over output-layer gradient norm, median over runs; above 1 "
+             f"the first layer gets more than the output): {values}; the same order in {agree} of {len(cells)} "
+             f"{settings} settings: {shown}.")
+    if cells and agree < len(cells) and others:
+        orders = []
+        for key, cell in rows.groupby(others, sort=False, dropna=False):
+            if cell[factor].nunique() == medians.size:
+                place = " · ".join(describe(name, value) for name, value in zip(others, key if isinstance(key, tuple)
+                                                                                 else (key,)))
+                cell_medians = cell.groupby(factor)["gradient_ratio"].median().sort_values()
+                orders.append(f"{place}: " + " < ".join(f"{describe_level(factor, level)} {value:.2g}"
+                                                         for level, value in cell_medians.items()))
+        text_ += " By setting: " + "; ".join(orders) + "."
+    return text_
 
 
 def sensitivity_answer(table: pd.DataFrame) -> str:
@@ -128,7 +139,7 @@ def rule_answer(found: Sequence[Finding], topic: str) -> str:
     held = [item for item in found if item.topic == topic and item.kind == "holds"]
     if not held:
         absent = next((item.statement for item in found if item.topic == topic), "not measured")
-        return f"{topic}: nowhere ({absent.rstrip('.')})."
+        return f"{topic}: nowhere ({absent[:1].lower() + absent[1:].rstrip('.')})."
     places = []
     for item in held:
         count = re.search(r"in (\d+) of (\d+) runs", item.statement)

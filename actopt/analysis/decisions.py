@@ -179,10 +179,13 @@ def decide(contrasts: list[Contrast], table: pd.DataFrame, method: str = multipl
     size = sum(1 for difference in differences if math.isfinite(difference.p_value))
     alpha = 1 - confidence
     wide = multiplicity.simultaneous_confidence(confidence, size)
+    # The fixed margin stands in for a test only in a study of one seed (a smoke test, and the report says so); in a
+    # study of several seeds a pair that shares one seed is not decided.
+    single_seed = table["seed"].nunique() < 2
     decisions = []
     for contrast, (first, second, unpaired), difference, p_value in zip(contrasts, values, differences, adjusted):
         if difference.count == 1:
-            decided = abs(difference.mean) > MEASURES[contrast.measure].single_seed_margin
+            decided = single_seed and abs(difference.mean) > MEASURES[contrast.measure].single_seed_margin
         else:
             decided = bool(math.isfinite(p_value) and p_value <= alpha)
         decisions.append(Decision(contrast, difference, paired_difference(first, second, wide), float(p_value),
