@@ -218,8 +218,8 @@ def decisions_section(questions: Sequence[Question], made: Sequence[Decision], m
         chosen = [item for item in made if item.contrast.question == question.id]
         lines += ["", f'<a id="{anchor(question)}"></a>', "", f"### {question.id}: {question.text}", ""]
         if not chosen:
-            lines.append("No pair to test: this question's measures are described, not compared, or no level of its "
-                         "factors learned.")
+            lines.append("Nothing to test: this question's measures are described from the per-run rules (see "
+                         "[Findings](#findings)), or no level of its factors learned.")
             continue
         rows = [decision_row(item) for item in chosen]
         lines.append("| " + " | ".join(header) + " |")
