@@ -71,7 +71,9 @@ def ordered(values: pd.Series, factor: str) -> list[str]:
 def gradient_answer(table: pd.DataFrame, factor: str) -> str:
     """The order of the levels by the gradient reaching the first layer, and in how many settings it holds."""
     rows = table.dropna(subset=["gradient_ratio"]) if "gradient_ratio" in table else table.iloc[:0]
-    if rows.empty or rows[factor].astype(str).nunique() < 2:
+    if factor not in table or table[factor].astype(str).nunique() < 2:
+        return f"Gradient propagation: {factor} does not vary in these runs, so there is no order to state."
+    if rows[factor].astype(str).nunique() < 2:
         return "Gradient propagation: no per-layer gradient norms to order the levels by."
     medians = rows.groupby(factor)["gradient_ratio"].median()
     order = ordered(medians, factor)
