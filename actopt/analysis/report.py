@@ -269,6 +269,7 @@ def render_report(
     source: dict[str, str],
     gallery: Path | None,
     theory: depth_section.Section | None = None,
+    adaptive: str = "",
     judged: Judged | None = None,
 ) -> str:
     judged = judge(table) if judged is None else judged
@@ -294,6 +295,7 @@ def render_report(
         interval_section(table),
         best_rate_section(runs),
         findings_section(found),
+        adaptive,
         theory_section(theory) if theory is not None else "",
         figures_section(drawn, skipped),
         derivative_section(gallery),
@@ -314,6 +316,7 @@ def write_analysis(
     histograms: dict[str, dict[str, Any]],
     folder: Path,
     source: dict[str, str],
+    adaptive: str = "",
     questions: Sequence[Question] = (),
     method: str = multiplicity.DEFAULT_METHOD,
 ) -> AnalysisResult:
@@ -335,6 +338,6 @@ def write_analysis(
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                    depth_section.theory_section(table, histories), judged))
+                                    depth_section.theory_section(table, histories), adaptive, judged))
     holding = [*(item for item in found if item.kind == "holds"), *decision_findings(judged)]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)
