@@ -136,6 +136,19 @@ def test_study_digest_ignores_prose_comments_and_layout(tmp_path):
         ({"description": "x", "grid": {"learning_rate": [0.1, -1]}},
          "study tiny, run 2 (learning_rate=-1, seed=0): learning_rate must be > 0"),
         ({"description": "x", "grid": {"activation": ["swish"]}}, "unknown activation 'swish'"),
+        ({"description": "x", "multiplicity": "bonferroni"}, "'multiplicity' must be one of holm, fdr"),
+        ({"description": "x", "questions": {}}, "'questions' must be a list of objects"),
+        ({"description": "x", "questions": [{"id": "a", "question": "q", "factors": ["activation"],
+                                             "measures": ["speed"]}]}, "questions[1]: 'measures' must be a non-empty"),
+        ({"description": "x", "questions": [{"id": "a", "question": "q", "factors": ["colour"],
+                                             "measures": ["test_accuracy"]}]}, "factor 'colour' is not an option"),
+        ({"description": "x", "questions": [{"id": "a", "question": "q", "factors": ["activation"],
+                                             "measures": ["gap"]}] * 2}, "questions[2]: id 'a' is used twice"),
+        ({"description": "x", "questions": [{"id": "a", "question": "q", "factors": ["activation"],
+                                             "measures": ["gap"], "contrasts": [["relu"]]}]},
+         "'contrasts' must be a list of [level, level] pairs"),
+        ({"description": "x", "questions": [{"id": "a", "question": "", "factors": ["activation"],
+                                             "measures": ["gap"]}]}, "questions[1]: 'question' must be a non-empty"),
     ],
 )
 def test_bad_study_files_give_one_line_errors(tmp_path, document, message):
@@ -159,3 +172,16 @@ def test_quick_mode_refuses_a_grid_it_would_collapse(tmp_path):
     assert len(configurations(study)) == 2
     with pytest.raises(ConfigError, match="runs 1 and 2 are the same configuration with --quick"):
         configurations(study, quick=True)
+
+
+def test_presets_declare_their_questions_and_the_digest_ignores_them(tmp_path):
+    """Questions and multiplicity are how the runs are read, not what is run: the sweep's parent stays the same."""
+    asked = {name: [item["id"] for item in load_study(name).questions] for name in preset_names()}
+    assert asked == {"fashion-activations": ["activations", "optimizers", "where-gradients-fail"],
+                     "mnist-depth": ["trainability", "initialisation", "gradients-with-depth"],
+                     "mnist-overfitting": ["relu", "dropout"]}
+    question = {"id": "a", "question": "Which?", "factors": ["activation"], "measures": ["test_accuracy"]}
+    plain = load_study(str(write_study(tmp_path, CONDITIONAL, "plain")))
+    asking = load_study(str(write_study(tmp_path, {**CONDITIONAL, "questions": [question],
+                                                   "multiplicity": "fdr"}, "asking")))
+    assert asking.digest == plain.digest and asking.multiplicity == "fdr" and plain.multiplicity == "holm"

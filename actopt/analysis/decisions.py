@@ -1,24 +1,28 @@
-"""Decisions between configurations: which level of a scientific parameter wins, compared seed by
-seed with a Student-t interval; which runs did not learn; which parameter decides whether runs
-learn at all; and what dropout does to the train/validation gap.
+"""Decisions between configurations, and the rules on whether runs learned.
 
-Runs of different configurations with the same seed share the data split and the batch order, so a
-comparison takes their difference seed by seed (``statistics.paired_difference``) and decides only
-when the 95% interval of that difference excludes zero. With one seed there is no interval: the
-fixed margins below stand in for it, and the report says so.
+Each contrast the questions need (``questions.comparisons_needed``) is tested seed by seed: runs of different
+configurations with the same seed share the data split and the batch order, so the difference taken seed by seed
+removes the part of the spread that comes from the data (``statistics.paired_difference``), and its Student-t
+p-value is adjusted over the report's family of comparisons (``multiplicity``: Holm by default, Benjamini–Hochberg
+where the study file asks). A pair is decided when its adjusted p-value is at most 5%; a difference with no spread
+(every seed the same) has no p-value and decides nothing. A "cannot decide" comes with the smallest effect the test
+could find at 80% power with these seeds and this spread, and the seeds the observed difference would need. With
+one seed there is no test: the fixed margins below stand in, and the report opens by calling itself a smoke test.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from actopt.analysis import multiplicity
 from actopt.analysis.frames import (
     Finding,
-    epochs,
+    describe,
     label,
     label_columns,
     listed,
@@ -29,14 +33,21 @@ from actopt.analysis.frames import (
     science_columns,
     text,
 )
-from actopt.analysis.statistics import CONFIDENCE, Interval, mean_interval, paired_difference
-from actopt.analysis.tables import CHANCE_MARGIN, CONVERGENCE_LEVEL, tuned_runs
+from actopt.analysis.questions import Contrast, Question, groups
+from actopt.analysis.statistics import (
+    CONFIDENCE,
+    POWER,
+    SEEDS_LIMIT,
+    Interval,
+    detectable_effect,
+    paired_difference,
+    seeds_needed,
+)
+from actopt.analysis.tables import CHANCE_MARGIN, COLLAPSE_MARGIN, LOSS_GROWTH, tuned_runs
 
 # One seed only: accuracy differences below half a point count as noise (seed-to-seed standard
-# deviations of these MLPs are typically 0.1 to 0.3 points).
+# deviations of these MLPs are typically 0.1 to 0.3 points). Not a test: the report calls itself a smoke test then.
 ACCURACY_NOISE = 0.005
-# One seed only: epochs are the resolution of convergence speed; a lead of less than one is not a lead.
-CONVERGENCE_MARGIN_EPOCHS = 1.0
 # The deciding-parameter rule names a parameter when its levels alone predict whether a run learned
 # for at least this share of the runs (majority status per level), and better than any other parameter.
 DECIDING_SHARE = 0.75
@@ -53,26 +64,73 @@ class Measure:
     scale: float  # to the unit below
     unit: str
     single_seed_margin: float  # in the column's own units
-    margin_name: str
-    verb: str  # how the winner is said to win: "beats {other} on test accuracy"
-    inclusive: bool = False  # with one seed, whether a lead equal to the margin counts
-
-    def clears_margin(self, lead: float) -> bool:
-        return lead >= self.single_seed_margin if self.inclusive else lead > self.single_seed_margin
-
-    def margin_text(self) -> str:
-        return f"{'at least' if self.inclusive else 'more than'} {self.amount(self.single_seed_margin)}"
+    verb: str  # how the better level is said to win: "beats {other} on test accuracy"
+    adjective: str  # the verdict column's word for the better level: "higher"
 
     def amount(self, value: float) -> str:
-        return epochs(value) if self.unit == "epochs" else f"{value * self.scale:.1f} {self.unit}"
+        return f"{value * self.scale:.1f} {self.unit}"
+
+    def interval(self, interval: Interval) -> str:
+        return f"[{interval.low * self.scale:.1f}, {interval.high * self.scale:.1f}]"
 
 
-TEST_ACCURACY = Measure("test_accuracy", "test accuracy", True, 100.0, "points", ACCURACY_NOISE, "ACCURACY_NOISE",
-                        "beats {other} on test accuracy")
-CONVERGENCE = Measure("epochs_to_95", f"epochs to {CONVERGENCE_LEVEL:.0%} of the best validation accuracy", False,
-                      1.0, "epochs", CONVERGENCE_MARGIN_EPOCHS, "CONVERGENCE_MARGIN_EPOCHS",
-                      f"reaches {CONVERGENCE_LEVEL:.0%} of its best validation accuracy sooner than {{other}}",
-                      inclusive=True)
+def magnitude(interval: Interval) -> Interval:
+    """The difference turned so that its mean is positive: the winner's lead, with its interval."""
+    if interval.mean >= 0:
+        return interval
+    return Interval(-interval.mean, -interval.high, -interval.low, interval.count, interval.spread, interval.p_value)
+
+
+# Every compared measure reads a column of the run table in which a failed seed scores what it reached (chance where
+# it logged nothing): test and best validation accuracy (``test_score``, ``val_score``), the mean validation accuracy
+# over the epochs, which rewards getting good sooner and is continuous, so seeds that tie on a whole epoch still
+# differ (``val_area``); and the train − validation gap after the last epoch (a diverged seed has none: left out,
+# and counted).
+MEASURES = {
+    "test_accuracy": Measure("test_score", "test accuracy", True, 100.0, "points", ACCURACY_NOISE,
+                             "beats {other} on test accuracy", "higher"),
+    "best_val_accuracy": Measure("val_score", "best validation accuracy", True, 100.0, "points", ACCURACY_NOISE,
+                                 "beats {other} on best validation accuracy", "higher"),
+    "val_area": Measure("val_area", "mean validation accuracy over the epochs (area under the validation curve)",
+                        True, 100.0, "points", ACCURACY_NOISE,
+                        "beats {other} on mean validation accuracy over the epochs", "higher"),
+    "gap": Measure("final_gap", "train/validation gap", False, 100.0, "points", ACCURACY_NOISE,
+                   "has a narrower train/validation gap than {other}", "narrower gap"),
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One contrast tested and judged within its family."""
+
+    contrast: Contrast
+    difference: Interval  # first − second on the measure, raw 95% interval, paired by seed
+    simultaneous: Interval  # the same difference at the family's Bonferroni level
+    adjusted_p: float
+    decided: bool
+    strict_alpha: float  # the family's strictest level α/m, at which the power below is computed
+    unpaired: int  # seeds of either level without a value on both sides
+
+    @functools.cached_property
+    def detectable(self) -> float:
+        """The smallest |difference| the test finds with POWER at ``strict_alpha``, with these seeds and spread."""
+        return detectable_effect(self.difference.spread, self.difference.count, self.strict_alpha)
+
+    @functools.cached_property
+    def seeds_needed(self) -> int | None:
+        """Seeds the observed difference would need at ``strict_alpha``; None beyond SEEDS_LIMIT."""
+        return seeds_needed(self.difference.mean, self.difference.spread, self.strict_alpha)
+
+    @property
+    def measure(self) -> Measure:
+        return MEASURES[self.contrast.measure]
+
+    def winner(self) -> tuple[str, str]:
+        """(better, worse) level names by the sign of the difference and the measure's direction."""
+        first, second = (describe_level(self.contrast.factor, level)
+                         for level in (self.contrast.first, self.contrast.second))
+        better_first = (self.difference.mean > 0) == self.measure.higher_is_better
+        return (first, second) if better_first else (second, first)
 
 
 def seed_values(rows: pd.DataFrame, column: str) -> pd.Series:
@@ -80,94 +138,148 @@ def seed_values(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows.dropna(subset=[column]).groupby("seed")[column].mean()
 
 
-def interval_text(interval: Interval, measure: Measure) -> str:
-    if interval.defined:
-        return (f"{LEVEL} CI [{interval.low * measure.scale:.1f}, {interval.high * measure.scale:.1f}], "
-                f"{interval.count} seeds")
-    return "1 seed, no interval"
+def seed_tables(tuned: pd.DataFrame) -> dict[tuple[str, ...], pd.DataFrame]:
+    """Per configuration (its label columns' values as text), the measures' values by seed (the mean where a
+    configuration has several runs of a seed): computed once, read by every contrast."""
+    columns = label_columns(tuned, science_columns(tuned))
+    measured = [item.column for item in MEASURES.values() if item.column in tuned]
+    keyed = tuned.assign(**{name: tuned[name].map(text) for name in columns})
+    means = keyed.groupby([*columns, "seed"], sort=False, dropna=False)[measured].mean()
+    return {key if isinstance(key, tuple) else (key,): rows.droplevel(list(range(len(columns))))
+            for key, rows in means.groupby(level=list(range(len(columns))), sort=False)}
 
 
-def compare(leader: str, other: str, scores: dict[str, pd.Series], measure: Measure) -> tuple[bool, str]:
-    """Whether ``leader`` beats ``other`` on ``measure``, and the sentence that says so or why not."""
-    first, second = scores[leader], scores[other]
-    win = f"{leader} {measure.verb.format(other=other)}"
-    gain = paired_difference(first, second) if measure.higher_is_better else paired_difference(second, first)
-    if gain.count == 0:
-        return False, f"cannot compare {leader} with {other}: no seed was run for both"
-    if gain.count == 1:
-        if measure.clears_margin(gain.mean):
-            return True, f"{win} by {measure.amount(gain.mean)} (1 seed: a lead of {measure.margin_text()})"
-        return False, (f"cannot decide between {leader} and {other}: they differ by {measure.amount(gain.mean)}, "
-                       f"not {measure.margin_text()} (1 seed, no interval)")
-    if gain.excludes_zero() and gain.mean > 0:
-        return True, f"{win} by {measure.amount(gain.mean)} ({interval_text(gain, measure)})"
-    if gain.excludes_zero():  # fewer shared seeds than each has: the pairs say the other way round
-        return False, (f"cannot decide between {leader} and {other}: {leader} leads on the mean of all its seeds "
-                       f"but trails by {measure.amount(-gain.mean)} on the seeds both have "
-                       f"({interval_text(gain, measure)})")
-    difference = f"{leader} − {other}" if measure.higher_is_better else f"{other} − {leader}"
-    return False, (f"cannot decide between {leader} and {other}: {difference} = {measure.amount(gain.mean)} "
-                   f"({interval_text(gain, measure)}), an interval that includes zero")
+def configuration_key(contrast: Contrast, level: object, columns: list[str]) -> tuple[str, ...]:
+    values = {**{name: text(value) for name, value in contrast.where}, contrast.factor: text(level)}
+    return tuple(values.get(name, "") for name in columns)
 
 
-def level_summary(name: str, values: pd.Series, measure: Measure) -> str:
-    interval = mean_interval(values)
-    return f"{name} {interval.describe(measure.scale, 1)}" + ("" if interval.defined else " (1 seed)")
+def paired_values(contrast: Contrast, tables_by_seed: dict[tuple[str, ...], pd.DataFrame], columns: list[str]
+                  ) -> tuple[pd.Series, pd.Series, int]:
+    """The two levels' values by seed, and how many seeds of either could not be paired."""
+    column = MEASURES[contrast.measure].column
+    empty = pd.Series(dtype="float64")
+    first, second = (tables_by_seed[key][column].dropna() if key in tables_by_seed else empty
+                     for key in (configuration_key(contrast, level, columns)
+                                 for level in (contrast.first, contrast.second)))
+    paired = len(first.index.intersection(second.index))
+    return first, second, len(first.index.union(second.index)) - paired
 
 
-def factor_decisions(table: pd.DataFrame, factor: str, topic: str, measure: Measure,
-                     keep: Callable[[pd.DataFrame], pd.DataFrame] = lambda rows: rows) -> list[Finding]:
-    """Per group of the other varying parameters: the best level of ``factor`` (each configuration at
-    its best learning rate) against every other level, paired by seed."""
-    if factor not in table or table[factor].astype(str).nunique() < 2:
-        return []
-    tuned = keep(tuned_runs(table))
-    columns = [name for name in label_columns(table, science_columns(table)) if name != factor]
-    direction = "higher" if measure.higher_is_better else "lower"
-    rule = (f"{measure.name} ({direction} is better), each configuration at its own best learning rate (chosen on "
-            f"validation accuracy); the best level against each other one, the difference taken seed by seed, "
-            f"decided when its {LEVEL} Student-t interval excludes zero (one interval per comparison, not corrected "
-            f"for multiple comparisons); with one seed, a lead of {measure.margin_text()} ({measure.margin_name})")
-    groups = tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]
-    found = []
-    for _, group in groups:
-        levels = group[factor].drop_duplicates()
-        levels = list(levels.iloc[order_key(factor)(levels).argsort(kind="stable")])
-        scores = {describe_level(factor, level): seed_values(group[group[factor] == level], measure.column)
-                  for level in levels}
-        scores = {name: values for name, values in scores.items() if len(values)}
-        if len(scores) < 2:
-            continue
-        where = f"{label(group.iloc[0], columns)}: " if columns else ""
-        if "learned" in group and not group["learned"].any():
-            # Runs that stayed at chance differ only by the chance rates of their splits: no decision to state.
-            statement = (f"{where}no {factor} level learned (every run within {points(CHANCE_MARGIN)} of chance): "
-                         f"nothing to compare (see 'Runs that did not learn').")
-            found.append(Finding(topic, statement, rule, "", listed(references(group)), "undecided"))
-            continue
-        sign = 1 if measure.higher_is_better else -1
-        ranked = sorted(scores, key=lambda name: sign * scores[name].mean(), reverse=True)
-        verdicts = [compare(ranked[0], other, scores, measure) for other in ranked[1:]]
-        statement = where + "; ".join(sentence for _, sentence in verdicts) + "."
-        numbers = "; ".join(level_summary(name, scores[name], measure) for name in ranked) + f" ({measure.unit})"
-        kind = "holds" if all(decided for decided, _ in verdicts) else "undecided"
-        found.append(Finding(topic, statement, rule, numbers, listed(references(group)), kind))
-    return found
+def decide(contrasts: list[Contrast], table: pd.DataFrame, method: str = multiplicity.DEFAULT_METHOD,
+           confidence: float = CONFIDENCE, tuned: pd.DataFrame | None = None) -> list[Decision]:
+    """Every contrast tested seed by seed and judged over the family they form together (one family per report);
+    ``tuned`` is ``tuned_runs(table, keep_failed=True)`` where the caller has it already."""
+    tuned = tuned_runs(table, keep_failed=True) if tuned is None else tuned
+    columns = label_columns(tuned, science_columns(tuned))
+    by_seed = seed_tables(tuned) if contrasts else {}
+    values = [paired_values(contrast, by_seed, columns) for contrast in contrasts]
+    differences = [paired_difference(first, second, confidence) for first, second, _ in values]
+    adjusted = multiplicity.adjust([difference.p_value for difference in differences], method)
+    size = sum(1 for difference in differences if math.isfinite(difference.p_value))
+    alpha = 1 - confidence
+    wide = multiplicity.simultaneous_confidence(confidence, size)
+    # The fixed margin stands in for a test only in a study of one seed (a smoke test, and the report says so); in a
+    # study of several seeds a pair that shares one seed is not decided.
+    single_seed = table["seed"].nunique() < 2
+    decisions = []
+    for contrast, (first, second, unpaired), difference, p_value in zip(contrasts, values, differences, adjusted):
+        if difference.count == 1:
+            decided = single_seed and abs(difference.mean) > MEASURES[contrast.measure].single_seed_margin
+        else:
+            decided = bool(math.isfinite(p_value) and p_value <= alpha)
+        decisions.append(Decision(contrast, difference, paired_difference(first, second, wide), float(p_value),
+                                  decided, alpha / max(size, 1), unpaired))
+    return decisions
+
+
+def verdict(decision: Decision, method: str) -> str:
+    """The decision in words: who wins by how much, or why it cannot be decided and what could have been."""
+    measure, difference = decision.measure, decision.difference
+    better, worse = decision.winner()
+    first, second = (describe_level(decision.contrast.factor, level)
+                     for level in (decision.contrast.first, decision.contrast.second))
+    if difference.count == 0:
+        return f"cannot compare {first} with {second}: no seed has a value for both"
+    if difference.count == 1:
+        if decision.decided:
+            return (f"{better} {measure.verb.format(other=worse)} by {measure.amount(abs(difference.mean))} (1 seed: "
+                    f"a lead of more than {measure.amount(measure.single_seed_margin)}, not a test)")
+        return (f"cannot decide between {first} and {second}: they differ by {measure.amount(difference.mean)}, not "
+                f"more than {measure.amount(measure.single_seed_margin)} (1 seed, no interval)")
+    raw = f"{LEVEL} CI {measure.interval(magnitude(difference))}, {difference.count} seeds"
+    if difference.degenerate:
+        return (f"cannot decide between {first} and {second}: every seed differs by exactly "
+                f"{measure.amount(difference.mean)}, an interval of zero width that says nothing about the spread")
+    adjusted = f"{multiplicity.SHORT_NAMES[method]}-adjusted p {decision.adjusted_p:.2g}"
+    if decision.decided:
+        lead = measure.amount(abs(difference.mean))
+        return f"{better} {measure.verb.format(other=worse)} by {lead} ({raw}; {adjusted})"
+    raw = f"{LEVEL} CI {measure.interval(difference)}, {difference.count} seeds"
+    return (f"cannot decide between {first} and {second}: {first} − {second} = {measure.amount(difference.mean)} "
+            f"({raw}; {adjusted}); {power_text(decision)}")
+
+
+def power_text(decision: Decision) -> str:
+    """What the study could have found, and what the observed difference would need."""
+    measure, difference = decision.measure, decision.difference
+    if not math.isfinite(decision.detectable):
+        return "no spread to compute the power from"
+    needed = (f"the observed {measure.amount(abs(difference.mean))} would need {decision.seeds_needed} seeds"
+              if decision.seeds_needed else
+              f"the observed {measure.amount(abs(difference.mean))} would need more than {SEEDS_LIMIT:,} seeds")
+    return (f"detectable at {POWER:.0%} power with {difference.count} seeds: {measure.amount(decision.detectable)}; "
+            f"{needed}")
 
 
 def describe_level(factor: str, value: object) -> str:
     return str(value) if factor in ("activation", "optimizer") else f"{factor} {text(value)}"
 
 
-def comparisons(table: pd.DataFrame) -> list[Finding]:
-    """Paired decisions for every scientific parameter that varies (the optimizer and activation first)."""
-    factors = [name for name in label_columns(table, science_columns(table))
-               if table[name].astype(str).nunique() > 1]
-    titles = {"optimizer": "Optimizers at their best learning rates",
-              "activation": "Activations at their best learning rates"}
+def unlearned_groups(questions: list[Question], table: pd.DataFrame) -> list[Finding]:
+    """The groups a question compares in which no run learned: nothing to compare, said once per group."""
+    tuned = tuned_runs(table, keep_failed=True)
+    found, seen = [], set()
+    for question in questions:
+        if not any(name in MEASURES for name in question.measures):
+            continue
+        for factor in question.factors:
+            if factor not in tuned or tuned[factor].astype(str).nunique() < 2:
+                continue
+            for where, rows in groups(tuned, factor):
+                if rows["learned"].any() or (factor, where) in seen:
+                    continue
+                seen.add((factor, where))
+                place = " · ".join(describe(name, value) for name, value in where)
+                statement = (f"{place + ': ' if place else ''}no {factor} level learned (every run within "
+                             f"{points(CHANCE_MARGIN)} of chance): nothing to compare (see 'Runs that did not learn').")
+                found.append(Finding(f"Comparing {factor} levels", statement, "no level of the group learned", "",
+                                     listed(references(rows)), "undecided"))
+    return found
+
+
+def failed_seeds(table: pd.DataFrame) -> list[Finding]:
+    """Per configuration and learning rate, the seeds that failed and how; every one is counted here."""
+    topic = "Failed seeds"
+    rule = (f"diverged (the training loss became NaN or infinite); did not learn (best validation accuracy at most "
+            f"{points(CHANCE_MARGIN)} above chance); collapsed (learned, but best validation accuracy more than "
+            f"{points(COLLAPSE_MARGIN)} below its configuration's median seed, or a final training loss above "
+            f"{LOSS_GROWTH:g} × its first epoch's). A failed seed keeps the accuracy it reached (chance where it "
+            f"logged none) in the learning-rate choice and in every comparison")
+    failed = table[table["failed"]]
+    if failed.empty:
+        return [Finding(topic, f"No seed failed ({len(table)} runs).", rule, kind="absent")]
+    columns = [*label_columns(table, science_columns(table)), "learning_rate"]
     found = []
-    for factor in factors:
-        found += factor_decisions(table, factor, titles.get(factor, f"Comparing {factor} levels"), TEST_ACCURACY)
+    for _, group in table.groupby(columns, sort=False, dropna=False):
+        bad = group[group["failed"]]
+        if bad.empty:
+            continue
+        kinds = ", ".join(f"{count} {kind}" for kind, count in bad["failure"].value_counts().items())
+        statement = f"{label(group.iloc[0], columns)}: {len(bad)} of {len(group)} seeds failed ({kinds})."
+        numbers = "; ".join(f"{run_name(row)}: {row['failure']}, best val {row['val_score']:.4f}"
+                            for _, row in bad.iterrows())
+        found.append(Finding(topic, statement, rule, numbers, listed(references(bad))))
     return found
 
 
@@ -191,67 +303,6 @@ def chance_runs(table: pd.DataFrame) -> list[Finding]:
                      f"{low['chance'].iloc[0]:.4f}).")
         numbers = "; ".join(f"{run_name(row)}: best val {row['best_val_accuracy']:.4f}" for _, row in low.iterrows())
         found.append(Finding(topic, statement, rule, numbers, listed(references(low))))
-    return found
-
-
-def convergence(table: pd.DataFrame) -> list[Finding]:
-    """Which activation reaches 95% of its best validation accuracy first, among runs that learned."""
-    topic = "Convergence speed"
-    stuck = tuned_runs(table)
-    stuck = stuck[~stuck["learned"]]
-    found = factor_decisions(table, "activation", topic, CONVERGENCE, keep=lambda rows: rows[rows["learned"]])
-    if not stuck.empty:
-        counted = ", ".join(f"{name}: {count}" for name, count in stuck["activation"].value_counts().items())
-        found.append(Finding(topic, f"Left out of convergence speed, as runs that did not learn: {counted}.",
-                             "runs within the chance margin have no convergence to compare", "",
-                             listed(references(stuck)), "absent"))
-    return found
-
-
-def dropout_effect(table: pd.DataFrame) -> list[Finding]:
-    """Per configuration, how each dropout level changed the train/validation gap and the best
-    validation accuracy against dropout 0, seed by seed, whether or not the gap crossed a threshold."""
-    topic = "Dropout and the gap"
-    rule = (f"per seed, (gap at dropout p) − (gap at dropout 0) and the same for best validation accuracy, each "
-            f"configuration at its best learning rate; the gap is train − validation accuracy after the last epoch, "
-            f"train measured in eval mode on a fixed training subset; decided when the {LEVEL} interval of the "
-            f"gap's change excludes zero (one seed: a change above {points(ACCURACY_NOISE)})")
-    if "dropout" not in table or table["dropout"].nunique() < 2 or not (table["dropout"] == 0).any():
-        return [Finding(topic, "Cannot decide whether dropout narrows the gap: no runs compare dropout > 0 with "
-                               "dropout 0 for the same configuration.", rule, kind="undecided")]
-    tuned = tuned_runs(table)
-    columns = [name for name in label_columns(table, science_columns(table)) if name != "dropout"]
-    gap = Measure("final_gap", "gap", False, 100.0, "points", ACCURACY_NOISE, "ACCURACY_NOISE", "narrows the gap more")
-    found = []
-    for _, group in tuned.groupby(columns, sort=False, dropna=False) if columns else [((), tuned)]:
-        base = group[group["dropout"] == 0]
-        if base.empty:
-            continue
-        where = label(group.iloc[0], columns) + ": " if columns else ""
-        for rate in sorted(value for value in group["dropout"].unique() if value != 0):
-            rows = group[group["dropout"] == rate]
-            change = paired_difference(seed_values(rows, "final_gap"), seed_values(base, "final_gap"))
-            accuracy = paired_difference(seed_values(rows, "best_val_accuracy"), seed_values(base, "best_val_accuracy"))
-            if change.count == 0:
-                continue
-            decided = change.excludes_zero() if change.count >= 2 else abs(change.mean) > ACCURACY_NOISE
-            verb = "narrowed" if change.mean < 0 else "widened"
-            before, after = base["final_gap"].mean(), rows["final_gap"].mean()
-            numbers = (f"gap {points(before)} at dropout 0, {points(after)} at dropout {rate:g}; change "
-                       f"{gap.amount(change.mean)} ({interval_text(change, gap)}); best validation accuracy change "
-                       f"{gap.amount(accuracy.mean)} ({interval_text(accuracy, gap)})")
-            if decided:
-                statement = (f"{where}dropout {rate:g} {verb} the train/validation gap by "
-                             f"{gap.amount(abs(change.mean))} ({interval_text(change, gap)}; from {100 * before:.1f} "
-                             f"to {points(after)}) and changed best validation accuracy by {accuracy.mean * 100:+.1f} "
-                             f"points ({interval_text(accuracy, gap)}).")
-                kind = "holds"
-            else:
-                statement = (f"{where}cannot decide whether dropout {rate:g} changes the train/validation gap: "
-                             f"{gap.amount(change.mean)} ({interval_text(change, gap)}).")
-                kind = "undecided"
-            selected = group[group["dropout"].isin([0.0, rate])]
-            found.append(Finding(topic, statement, rule, numbers, listed(references(selected)), kind))
     return found
 
 

@@ -23,7 +23,6 @@ from actopt.analysis.frames import (
     run_reference,
     science_columns,
     sort_runs,
-    varying,
 )
 from actopt.analysis.tables import best_learning_rates, tuned_runs
 from actopt.core import diagnosis
@@ -183,8 +182,8 @@ def divergence(runs: pd.DataFrame) -> list[Finding]:
 
 def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
     topic = "Learning-rate grid"
-    rule = ("the best learning rate (mean best validation accuracy over seeds, diverged runs excluded) is the "
-            "smallest or largest tried")
+    rule = ("the best learning rate (mean best validation accuracy over every seed, a failed seed scoring what it "
+            "reached) is the smallest or largest tried")
     best = best_learning_rates(runs)
     if (best["grid"].map(len) < 2).all():
         return []
@@ -240,16 +239,26 @@ def overfitting(table: pd.DataFrame) -> list[Finding]:
 
 
 
-def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
-    """Every rule applied to ``run_table``'s runs: what holds, what was checked without result, what is undecided."""
+def diagnosed(table: pd.DataFrame, checks: Checks) -> pd.DataFrame:
+    """``table`` with the diagnosis's per-run train − validation gap (so a run's overfitting tag and the report agree)
+    and ``gradient_ratio``, epoch 1's first-layer over output-layer gradient norm (NaN where not measured)."""
+    def value(rule: str) -> pd.Series:
+        return table["run_id"].map(lambda run_id: checks[run_id][rule].value if run_id in checks else None)
+
+    ratio = value("vanishing_gradients").astype("float64")
+    return table.assign(final_gap=value("overfitting").astype("float64"),
+                        gradient_ratio=ratio.where(ratio.abs() != float("inf")))
+
+
+def findings(table: pd.DataFrame, histories: pd.DataFrame, checks: Checks | None = None) -> list[Finding]:
+    """Every per-run and per-configuration rule applied to ``run_table``'s runs: what holds, what was checked without
+    result, what is undecided. The paired comparisons between levels are ``decisions.decide``'s."""
     dead = f"more than {DEAD_FRACTION:.0%} of a hidden layer's units were dead after the last epoch"
     inactive = (f"more than {INACTIVE_FRACTION:.0%} of a hidden layer's units were inactive (|f′| below a tenth of "
                 f"its peak on every probe example) after the last epoch")
     saturated = f"more than {SATURATED_FRACTION:.0%} of a hidden layer's outputs were saturated after the last epoch"
-    checks = run_checks(table, histories)
-    # The per-run train − validation gap is the diagnosis's, so a run's overfitting tag and this report agree.
-    table = table.assign(final_gap=table["run_id"].map(lambda run_id: checks[run_id]["overfitting"].value))
-    table["final_gap"] = table["final_gap"].astype("float64")
+    checks = run_checks(table, histories) if checks is None else checks
+    table = diagnosed(table, checks)
     return [
         *vanishing_gradients(table, histories, checks),
         *exploding_gradients(table, checks),
@@ -260,10 +269,8 @@ def findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
                                 saturated),
         *divergence(table),
         *learning_rate_edges(table),
+        *decisions.failed_seeds(table),
         *decisions.chance_runs(table),
         *decisions.deciding_factor(table),
-        *decisions.comparisons(table),
-        *decisions.convergence(table),
         *overfitting(table),
-        *(decisions.dropout_effect(table) if "dropout" in varying(table, ["dropout"]) else []),
     ]

@@ -99,7 +99,7 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
     caption = ("Mean best validation accuracy over seeds; empty cells were not run. A box marks each row's best "
                "learning "
                "rate for that optimizer: black inside the grid, red on its edge (the optimum may lie beyond). "
-               "'div.' counts diverged runs, which are excluded from the mean.")
+               "'div.' counts diverged runs, which count in the mean with the accuracy they reached.")
     return save(figure, folder, "best_val_accuracy_heatmap.png"), "Best validation accuracy by learning rate", caption
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from actopt.analysis import depth_section, depth_theory
-from actopt.analysis.findings import Finding, findings
+from actopt.analysis import answers, decisions, depth_section, depth_theory, multiplicity
+from actopt.analysis.findings import Finding, diagnosed, findings, run_checks
 from actopt.analysis.frames import (
     NUISANCE,
     SCIENCE,
@@ -26,8 +26,16 @@ from actopt.analysis.frames import (
     text,
     varying,
 )
-from actopt.analysis.statistics import CONFIDENCE, mean_interval
-from actopt.analysis.tables import CHANCE_MARGIN, CONVERGENCE_LEVEL, best_learning_rates, run_table
+from actopt.analysis.questions import Question, comparisons_needed, default_questions
+from actopt.analysis.statistics import CONFIDENCE, proportion_interval
+from actopt.analysis.tables import (
+    CHANCE_MARGIN,
+    CONVERGENCE_LEVEL,
+    best_learning_rates,
+    run_table,
+    scored,
+    tuned_runs,
+)
 
 
 @dataclass
@@ -58,20 +66,26 @@ def settings_section(runs: pd.DataFrame) -> str:
 def run_table_section(table: pd.DataFrame) -> str:
     always = ("activation", "optimizer", "learning_rate")
     columns = [name for name in [*science_columns(table), *NUISANCE] if name in always or varying(table, [name])]
-    header = ["run", *columns, "best val acc", "best epoch", "test acc", "epochs to 95%", "s / epoch", "learned",
-              "diverged"]
+    header = ["run", *columns, "best val acc", "best epoch", "last val acc", "test acc", "epochs to 95%", "s / epoch",
+              "learned", "failed"]
     rows = []
     for _, row in table.iterrows():
-        diverged = f"yes (epoch {integer(row['diverged_epoch'])})" if row["diverged"] else "no"
+        failure = row["failure"] or "no"
+        if row["diverged"]:
+            failure = f"diverged (epoch {integer(row['diverged_epoch'])})"
         rows.append([f"{run_name(row)} `{row['run_id'][:8]}`", *(text(row[name]) for name in columns),
-                     number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["test_accuracy"]),
-                     integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
-                     "yes" if row["learned"] else f"**no** (chance {row['chance']:.4f})", diverged])
+                     number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["last_val_accuracy"]),
+                     number(row["test_accuracy"]), integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
+                     "yes" if row["learned"] else f"**no** (chance {row['chance']:.4f})",
+                     failure if failure == "no" else f"**{failure}**"])
     return "\n".join(["## Results per run", "",
-                      f"Best validation accuracy and its epoch; test accuracy on the weights of that epoch; the first "
-                      f"epoch reaching {CONVERGENCE_LEVEL:.0%} of the run's best validation accuracy; mean seconds of "
-                      f"training per epoch; whether the run learned (best validation accuracy more than "
-                      f"{100 * CHANCE_MARGIN:.0f} points above the majority-class rate of the validation split).", "",
+                      f"Best validation accuracy and its epoch; validation accuracy after the last epoch; test "
+                      f"accuracy on the weights of the best epoch; the first epoch reaching {CONVERGENCE_LEVEL:.0%} of "
+                      f"the run's best validation accuracy (whole epochs: described, never compared); seconds of "
+                      f"training per epoch (a group's time shared equally among its members); whether the run learned "
+                      f"(best validation accuracy more than {100 * CHANCE_MARGIN:.0f} points above the majority-class "
+                      f"rate of the validation split) and whether it failed (diverged, did not learn, or collapsed: "
+                      f"see 'Failed seeds').", "",
                       markdown_table(header, rows)])
 
 
@@ -82,23 +96,30 @@ def interval_section(table: pd.DataFrame) -> str:
         return "\n".join([title, "", "One seed per configuration: no interval can be computed. The comparisons below "
                                     "fall back to fixed margins (0.5 points of accuracy, one epoch of convergence)."])
     columns = [*label_columns(table, science_columns(table)), "learning_rate"]
-    header = [*columns, "seeds", "best val acc", "test acc", "epochs to 95%", "s / epoch", "did not learn",
-              "diverged"]
+    header = [*columns, "seeds", "failed", "best val acc", "last val acc", "test acc", "mean val acc over epochs",
+              "epochs to 95% (mean, range)", "s / epoch (group share)"]
     rows = []
     for key, group in table.groupby(columns, sort=False, dropna=False):
         values = dict(zip(columns, key))
-        learned = group[group["learned"]]
-        rows.append([*(text(values[name]) for name in columns), len(group),
-                     mean_interval(group["best_val_accuracy"]).describe(digits=4),
-                     mean_interval(group["test_accuracy"]).describe(digits=4),
-                     mean_interval(learned["epochs_to_95"]).describe(digits=1) if len(learned) else "–",
-                     mean_interval(group["time_per_epoch"]).describe(digits=2),
-                     int((~group["learned"]).sum()), int(group["diverged"].sum())])
+        kinds = group.loc[group["failed"], "failure"].value_counts()
+        failed = f"{int(group['failed'].sum())} of {len(group)}" + (
+            " (" + ", ".join(f"{count} {kind}" for kind, count in kinds.items()) + ")" if len(kinds) else "")
+        steps = group["epochs_to_95"].dropna()
+        reach = f"{steps.mean():.1f} ({steps.min():.0f}–{steps.max():.0f})" if len(steps) else "–"
+        rows.append([*(text(values[name]) for name in columns), len(group), failed,
+                     proportion_interval(group["val_score"]).describe(digits=4),
+                     proportion_interval(group["last_val_accuracy"]).describe(digits=4),
+                     proportion_interval(group["test_score"]).describe(digits=4),
+                     proportion_interval(group["val_area"]).describe(digits=4), reach,
+                     number(group["time_per_epoch"].mean(), 2)])
     return "\n".join([title, "",
-                      f"Mean over seeds and its {CONFIDENCE:.0%} confidence interval [low, high], Student t on the "
-                      f"seed means (mean ± t(0.975, n − 1) · s / √n, n seeds). Epochs to {CONVERGENCE_LEVEL:.0%} "
-                      f"count only the runs that learned (best validation accuracy more than "
-                      f"{100 * CHANCE_MARGIN:.0f} points above chance).", "", markdown_table(header, rows)])
+                      f"Mean over seeds and its {CONFIDENCE:.0%} confidence interval [low, high]. Accuracies are "
+                      f"proportions: their interval is Student t on the seeds' logits, mapped back, so it stays inside "
+                      f"[0, 1] and is lopsided near a bound. A failed seed counts with the accuracy it reached (chance "
+                      f"where it logged none), and the 'failed' column says how many did. Epochs to "
+                      f"{CONVERGENCE_LEVEL:.0%} are whole epochs: their mean and range, no interval. Seconds per epoch "
+                      f"are the group's time shared equally among its members, the same for every seed: one value, "
+                      f"not an interval over seeds.", "", markdown_table(header, rows)])
 
 
 def best_interval(runs: pd.DataFrame, row: pd.Series, columns: list[str]) -> str:
@@ -106,8 +127,7 @@ def best_interval(runs: pd.DataFrame, row: pd.Series, columns: list[str]) -> str
     if math.isnan(row["best_learning_rate"]):
         return "–"
     same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
-    chosen = runs[same & ~runs["diverged"].fillna(False).astype(bool)]
-    return mean_interval(chosen["best_val_accuracy"]).describe(digits=4)
+    return proportion_interval(scored(runs[same], "best_val_accuracy")).describe(digits=4)
 
 
 def best_rate_section(runs: pd.DataFrame) -> str:
@@ -125,18 +145,18 @@ def best_rate_section(runs: pd.DataFrame) -> str:
             for _, row in best.iterrows()]
     return "\n".join(["## Each configuration at its own best learning rate", "",
                       "Learning rate is a nuisance parameter, conditional on the optimizer: configurations are "
-                      "compared "
-                      "at their own best rate (diverged runs are infeasible, not dropped from the counts). A best rate "
-                      "on the edge of the grid means the grid should be extended.", "", markdown_table(header, rows)])
+                      "compared at their own best rate, the one with the highest mean best validation accuracy over "
+                      "every seed (chosen on validation only; test accuracy plays no part). A failed seed counts with "
+                      "the accuracy it reached, so a rate that diverged on one seed pays for it. A best rate on the "
+                      "edge of the grid means the grid should be extended.", "", markdown_table(header, rows)])
 
 
 def findings_section(found: Sequence[Finding]) -> str:
     lines = ["## Findings", "",
              "Each finding is computed from the logged numbers by the rule stated with it (thresholds are constants in "
              "`actopt/analysis/findings.py`, `decisions.py` and `tables.py`; the per-run rules', shared with each "
-             "run's diagnosis tags, in `actopt/core/diagnosis.py`). Comparisons between configurations pair "
-             f"runs by seed (same data split and batch order) and decide only when the {CONFIDENCE:.0%} Student-t "
-             "interval of the difference excludes zero; with one seed, fixed margins stand in for the interval."]
+             "run's diagnosis tags, in `actopt/core/diagnosis.py`). The comparisons between levels are the "
+             "'Decisions' above."]
     sections = (("holds", None), ("undecided", "### Cannot decide"), ("absent", "### Rules checked, nothing found"))
     for kind, title in sections:
         chosen = [item for item in found if item.kind == kind]
@@ -209,6 +229,36 @@ def figures_section(drawn: Sequence[tuple[Path, str, str]], skipped: dict[str, s
     return "\n".join(lines)
 
 
+def smoke_banner(runs: pd.DataFrame) -> str:
+    """A --quick or single-seed study: its numbers test the pipeline, not the question."""
+    quick = "max_batches" in runs and pd.to_numeric(runs["max_batches"], errors="coerce").fillna(0).gt(0).any()
+    single = runs["seed"].nunique() < 2
+    if not (quick or single):
+        return ""
+    why = " and ".join(part for part, present in (("runs of a few batches (--quick)", quick),
+                                                   ("a single seed", single)) if present)
+    return (f"> **Smoke test.** These numbers come from {why}: they show that the pipeline works, not what the study "
+            f"asks. No interval or decision below can be read as a result.")
+
+
+@dataclass(frozen=True)
+class Judged:
+    """What the questions got: the questions, the decisions of their comparisons, and the adjustment used."""
+
+    questions: tuple[Question, ...]
+    decisions: tuple[decisions.Decision, ...]
+    method: str = multiplicity.DEFAULT_METHOD
+
+
+def judge(table: pd.DataFrame, questions: Sequence[Question] = (), method: str = multiplicity.DEFAULT_METHOD
+          ) -> Judged:
+    """The study's questions (or the defaults), every comparison they need, decided as one family."""
+    chosen = tuple(questions) or tuple(default_questions(table))
+    tuned = tuned_runs(table, keep_failed=True)
+    made = decisions.decide(comparisons_needed(chosen, table, tuned), table, method, tuned=tuned)
+    return Judged(chosen, tuple(made), method)
+
+
 def render_report(
     runs: pd.DataFrame,
     left_out: pd.DataFrame,
@@ -220,7 +270,9 @@ def render_report(
     gallery: Path | None,
     theory: depth_section.Section | None = None,
     adaptive: str = "",
+    judged: Judged | None = None,
 ) -> str:
+    judged = judge(table) if judged is None else judged
     scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
     if source.get("parent_run_id"):
         scope.append(f"children of run `{source['parent_run_id']}`")
@@ -231,8 +283,12 @@ def render_report(
     header = [f"# Analysis of experiment `{source.get('experiment', '')}`", "",
               f"{plural(len(runs), 'finished training run')} on {runs['dataset'].iloc[0]}"
               + (f", study `{study}`" if study else "") + f"; {', '.join(scope)}. Written {stamp} by `actopt analyze`."]
+    # Rendered in this order; a section that has nothing to say is the empty string and is left out.
     sections = [
         "\n".join(header),
+        smoke_banner(runs),
+        answers.answers_section(judged.questions, judged.decisions, table, found, judged.method),
+        answers.decisions_section(judged.questions, judged.decisions, judged.method),
         settings_section(runs),
         left_out_section(left_out),
         run_table_section(table),
@@ -247,6 +303,12 @@ def render_report(
     return "\n\n".join(section for section in sections if section) + "\n"
 
 
+def decision_findings(judged: Judged) -> list[Finding]:
+    """The decided pairs as findings, so that the analysis run counts them with the rules' findings."""
+    return [Finding("Decisions", decisions.verdict(item, judged.method), judged.method) for item in judged.decisions
+            if item.decided]
+
+
 def write_analysis(
     runs: pd.DataFrame,
     left_out: pd.DataFrame,
@@ -255,20 +317,27 @@ def write_analysis(
     folder: Path,
     source: dict[str, str],
     adaptive: str = "",
+    questions: Sequence[Question] = (),
+    method: str = multiplicity.DEFAULT_METHOD,
 ) -> AnalysisResult:
-    """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there)."""
+    """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there), answering ``questions``
+    (by default one per varying parameter) with their comparisons adjusted by ``method``."""
     from actopt.analysis import plots
 
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("*.png"):
         old.unlink()
     table = run_table(runs, histories)
-    found = [*findings(table, histories), *depth_theory.theory_findings(table, histories)]
+    checks = run_checks(table, histories)
+    table = diagnosed(table, checks)
+    judged = judge(table, questions, method)
+    found = [*findings(table, histories, checks), *depth_theory.theory_findings(table, histories),
+             *decisions.unlearned_groups(list(judged.questions), table)]
     drawn, skipped = plots.draw_all(table, histories, histograms, folder)
     gallery = next((path for path, *_ in drawn if path.name == plots.GALLERY_FILE), None)
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                         depth_section.theory_section(table, histories), adaptive))
-    holding = [item for item in found if item.kind == "holds"]
+                                    depth_section.theory_section(table, histories), adaptive, judged))
+    holding = [*(item for item in found if item.kind == "holds"), *decision_findings(judged)]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

@@ -25,6 +25,17 @@ CONVERGENCE_LEVEL = 0.95
 CHANCE_MARGIN = 0.02
 # Runs logged before chance_accuracy existed: ten balanced classes.
 DEFAULT_CHANCE = 0.1
+# Collapsed: a run that learned and did not diverge but whose best validation accuracy is more than 10 points below
+# the median of its configuration's seeds (same configuration and learning rate). Seeds of one configuration here
+# differ by well under a point when they all train; a 10-point drop is a failed run (tanh + SGD at rate 1 reached
+# 0.27 where its other seeds reached 0.80), not seed noise.
+COLLAPSE_MARGIN = 0.10
+# Collapsed, too: a final training loss above 1.5 × the first epoch's mean. Training that ends worse than its first
+# epoch has been thrown off, whatever accuracy it once reached.
+LOSS_GROWTH = 1.5
+# How a failed seed is scored, in the learning-rate choice and in every comparison: it keeps the accuracy it
+# reached; where it logged none (diverged within its first epoch), it scores its split's chance rate. Never dropped.
+FAILURES = ("diverged", "did not learn", "collapsed")
 
 
 def epochs_to_level(curve: pd.Series, level: float = CONVERGENCE_LEVEL) -> float:
@@ -36,20 +47,67 @@ def epochs_to_level(curve: pd.Series, level: float = CONVERGENCE_LEVEL) -> float
     return float(reached.index.min())
 
 
+def validation_area(curve: pd.Series, epochs: int, chance: float) -> float:
+    """Mean validation accuracy over epochs 1 … ``epochs`` (the area under the validation curve ÷ epochs): higher
+    when a run gets good sooner, continuous, so seeds that tie on "first epoch at 95%" still differ. Epochs the run
+    did not log (it diverged) score ``chance``, the failed-seed rule."""
+    values = [float(curve.get(step, math.nan)) for step in range(1, epochs + 1)]
+    values = [value if math.isfinite(value) else chance for value in values]
+    return float(np.mean(values)) if values else math.nan
+
+
+def chance_rates(runs: pd.DataFrame) -> pd.Series:
+    """Each run's chance rate (``chance`` of the run table, else the logged ``chance_accuracy``, else 0.1)."""
+    for column in ("chance", "chance_accuracy"):
+        if column in runs:
+            return runs[column].astype("float64").fillna(DEFAULT_CHANCE)
+    return pd.Series(DEFAULT_CHANCE, index=runs.index, dtype="float64")
+
+
+def scored(runs: pd.DataFrame, column: str) -> pd.Series:
+    """``column`` with the failed-seed rule: a missing accuracy scores the run's chance rate."""
+    return runs[column].astype("float64").fillna(chance_rates(runs))
+
+
+def learned(best_val_accuracy: pd.Series, chance: pd.Series) -> pd.Series:
+    """The one definition of "learned", in every rule: best validation accuracy more than CHANCE_MARGIN above the
+    split's chance rate (a run without a finished epoch did not learn)."""
+    return best_val_accuracy.astype("float64").fillna(-1.0) > chance + CHANCE_MARGIN
+
+
+def failures(table: pd.DataFrame) -> pd.Series:
+    """Per run: "diverged", "did not learn", "collapsed" (see COLLAPSE_MARGIN and LOSS_GROWTH) or ""."""
+    keys = [name for name in (*science_columns(table), "learning_rate") if name in table]
+    median = table.groupby(keys, dropna=False)["best_val_accuracy"].transform("median") if keys else (
+        table["best_val_accuracy"].median())
+    dropped = table["best_val_accuracy"] < median - COLLAPSE_MARGIN
+    first_loss = table["first_train_loss"] if "first_train_loss" in table else pd.Series(np.nan, index=table.index)
+    thrown = table["last_train_loss"] > LOSS_GROWTH * first_loss
+    kind = pd.Series("", index=table.index, dtype=object)
+    kind[(dropped | thrown).fillna(False)] = "collapsed"
+    kind[~table["learned"]] = "did not learn"
+    kind[is_diverged(table)] = "diverged"
+    return kind
+
+
 def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     """One row per run: its configuration and outcomes, with the per-epoch derived columns.
 
-    ``epochs_to_95``: first epoch reaching 95% of the run's best validation accuracy;
-    ``time_per_epoch``: mean ``epoch_time``; ``final_gap``: train − validation accuracy at the last
-    epoch, the train side measured in eval mode on a fixed training subset (``train_eval_accuracy``)
-    where the run logged it, else the accuracy accumulated during the epoch (``gap_source`` says
-    which); ``learned``: best validation accuracy more than CHANCE_MARGIN above ``chance``.
+    ``epochs_to_95``: first epoch reaching 95% of the run's best validation accuracy (a whole epoch: described,
+    never compared); ``val_area``: ``validation_area``; ``time_per_epoch``: mean ``epoch_time`` (a group's time
+    shared equally among its members: one value per group, no seed-to-seed spread); ``final_gap``: train −
+    validation accuracy at the last epoch, the train side measured in eval mode on a fixed training subset
+    (``train_eval_accuracy``) where the run logged it, else the accuracy accumulated during the epoch (``gap_source``
+    says which); ``learned``: ``learned``; ``failure``/``failed``: ``failures``; ``val_score``/``test_score``: best
+    validation and test accuracy with the failed-seed rule (``scored``).
     """
     val = metric(histories, "val_accuracy").pivot_table(index="step", columns="run_id", values="value", dropna=False)
     to_level = {run_id: epochs_to_level(val[run_id].dropna()) for run_id in val.columns}
     seconds = metric(histories, "epoch_time").groupby("run_id")["value"].mean()
     last = {key: last_step_values(metric(histories, key)).set_index("run_id")["value"]
             for key in ("train_accuracy", "train_eval_accuracy", "val_accuracy", "train_loss", "val_loss")}
+    losses = metric(histories, "train_loss")
+    first_loss = losses[losses["step"] == 1].set_index("run_id")["value"]
     table = runs.assign(
         epochs_to_95=runs["run_id"].map(to_level).astype("float64"),
         time_per_epoch=runs["run_id"].map(seconds).astype("float64"),
@@ -57,6 +115,7 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
         last_train_eval_accuracy=runs["run_id"].map(last["train_eval_accuracy"]).astype("float64"),
         last_val_accuracy=runs["run_id"].map(last["val_accuracy"]).astype("float64"),
         last_train_loss=runs["run_id"].map(last["train_loss"]).astype("float64"),
+        first_train_loss=runs["run_id"].map(first_loss).astype("float64"),
         diverged=is_diverged(runs),
     )
     evaluated = table["last_train_eval_accuracy"].notna()
@@ -65,20 +124,26 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     table["gap_source"] = np.where(evaluated, "eval", "during epoch")
     chance = runs["chance_accuracy"] if "chance_accuracy" in runs else pd.Series(np.nan, index=runs.index)
     table["chance"] = chance.astype("float64").fillna(DEFAULT_CHANCE)
-    table["learned"] = table["best_val_accuracy"].astype("float64").fillna(-1.0) > table["chance"] + CHANCE_MARGIN
+    table["learned"] = learned(table["best_val_accuracy"], table["chance"])
+    length = int(pd.to_numeric(runs["epochs"], errors="coerce").max()) if "epochs" in runs else int(val.index.max())
+    table["val_area"] = [validation_area(val[run_id] if run_id in val else pd.Series(dtype="float64"), length, rate)
+                         for run_id, rate in zip(table["run_id"], table["chance"])]
+    table["failure"] = failures(table)
+    table["failed"] = table["failure"] != ""
+    table["val_score"] = scored(table, "best_val_accuracy")
+    table["test_score"] = scored(table, "test_accuracy")
     return sort_runs(table, [*science_columns(runs), "learning_rate", "seed"]).reset_index(drop=True)
 
 
 def learning_rate_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration (science columns): mean ± std best validation accuracy at each learning rate."""
+    """Per configuration (science columns) and learning rate: mean ± std over every seed of the best validation
+    accuracy, a failed seed scoring what it reached (``scored``), and how many seeds diverged."""
     columns = science_columns(runs)
-    feasible = runs[~is_diverged(runs) & runs["best_val_accuracy"].notna()]
-    grouped = feasible.groupby([*columns, "learning_rate"], dropna=False)["best_val_accuracy"]
-    table = grouped.agg(mean="mean", std="std", seeds="count").reset_index()
-    diverged = runs[is_diverged(runs)].groupby([*columns, "learning_rate"], dropna=False).size().rename("diverged")
-    table = table.merge(diverged.reset_index(), on=[*columns, "learning_rate"], how="outer")
-    table["diverged"] = table["diverged"].fillna(0).astype(int)
-    table["seeds"] = table["seeds"].fillna(0).astype(int)
+    frame = runs.assign(score=scored(runs, "best_val_accuracy"), is_diverged=is_diverged(runs).astype(int))
+    grouped = frame.groupby([*columns, "learning_rate"], dropna=False)
+    table = grouped.agg(mean=("score", "mean"), std=("score", "std"), seeds=("score", "count"),
+                        diverged=("is_diverged", "sum")).reset_index()
+    table["diverged"] = table["diverged"].astype(int)
     return sort_runs(table, [*columns, "learning_rate"]).reset_index(drop=True)
 
 
@@ -86,31 +151,30 @@ def best_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     """Per configuration: the best learning rate, the grid it was chosen from, and whether it is on the edge."""
     columns = science_columns(runs)
     table = learning_rate_table(runs)
-    rows = []
-    for key, group in table.groupby(columns, dropna=False, sort=False):
-        grid = sorted(group["learning_rate"].unique())
-        feasible = group[group["seeds"] > 0]
-        row = dict(zip(columns, key if isinstance(key, tuple) else (key,)))
-        row.update(grid=tuple(grid), diverged=int(group["diverged"].sum()))
-        if feasible.empty:
-            row.update(best_learning_rate=math.nan, mean=math.nan, std=math.nan, seeds=0, edge="")
-        else:
-            best = feasible.loc[feasible["mean"].idxmax()]
-            edge = "" if len(grid) < 2 else "smallest" if best["learning_rate"] == grid[0] else (
-                "largest" if best["learning_rate"] == grid[-1] else "")
-            row.update(best_learning_rate=best["learning_rate"], mean=best["mean"], std=best["std"],
-                       seeds=int(best["seeds"]), edge=edge)
-        rows.append(row)
-    return sort_runs(pd.DataFrame(rows), columns).reset_index(drop=True)
+    grouped = table.groupby(columns, dropna=False, sort=False)
+    best = table.loc[grouped["mean"].idxmax().dropna()].set_index(columns)
+    summary = grouped.agg(grid=("learning_rate", lambda rates: tuple(sorted(rates))), diverged=("diverged", "sum"))
+    summary = summary.join(best[["learning_rate", "mean", "std", "seeds"]]).reset_index()
+    summary = summary.rename(columns={"learning_rate": "best_learning_rate"})
+    summary["seeds"] = summary["seeds"].fillna(0).astype(int)
+    summary["diverged"] = summary["diverged"].astype(int)
+    lowest = summary["grid"].map(lambda grid: grid[0])
+    highest = summary["grid"].map(lambda grid: grid[-1])
+    several = summary["grid"].map(len) > 1
+    summary["edge"] = np.where(several & (summary["best_learning_rate"] == lowest), "smallest",
+                               np.where(several & (summary["best_learning_rate"] == highest), "largest", ""))
+    return sort_runs(summary, columns).reset_index(drop=True)
 
 
-def tuned_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """The runs of each configuration at its best learning rate (all their seeds, none diverged)."""
+def tuned_runs(runs: pd.DataFrame, keep_failed: bool = False) -> pd.DataFrame:
+    """The runs of each configuration at its best learning rate, chosen on validation accuracy only. The decisions
+    take every seed (``keep_failed=True``: failed ones score what they reached); the figures, which draw curves,
+    leave out the diverged seeds."""
     best = best_learning_rates(runs).dropna(subset=["best_learning_rate"])
     columns = science_columns(runs)
     keys = best[[*columns, "best_learning_rate"]].rename(columns={"best_learning_rate": "learning_rate"})
     chosen = runs.merge(keys, on=[*columns, "learning_rate"], how="inner")
-    return chosen[~is_diverged(chosen)].reset_index(drop=True)
+    return (chosen if keep_failed else chosen[~is_diverged(chosen)]).reset_index(drop=True)
 
 
 def histogram_runs(runs: pd.DataFrame) -> list[str]:

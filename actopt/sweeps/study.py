@@ -37,7 +37,16 @@ from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).with_name("studies")
-FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "until_decided")
+FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "questions", "multiplicity", "until_decided")
+# "multiplicity": how the report adjusts its family of comparisons: Holm's family-wise error (the default) or
+# Benjamini–Hochberg's false-discovery rate ("fdr").
+MULTIPLICITY = ("holm", "fdr")
+# What a question may measure. Compared seed by seed between levels, each pair a decision of the report's family:
+COMPARED_MEASURES = ("test_accuracy", "best_val_accuracy", "val_area", "gap")
+# Described, not tested (orders, counts and ranges the report states with its numbers):
+DESCRIBED_MEASURES = ("gradient_ratio", "trainability", "lr_sensitivity", "last_accuracy", "vanishing_gradients",
+                      "dead_units", "failures")
+QUESTION_KEYS = ("id", "question", "factors", "measures", "contrasts")
 # --until-decided: seeds per configuration at most. With the ~9 comparisons of a study such as
 # fashion-activations (each at 0.05/9), the sequential rule decides a difference of 2 paired standard
 # deviations with a median 10 seeds and one of 1 standard deviation with 20 (docs/analysis.md).
@@ -58,6 +67,8 @@ class Study:
     description: str
     digest: str  # of the file's runs, comments and prose left out
     runs: tuple[dict[str, Any], ...]  # each run's values as the file gives them, seed included
+    questions: tuple[dict[str, Any], ...] = ()  # as the file gives them, checked (see check_questions)
+    multiplicity: str = MULTIPLICITY[0]
     # "until_decided" as the file gives it (None: a sweep of the declared seeds only)
     until_decided: dict[str, int] | None = None
 
@@ -121,12 +132,54 @@ def load_study(name_or_path: str) -> Study:
     until_decided = check_until_decided(document.get("until_decided"), len(set(seeds)), where)
     # The digest leaves until_decided out: the added seeds are children of the same parent as the declared ones.
     digest = text_digest({"seeds": seeds, "fixed": fixed, "grid": grid})
+    questions = check_questions(document.get("questions", []), where)
+    multiplicity = document.get("multiplicity", MULTIPLICITY[0])
+    if multiplicity not in MULTIPLICITY:
+        raise ConfigError(f"{where}: 'multiplicity' must be one of {', '.join(MULTIPLICITY)}, got "
+                          f"{json.dumps(multiplicity)}")
     study = Study(name=path.stem, path=path, description=description.strip(), digest=digest, runs=runs,
-                  until_decided=until_decided)
+                  questions=questions, multiplicity=multiplicity, until_decided=until_decided)
     configurations(study)  # every run must be a valid configuration before anything starts
     return study
 
 
+def check_questions(questions: Any, where: str) -> tuple[dict[str, Any], ...]:
+    """The declared questions: each an object with a unique "id", the "question" in words, the "factors" (options)
+    it compares, the "measures" (COMPARED_MEASURES and DESCRIBED_MEASURES) and optionally, for one factor, the
+    "contrasts" to test (pairs of levels, declared before the data are seen; by default every pair of levels)."""
+    if not isinstance(questions, list):
+        raise ConfigError(f"{where}: 'questions' must be a list of objects, got {json.dumps(questions)}")
+    seen: set[str] = set()
+    for number, question in enumerate(questions, start=1):
+        at = f"{where}: questions[{number}]"
+        if not isinstance(question, dict):
+            raise ConfigError(f"{at} must be an object with keys {', '.join(QUESTION_KEYS)}")
+        unknown = [key for key in question if key not in QUESTION_KEYS]
+        if unknown:
+            raise ConfigError(f"{at}: unknown key {unknown[0]!r}; valid keys: {', '.join(QUESTION_KEYS)}")
+        for key in ("id", "question"):
+            if not isinstance(question.get(key), str) or not question[key].strip():
+                raise ConfigError(f"{at}: {key!r} must be a non-empty text")
+        if question["id"] in seen:
+            raise ConfigError(f"{at}: id {question['id']!r} is used twice")
+        seen.add(question["id"])
+        factors, measures = question.get("factors"), question.get("measures")
+        if not isinstance(factors, list) or not factors or not all(isinstance(name, str) for name in factors):
+            raise ConfigError(f"{at}: 'factors' must be a non-empty list of options, got {json.dumps(factors)}")
+        for name in factors:
+            if name not in STUDY_FIELDS:
+                raise ConfigError(f"{at}: factor {name!r} is not an option; valid options: {', '.join(STUDY_FIELDS)}")
+        known = (*COMPARED_MEASURES, *DESCRIBED_MEASURES)
+        if not isinstance(measures, list) or not measures or any(name not in known for name in measures):
+            raise ConfigError(f"{at}: 'measures' must be a non-empty list of {', '.join(known)}, got "
+                              f"{json.dumps(measures)}")
+        contrasts = question.get("contrasts")
+        if contrasts is not None and (len(factors) != 1 or not isinstance(contrasts, list) or not all(
+                isinstance(pair, list) and len(pair) == 2 and all(is_value(factors[0], value) for value in pair)
+                for pair in contrasts)):
+            raise ConfigError(f"{at}: 'contrasts' must be a list of [level, level] pairs of its one factor, got "
+                              f"{json.dumps(contrasts)}")
+    return tuple(questions)
 def check_until_decided(value: Any, declared: int, where: str) -> dict[str, int] | None:
     if value is None:
         return None
