@@ -73,7 +73,8 @@ def load_runs(
 
     Columns: ``run_id, run_name, status, kind, start_time, end_time, parent_run_id,
     experiment_id, artifact_uri``; one column per ``TrainConfig`` field, cast to its type
-    (MLflow keeps params as text); ``study``, ``diverged`` (boolean), ``diverged_epoch``;
+    (MLflow keeps params as text); ``data_digest`` (of the data it trained on); ``study``,
+    ``diverged`` (boolean), ``diverged_epoch``;
     the summaries ``best_epoch, best_val_accuracy, test_accuracy, test_loss``; and
     ``final_<key>`` with the last logged value of every other metric. ``kind`` is ``training``
     (the run logged ``val_accuracy``), ``sweep`` or ``analysis`` (tagged, or parent of others),
@@ -122,7 +123,7 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
 
 def run_columns(rows: list[dict[str, Any]]) -> list[str]:
     fixed = ["run_id", "run_name", "status", "kind", "start_time", "end_time", "parent_run_id", "experiment_id",
-             "artifact_uri", *_CONFIG_FIELDS, "diverged", "diverged_epoch", *SUMMARY_METRICS]
+             "artifact_uri", *_CONFIG_FIELDS, "data_digest", "diverged", "diverged_epoch", *SUMMARY_METRICS]
     finals = sorted({name for row in rows for name in row if name.startswith("final_")})
     return fixed + finals
 
@@ -143,11 +144,19 @@ def run_row(run: Any, is_parent: bool) -> dict[str, Any]:
         "study": tags.get("study"),  # the param, when logged, wins below
         "diverged": {"true": True, "false": False}.get(tags.get("diverged", "")),
         "diverged_epoch": tags.get("diverged_epoch"),
+        "data_digest": data_digest(run),
     }
     row.update(typed_params(run.data.params))
     for key, value in metrics.items():
         row[key if key in SUMMARY_METRICS else f"final_{key}"] = value
     return row
+
+
+def data_digest(run: Any) -> str | None:
+    """The digest of the data the run trained on (its first dataset input), None when it logged none."""
+    inputs = getattr(run, "inputs", None)
+    datasets = getattr(inputs, "dataset_inputs", None) or []
+    return datasets[0].dataset.digest if datasets else None
 
 
 def typed_params(params: dict[str, str]) -> dict[str, Any]:
