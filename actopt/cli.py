@@ -355,3 +355,5 @@ def analyze_command(experiment: str, parent_run_id: str, filter_string: str, out
     logged = f"; analysis run {outcome.run_id}" if outcome.run_id else ""
     click.echo(f"{written.report}: {outcome.runs} run(s), {len(written.findings)} finding(s), {len(written.figures)} "
                f"figures ({len(written.skipped)} not drawn, reasons in the report){logged}")
+    for run_id, problem in outcome.history_problems.items():
+        terminal_report(f"run {run_id}: {problem}")

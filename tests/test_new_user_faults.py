@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from actopt.analysis import frames, tables
 from actopt.cli import main
+from actopt.core import training
 from actopt.tracking import queries
 
 
@@ -57,3 +58,72 @@ def test_runs_on_different_data_are_not_pooled(client):
     assert "--filter \"datasets.digest = 'aaaa'\"" in message
     runs, _ = selected(filter_string="datasets.digest = 'aaaa'")
     assert list(runs["seed"]) == [0]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("", "history.csv is empty"),
+    ("cut", "history.csv ends at step 2 of 4"),
+    ("step,val_accuracy\nx,y\n",
+     "history.csv cannot be read (ValueError: invalid literal for int() with base 10: 'x')"),
+])
+def test_a_history_csv_that_is_empty_cut_or_garbage_is_not_the_whole_history(client, text, problem):
+    table = history("relu", epochs=4)
+    run_id = log_run(client, "study", {"activation": "relu", "epochs": 4}, table, with_history_csv=False)
+    cut = {step: row for step, row in table.items() if step <= 2}
+    client.log_text(run_id, training.history_csv(cut) if text == "cut" else text, training.HISTORY_ARTIFACT)
+    long = queries.load_histories(queries.load_runs("study"))
+    assert sorted(long.loc[long["key"] == "val_accuracy", "step"]) == [1, 2, 3, 4]  # from the metric store
+    assert long.attrs["history_problems"] == {run_id: f"{problem}; read from the metric store"}
+    assert long.attrs["fallback_runs"] == [run_id]
+
+
+def test_a_run_logged_by_another_tool_is_left_out_with_its_reason(client):
+    from fake_runs import experiment_id
+
+    other = client.create_run(experiment_id(client, "study"), run_name="elsewhere").info.run_id
+    client.log_metric(other, "val_accuracy", 0.5, step=1)
+    client.set_terminated(other, "FINISHED")
+    message = one_line_error(["--experiment", "study", "--output-dir", "out"])
+    assert message == "Error: experiment 'study' has no finished training runs (1 run: 1 FINISHED)"
+    kept = log_run(client, "study", {"activation": "relu"}, history("relu"))
+    runs, left_out = selected()
+    assert list(runs["run_id"]) == [kept]
+    [reason] = left_out.loc[left_out["run_id"] == other, "reason"]
+    assert reason == "not logged by actopt train (no activation, optimizer, learning_rate, seed params)"
+
+
+def test_a_corrupt_gradient_histogram_file_is_left_out_not_a_traceback(client):
+    run_id = log_run(client, "study", {"activation": "relu"}, history("relu"))
+    client.log_text(run_id, '{"counts": [[1, 2', training.HISTOGRAM_ARTIFACT)
+    assert queries.load_gradient_histograms(queries.load_runs("study")) == {}
+
+
+def test_experiment_names_map_to_folders_of_their_own(client, tmp_path):
+    from actopt.analysis.analyze import safe_folder_name
+
+    names = ["a/b", "a_b", "..", "x" * 300, "é" * 200, "plain-name_1.0"]
+    folders = [safe_folder_name(name) for name in names]
+    assert len(set(folders)) == len(names)
+    assert folders[1] == "a_b" and folders[-1] == "plain-name_1.0"
+    assert all(len(folder.encode()) <= 255 and folder not in ("", ".", "..") and "/" not in folder
+               for folder in folders)
+    long = "x" * 300
+    log_run(client, long, {"activation": "relu"}, history("relu"))
+    result = CliRunner().invoke(main, ["analyze", "--experiment", long, "--output-dir", str(tmp_path), "--no-log"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / safe_folder_name(long) / "report.md").is_file()
+
+
+def test_a_disk_that_fills_while_figures_are_written_fails_the_command(client, tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    log_run(client, "study", {"activation": "relu"}, history("relu"))
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    message = one_line_error(["--experiment", "study", "--output-dir", str(tmp_path)])
+    assert message.startswith(f"Error: cannot write the analysis to {tmp_path}/study: OSError: [Errno 28] No space")
+    assert [run.info.run_name for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
+            if run.info.run_name == "analysis"] == []

@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
 from actopt.core.config import TrainConfig, config_digest
-from actopt.core.data import load_raw, raw_files
+from actopt.core.data import check_raw, load_raw, raw_files
 from actopt.errors import UserError, describe_error
 from actopt.sweeps.study import Study, label
 from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE, Outcome, Task, plan_groups, run_task
@@ -227,11 +227,13 @@ class SweepResult:
 
 
 def ensure_datasets(configs: Sequence[TrainConfig]) -> None:
-    """Every dataset is on disk before any run starts: downloaded here, once, when allowed (never by
-    two workers at once), else a DataError naming the folder. Reading the files is each run's job."""
+    """Every dataset is on disk and whole before any run starts: downloaded here, once, when allowed (never by
+    two workers at once), else a DataError naming the folder or the file (a truncated one, as ``train`` says).
+    Reading the values is each run's job."""
     for dataset, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in configs}):
         if not all(path.is_file() for path in raw_files(dataset, data_dir)):
             load_raw(dataset, data_dir, download)
+        check_raw(dataset, data_dir)
 
 
 def summarize(configs: Sequence[TrainConfig], children: Sequence[records.SweepRun]) -> list[Row]:
