@@ -348,7 +348,9 @@ def analyze_command(experiment: str, parent_run_id: str, filter_string: str, out
     )
 
     try:
-        outcome = analyze.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir, log)
+        with stopped_by_signals("analysis run ended KILLED"):
+            outcome = analyze.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir,
+                                                 log)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     written = outcome.written

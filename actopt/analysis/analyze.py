@@ -11,7 +11,7 @@ from pathlib import Path
 from actopt.analysis import frames, report, tables
 from actopt.analysis.report import AnalysisResult
 from actopt.errors import UserError, describe_error
-from actopt.tracking import notes, queries
+from actopt.tracking import notes, queries, signals
 from actopt.tracking.records import (
     KIND_TAG,
 )
@@ -63,9 +63,10 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
             client.log_batch(run_id, tags=tags, metrics=values)
             MlflowRunLogger(client, run_id).log_params(params)
             client.log_artifacts(run_id, str(directory))
-        except BaseException:
+        except BaseException as error:  # Ctrl-C and SIGTERM end it KILLED, as they end a training run
             if created:
-                client.set_terminated(run_id, "FAILED")
+                stopped = isinstance(error, (KeyboardInterrupt, signals.Terminated))
+                client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
             raise
         if created:
             client.set_terminated(run_id, "FINISHED")

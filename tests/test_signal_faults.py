@@ -1,0 +1,63 @@
+"""Signals that were lost or left a run behind (issue 27): one raised where Python swallows exceptions, and
+Ctrl-C in analyze."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+from fake_runs import history, log_run
+from mlflow.tracking import MlflowClient
+
+from actopt.cli import main
+from actopt.tracking import signals
+
+
+@pytest.fixture
+def restore_handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    sys.unraisablehook = hook
+
+
+class SlowFinalizer:
+    """Python ignores (prints "Exception ignored in") an exception raised in ``__del__``, as in a weakref callback."""
+
+    def __del__(self) -> None:
+        time.sleep(0.3)
+
+
+def test_a_signal_that_lands_where_exceptions_are_ignored_is_raised_again(restore_handlers):
+    signals.interrupt_outside_store(signal.SIGTERM)
+    doomed = SlowFinalizer()
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    after: list[str] = []
+    with pytest.raises(signals.Terminated):
+        del doomed  # the signal lands in __del__, which swallows it
+        after.append("finalizer done")
+        time.sleep(5)
+    assert after == ["finalizer done"]
+
+
+def test_ctrl_c_in_analyze_ends_its_run_killed_with_130(tracking_store, tmp_path, monkeypatch, restore_handlers):
+    client = MlflowClient(tracking_store)
+    log_run(client, "study", {"activation": "relu"}, history("relu"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.log_artifacts", interrupted)
+    result = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == "interrupted: analysis run ended KILLED"
+    [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
+                  if run.info.run_name == "analysis"]
+    assert analysis.info.status == "KILLED"
