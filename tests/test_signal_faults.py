@@ -61,3 +61,35 @@ def test_ctrl_c_in_analyze_ends_its_run_killed_with_130(tracking_store, tmp_path
     [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
                   if run.info.run_name == "analysis"]
     assert analysis.info.status == "KILLED"
+
+
+def test_a_claim_whose_reply_was_lost_is_still_this_sweeps_own(tracking_store, monkeypatch):
+    from actopt.tracking import claims
+
+    original = MlflowClient.create_run
+
+    def retried(self, *args, **kwargs):
+        # A proxy answered 504 after the server had stored the run: the client's retry stores it again.
+        original(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", retried)
+    own = claims.claim_sweep("study", "tiny", "digest", quick=False)
+    client = MlflowClient(tracking_store)
+    experiment = client.get_experiment_by_name("study").experiment_id
+    running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert [run.info.run_id for run in running] == [own]
+    claims.release(own)
+    assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
+
+
+def test_releasing_a_claim_waits_only_the_short_retry_window(tracking_store, monkeypatch):
+    from actopt.tracking import claims, store
+
+    own = claims.claim_sweep("study", "tiny", "digest", quick=False)
+    seen: list[str | None] = []
+    ending = claims.end_claim
+    monkeypatch.setattr(claims, "end_claim", lambda *args: (seen.append(os.environ.get(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES")), ending(*args)))
+    claims.release(own)
+    assert seen == [store.HTTP_LIMITS["check"]["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]]
