@@ -93,3 +93,10 @@ def test_releasing_a_claim_waits_only_the_short_retry_window(tracking_store, mon
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES")), ending(*args)))
     claims.release(own)
     assert seen == [store.HTTP_LIMITS["check"]["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]]
+
+
+def test_the_no_answer_line_says_how_long_a_hung_server_can_take(monkeypatch):
+    from actopt.tracking import store
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "45")
+    assert store.retry_window() == "5 retries over 30 s, each try waiting up to 45 s for an answer"
