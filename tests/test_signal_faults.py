@@ -100,3 +100,20 @@ def test_the_no_answer_line_says_how_long_a_hung_server_can_take(monkeypatch):
 
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "45")
     assert store.retry_window() == "5 retries over 30 s, each try waiting up to 45 s for an answer"
+
+
+def test_an_unwritable_artifact_folder_is_named_not_blamed_on_the_store(tracking_store, tmp_path, monkeypatch):
+    client = MlflowClient(tracking_store)
+    log_run(client, "study", {"activation": "relu"}, history("relu"))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/artifacts/1")
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.log_artifacts", refused)
+    result = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: cannot write the analysis run's artifacts: PermissionError: [Errno 13] "
+                                     "Permission denied: '/artifacts/1'")
+    [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
+                  if run.info.run_name == "analysis"]
+    assert analysis.info.status == "FAILED"

@@ -62,7 +62,10 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
             values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
             client.log_batch(run_id, tags=tags, metrics=values)
             MlflowRunLogger(client, run_id).log_params(params)
-            client.log_artifacts(run_id, str(directory))
+            try:
+                client.log_artifacts(run_id, str(directory))
+            except OSError as error:  # the artifact location, not the tracking store, cannot be written
+                raise UserError(f"cannot write the analysis run's artifacts: {describe_error(error)}") from None
         except BaseException as error:  # Ctrl-C and SIGTERM end it KILLED, as they end a training run
             if created:
                 stopped = isinstance(error, (KeyboardInterrupt, signals.Terminated))
