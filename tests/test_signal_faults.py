@@ -117,3 +117,12 @@ def test_an_unwritable_artifact_folder_is_named_not_blamed_on_the_store(tracking
     [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
                   if run.info.run_name == "analysis"]
     assert analysis.info.status == "FAILED"
+
+
+def test_under_mlflow_run_a_refused_value_leaves_its_reason_on_the_run(tracking_store, monkeypatch):
+    client = MlflowClient(tracking_store)
+    launcher = client.create_run(client.create_experiment("launched")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    result = CliRunner().invoke(main, ["train", "--epochs", "0"])
+    assert result.exit_code == 1 and result.output.strip() == "Error: epochs must be >= 1, got 0"
+    assert client.get_run(launcher).data.tags["actopt.error"] == "epochs must be >= 1, got 0"
