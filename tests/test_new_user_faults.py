@@ -127,3 +127,11 @@ def test_a_disk_that_fills_while_figures_are_written_fails_the_command(client, t
     assert message.startswith(f"Error: cannot write the analysis to {tmp_path}/study: OSError: [Errno 28] No space")
     assert [run.info.run_name for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
             if run.info.run_name == "analysis"] == []
+
+
+def test_a_huge_integer_from_a_study_file_is_shown_short():
+    from actopt.core.config import TrainConfig
+    from actopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^epochs must be <= 2147483647, got 1e\+308$"):
+        TrainConfig.from_mapping({"epochs": 1e308})
