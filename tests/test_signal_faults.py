@@ -126,3 +126,14 @@ def test_under_mlflow_run_a_refused_value_leaves_its_reason_on_the_run(tracking_
     result = CliRunner().invoke(main, ["train", "--epochs", "0"])
     assert result.exit_code == 1 and result.output.strip() == "Error: epochs must be >= 1, got 0"
     assert client.get_run(launcher).data.tags["actopt.error"] == "epochs must be >= 1, got 0"
+
+
+def test_no_hidden_layer_trains_with_gradient_statistics_on(small_config, tracking_store):
+    import dataclasses
+
+    from actopt.tracking import runlog
+
+    config = dataclasses.replace(small_config, hidden_sizes=(), gradient_statistics=True)
+    run_id, result = runlog.run_training(config)
+    assert MlflowClient(tracking_store).get_run(run_id).info.status == "FINISHED"
+    assert result.best_epoch is not None
