@@ -137,3 +137,20 @@ def test_no_hidden_layer_trains_with_gradient_statistics_on(small_config, tracki
     run_id, result = runlog.run_training(config)
     assert MlflowClient(tracking_store).get_run(run_id).info.status == "FINISHED"
     assert result.best_epoch is not None
+
+
+def test_a_signal_just_after_the_parent_exists_ends_it_killed(tmp_path, data_dir, tracking_store, monkeypatch):
+    from test_sweep import experiment_runs, split, sweep, write_study
+
+    from actopt.tracking import records
+
+    path = write_study(tmp_path, {"activation": ["relu", "tanh"]})
+
+    def terminated(*args, **kwargs):
+        raise signals.Terminated("signal 15")
+
+    monkeypatch.setattr(records, "sweep_children", terminated)  # the first thing done under the new parent
+    with pytest.raises(signals.Terminated):
+        sweep(path, data_dir)
+    parents, _ = split([run for run in experiment_runs() if run.data.tags.get(records.KIND_TAG) == "sweep"])
+    assert [parent.info.status for parent in parents] == ["KILLED"]

@@ -377,6 +377,11 @@ def sweep_claimed(
                                         launcher_run_id, study.description)
     try:
         return sweep_under(parent, study, configs, executor, report, group_size)
+    except (KeyboardInterrupt, signals.Terminated):
+        # A signal before sweep_under's loop (which closes the parent itself) would leave the parent RUNNING.
+        with ignoring(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Exception):
+            records.terminate_run(parent, "KILLED", "stopped by a signal before any configuration started")
+        raise
     except Exception as error:
         fail_parent(parent, error)
         raise
