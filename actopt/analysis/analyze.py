@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actopt.analysis import frames, report, tables
+from actopt.analysis import adaptive, frames, report, tables
 from actopt.analysis.report import AnalysisResult
 from actopt.errors import UserError, describe_error
-from actopt.tracking import notes, queries, signals
+from actopt.tracking import notes, queries, records, signals
 from actopt.tracking.records import (
     KIND_TAG,
 )
@@ -104,8 +104,10 @@ def analyze_experiment(
     histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
     source = {"experiment": experiment, "tracking_uri": shown_uri(), "parent_run_id": parent_run_id or "",
               "filter": filter_string or ""}
+    parents = sorted(set(runs["parent_run_id"].dropna()) - {""})
     try:
-        written = report.write_analysis(runs, left_out, histories, histograms, folder, source)
+        written = report.write_analysis(runs, left_out, histories, histograms, folder, source,
+                                        adaptive.report_section(records.sweep_looks(parents)))
     except OSError as error:  # a full disk, a folder made read-only meanwhile: nothing is logged
         raise UserError(f"cannot write the analysis to {folder}: {describe_error(error)}") from None
     run_id = None
