@@ -7,6 +7,7 @@ cannot drift apart (a test also holds MLproject to the same names).
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -18,6 +19,10 @@ from click.exceptions import NoArgsIsHelpError
 
 from actopt.core.config import TrainConfig, format_value, parse_boolean
 from actopt.errors import UserError, mask_credentials
+
+# Set by `mlflow run` for the process it starts: the run it made for the command (as tracking.store names it,
+# without importing MLflow here).
+RUN_ID_VARIABLE = "MLFLOW_RUN_ID"
 
 
 def option_name(field_name: str) -> str:
@@ -90,11 +95,16 @@ class ActoptGroup(click.Group):
         def command_path() -> str:
             return " ".join(filter(None, [ctx.command_path, ctx.meta.get(COMMAND_KEY)]))
 
+        launcher = os.environ.get(RUN_ID_VARIABLE)  # the command may take it out of the environment
         with usage_in_one_line(command_path):  # parsing a command's options happens in here
             try:
                 return super().invoke(ctx)
             except click.ClickException as error:  # the last word on a credential: none in any error line
                 error.message = mask_credentials(error.message)
+                if launcher:
+                    from actopt.tracking import records
+
+                    records.record_refusal(launcher, error.format_message())
                 raise
 
 
@@ -386,10 +396,14 @@ def analyze_command(experiment: str, parent_run_id: str, filter_string: str, out
     )
 
     try:
-        outcome = analyze.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir, log)
+        with stopped_by_signals("analysis run ended KILLED"):
+            outcome = analyze.analyze_experiment(experiment, parent_run_id or None, filter_string or None, output_dir,
+                                                 log)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     written = outcome.written
     logged = f"; analysis run {outcome.run_id}" if outcome.run_id else ""
     click.echo(f"{written.report}: {outcome.runs} run(s), {len(written.findings)} finding(s), {len(written.figures)} "
                f"figures ({len(written.skipped)} not drawn, reasons in the report){logged}")
+    for run_id, problem in outcome.history_problems.items():
+        terminal_report(f"run {run_id}: {problem}")

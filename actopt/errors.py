@@ -11,8 +11,12 @@ Value = TypeVar("Value")
 # How much of an underlying error a one-line message quotes: the sentence that says what happened
 # ("database or disk is full", "Connection refused") fits; a page of SQL or a traceback does not.
 DETAIL_LIMIT = 300
-# user:password@ in a URI (http, https, postgresql, ...): the password never reaches a terminal or a log.
-_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@/\s]*)@")
+# A URI in a text (http, https, postgresql, ...): its scheme, then everything up to a space or a quote.
+_URI = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<rest>[^\s'\"<>]+)")
+# Where a user name alone is a secret (a token: ``https://TOKEN@host``); a database's user name names a role.
+TOKEN_SCHEMES = ("http://", "https://")
+# Query parameters that carry a secret (libpq's password and sslpassword, an API's token or key).
+_SECRET_QUERY = re.compile(r"(?P<key>[?&;][\w.-]*(?:password|passwd|pwd|token|secret|key)=)[^&#;]*", re.IGNORECASE)
 
 
 class UserError(Exception):
@@ -40,8 +44,24 @@ def choose(registry: Mapping[str, Value], name: str, kind: str) -> Value:
 
 
 def mask_credentials(text: str) -> str:
-    """``text`` with the password of every ``scheme://user:password@host`` replaced by ``***``."""
-    return _CREDENTIALS.sub(lambda match: f"{match['scheme']}{match['user']}:***@", text)
+    """``text`` with every credential of every URI in it replaced by ``***``: the password of
+    ``scheme://user:password@host`` (a password may hold ``@`` or ``/``: the host follows the last ``@``),
+    an http(s) user name without a password (``http://TOKEN@host``, a token), and a secret query parameter
+    (``?password=``, ``&token=``, ``&api_key=``)."""
+    return _URI.sub(lambda match: match["scheme"] + mask_uri_rest(match["rest"], match["scheme"]), text)
+
+
+def mask_uri_rest(rest: str, scheme: str) -> str:
+    """What follows ``scheme://``, its credentials masked."""
+    head_end = min((index for index in (rest.find("?"), rest.find("#")) if index >= 0), default=len(rest))
+    at = rest.rfind("@", 0, head_end)
+    user_info = rest[:at]
+    # A "/" ends the host: an "@" after one is in the path, unless a "user:" came before it (a password with "/").
+    if at >= 0 and ("/" not in user_info or ":" in user_info.split("/", 1)[0]):
+        user, colon, _ = user_info.partition(":")
+        if colon or scheme.lower() in TOKEN_SCHEMES:
+            rest = (f"{user}:***" if colon else "***") + rest[at:]
+    return _SECRET_QUERY.sub(lambda match: f"{match['key']}***", rest)
 
 
 def one_line(text: str, limit: int = DETAIL_LIMIT) -> str:

@@ -64,7 +64,8 @@ def log_run(
 ) -> str:
     """Log one run as ``tracking.run_training`` would: params, per-step metrics, summaries, tags, history.csv."""
     settings = TrainConfig.from_mapping({"dataset": "mnist", "data_dir": "unused", "experiment_name": experiment,
-                                         "hidden_sizes": "32,16", **config})
+                                         "hidden_sizes": "32,16", "epochs": max(max(table, default=1), 1),
+                                         **config})  # a history as long as its epochs, as training logs it
     run = client.create_run(experiment_id(client, experiment), run_name=settings.run_name)
     run_id = run.info.run_id
     stamp = int(time.time() * 1000)

@@ -3,6 +3,7 @@ exit code, and no run in the store. The test reads the table, so the two cannot 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -69,12 +70,24 @@ def placeholders(tmp_path: Path, data_dir: Path, tracking_store: str) -> dict[st
     (inputs / "file").write_text("")
     (inputs / "bigseed.json").write_text('{"description": "x", "seeds": [18446744073709551616], '
                                          '"grid": {"activation": ["relu"]}}\n')
+    (inputs / "twice.json").write_text('{"description": "x", "grid": {"activation": ["relu"], '
+                                       '"activation": ["tanh"]}}\n')
+    (inputs / "deep.json").write_text('{"description": "x", "grid": {"activation": ' + "[" * 100_000
+                                      + "]" * 100_000 + "}}\n")
+    values = list(range(1, 1001))
+    (inputs / "huge.json").write_text(json.dumps({"description": "x", "grid": {"epochs": values,
+                                                                                "batch_size": values}}))
+    (inputs / "clash").mkdir()
+    (inputs / "clash" / "Default").write_text("")
+    (inputs / "reportdir" / "Default" / "report.md").mkdir(parents=True)
     client = MlflowClient(tracking_store)
     client.delete_experiment(client.create_experiment("gone"))
     return {"$BIGSEED": str(inputs / "bigseed.json"), "$LONG": "x" * 501,
             "$TRUNCATED": str(truncated), "$CORRUPT": str(corrupt), "$EMPTY": str(inputs / "empty"),
             "$DATA": str(data_dir), "$BROKEN": str(inputs / "broken.json"), "$TYPO": str(inputs / "typo.json"),
-            "$FILE": str(inputs / "file"), "$STORE": tracking_store}
+            "$FILE": str(inputs / "file"), "$STORE": tracking_store, "$TWICE": str(inputs / "twice.json"),
+            "$DEEP": str(inputs / "deep.json"), "$HUGE": str(inputs / "huge.json"), "$CLASH": str(inputs / "clash"),
+            "$REPORTDIR": str(inputs / "reportdir")}
 
 
 def resolve(text: str, placeholders: dict[str, str]) -> str:

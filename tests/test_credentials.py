@@ -112,3 +112,25 @@ def test_no_password_reaches_any_output_through_a_real_server(tmp_path, data_dir
     logged = everything_logged(client, experiment, downloads) + everything_logged(client, f"{experiment}-train",
                                                                                     downloads)
     assert SECRET not in logged
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    (f"postgresql://user:two@{SECRET}@db.example.org:5432/mlflow",
+     "postgresql://user:***@db.example.org:5432/mlflow"),
+    (f"postgresql://user:pa/{SECRET}@db.example.org/mlflow", "postgresql://user:***@db.example.org/mlflow"),
+    (f"postgresql://user@db.example.org/mlflow?sslmode=require&password={SECRET}",
+     "postgresql://user@db.example.org/mlflow?sslmode=require&password=***"),
+    (f"https://db.example.org/?token={SECRET}&x=1", "https://db.example.org/?token=***&x=1"),
+    (f"http://{SECRET}@127.0.0.1:5000", "http://***@127.0.0.1:5000"),
+    (f"cannot reach 'http://{SECRET}@host/api' now", "cannot reach 'http://***@host/api' now"),
+    (f"https://bot:{SECRET}@git.example.org/lab/x.git and http://a:{SECRET}@b",
+     "https://bot:***@git.example.org/lab/x.git and http://a:***@b"),
+    ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+    ("http://127.0.0.1/path/with@sign", "http://127.0.0.1/path/with@sign"),
+    ("mail user@example.org", "mail user@example.org"),
+])
+def test_every_form_of_credential_in_a_uri_is_masked(text, shown):
+    from actopt.errors import mask_credentials
+
+    assert mask_credentials(text) == shown
+    assert SECRET not in mask_credentials(text)

@@ -198,7 +198,8 @@ def test_a_server_that_stays_down_stops_the_sweep_with_one_line_and_the_next_swe
     stdout, stderr = output(tmp_path)
     assert code == 1
     assert stderr.strip().splitlines()[-1] == (
-        f"Error: no answer from the tracking server {uri} after 5 retries over 30 s: is it running and reachable? "
+        f"Error: no answer from the tracking server {uri} after 5 retries over 30 s, each try waiting up to 30 s "
+        "for an answer: is it running and reachable? "
         "(MLFLOW_TRACKING_URI chooses the store); the sweep stopped: start it again once the server is back, "
         "and it continues")
     assert "Traceback" not in stderr
@@ -240,7 +241,8 @@ def test_a_server_that_stays_down_ends_train_with_one_line(tmp_path, data_dir, r
     stdout, stderr = output(tmp_path)
     assert code == 1
     assert stderr.strip().splitlines()[-1] == (
-        f"Error: no answer from the tracking server {uri} after 5 retries over 30 s: is it running and reachable? "
+        f"Error: no answer from the tracking server {uri} after 5 retries over 30 s, each try waiting up to 30 s "
+        "for an answer: is it running and reachable? "
         "(MLFLOW_TRACKING_URI chooses the store)")
     assert "Traceback" not in stderr
     assert seconds < 120, f"{seconds:.0f} s to the error"

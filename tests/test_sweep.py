@@ -178,9 +178,11 @@ def test_resume_skips_finished_configurations(tmp_path, data_dir):
 def test_a_failing_configuration_does_not_stop_the_others_and_runs_again(tmp_path, data_dir):
     data = tmp_path / "data"
     shutil.copytree(data_dir, data)
-    images = data / "FashionMNIST" / "raw" / "train-images-idx3-ubyte"
+    images = data / "FashionMNIST" / "raw" / "train-labels-idx1-ubyte"
     intact = images.read_bytes()
-    images.write_bytes(intact[:1000])  # present, so the sweep starts; unreadable, so these runs fail
+    # Whole, so the sweep's check of the files passes (a truncated file is refused before any run); labels
+    # outside 0..9, which only reading the values finds, so these runs fail.
+    images.write_bytes(intact[:8] + b"\xff" * (len(intact) - 8))
     path = write_study(tmp_path, {"dataset": ["fashion-mnist", "mnist"], "activation": ["relu", "tanh"]})
     lines: list[str] = []
     _, configs, result = sweep(path, data, report=lines.append)
@@ -193,7 +195,7 @@ def test_a_failing_configuration_does_not_stop_the_others_and_runs_again(tmp_pat
     failed = [run for run in children if run.info.status == "FAILED"]
     assert len(failed) == 2 and len(children) == 4
     for run in failed:
-        assert run.data.tags[records.ERROR_TAG].startswith("DataError: fashion-mnist: cannot read")
+        assert run.data.tags[records.ERROR_TAG].startswith("DataError: fashion-mnist: train labels in")
         assert run.data.params["dataset"] == "fashion-mnist"
         assert "DataError" in mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/{records.ERROR_ARTIFACT}")
     assert sum("failed" in line and "DataError" in line for line in lines) == 2

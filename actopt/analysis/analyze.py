@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from actopt.analysis import adaptive, frames, questions, report, tables
 from actopt.analysis.report import AnalysisResult
-from actopt.errors import UserError
-from actopt.tracking import notes, queries, records
+from actopt.errors import UserError, describe_error
+from actopt.tracking import notes, queries, records, signals
 from actopt.tracking.records import (
     KIND_TAG,
 )
@@ -61,10 +62,14 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
             values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
             client.log_batch(run_id, tags=tags, metrics=values)
             MlflowRunLogger(client, run_id).log_params(params)
-            client.log_artifacts(run_id, str(directory))
-        except BaseException:
+            try:
+                client.log_artifacts(run_id, str(directory))
+            except OSError as error:  # the artifact location, not the tracking store, cannot be written
+                raise UserError(f"cannot write the analysis run's artifacts: {describe_error(error)}") from None
+        except BaseException as error:  # Ctrl-C and SIGTERM end it KILLED, as they end a training run
             if created:
-                client.set_terminated(run_id, "FAILED")
+                stopped = isinstance(error, (KeyboardInterrupt, signals.Terminated))
+                client.set_terminated(run_id, "KILLED" if stopped else "FAILED")
             raise
         if created:
             client.set_terminated(run_id, "FINISHED")
@@ -78,6 +83,7 @@ class Outcome:
     written: AnalysisResult
     runs: int
     run_id: str | None
+    history_problems: dict[str, str] = field(default_factory=dict)  # run id: what was wrong with its history.csv
 
 
 def analyze_experiment(
@@ -88,7 +94,7 @@ def analyze_experiment(
     log: bool = True,
 ) -> Outcome:
     """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
-    check_output_dir(Path(output_dir))
+    folder = check_output_paths(Path(output_dir), experiment)
 
     everything = queries.load_runs(experiment, parent_run_id, filter_string, kinds=None)
     scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
@@ -96,13 +102,15 @@ def analyze_experiment(
     runs, left_out = frames.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
     histories = queries.load_histories(runs)
     histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
-    folder = Path(output_dir) / safe_folder_name(experiment)
     source = {"experiment": experiment, "tracking_uri": shown_uri(), "parent_run_id": parent_run_id or "",
               "filter": filter_string or ""}
     asked, method = questions.declared(str(runs["study"].fillna("").iloc[0]))
     parents = sorted(set(runs["parent_run_id"].dropna()) - {""})
-    written = report.write_analysis(runs, left_out, histories, histograms, folder, source,
-                                    adaptive.report_section(records.sweep_looks(parents)), asked, method)
+    try:
+        written = report.write_analysis(runs, left_out, histories, histograms, folder, source,
+                                        adaptive.report_section(records.sweep_looks(parents)), asked, method)
+    except OSError as error:  # a full disk, a folder made read-only meanwhile: nothing is logged
+        raise UserError(f"cannot write the analysis to {folder}: {describe_error(error)}") from None
     run_id = None
     if log:
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
@@ -110,21 +118,38 @@ def analyze_experiment(
         metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
         run_id = log_analysis_run(experiment, folder, params, metrics,
                                   findings_markdown(written.report.read_text(encoding="utf-8")))
-    return Outcome(written, len(runs), run_id)
+    return Outcome(written, len(runs), run_id, histories.attrs.get("history_problems", {}))
 
 
-def check_output_dir(output_dir: Path) -> None:
-    """Before anything is read or created: the report's folder can be made and written."""
-    existing = nearest_existing(output_dir.absolute())
+def check_output_paths(output_dir: Path, experiment: str) -> Path:
+    """The one place that checks where the analysis goes, before anything is read or created: the report's
+    folder ``output_dir/<experiment>`` and its ``report.md`` can be made and written. Returns the folder."""
+    folder = output_dir / safe_folder_name(experiment)
+    existing = nearest_existing(folder.absolute())
+    report_file = folder / "report.md"
     if not existing.is_dir():
         problem = f"{existing} is a file, not a folder"
+    elif report_file.is_dir():
+        problem = f"{report_file} is a folder, not a file"
     elif not writable(existing):
         problem = f"the folder {existing} is not writable"
+    elif report_file.exists() and not os.access(report_file, os.W_OK):
+        problem = f"the file {report_file} is not writable"
     else:
-        return
+        return folder
     raise UserError(f"cannot write the analysis to --output-dir {output_dir}: {problem}; choose another --output-dir")
 
 
+# A folder name's limit on common file systems is 255 bytes; a long name keeps its start and a digest.
+FOLDER_NAME_BYTES = 120
+
+
 def safe_folder_name(experiment: str) -> str:
-    """The experiment name as one folder name (a ``/`` in a name would nest folders)."""
-    return "".join(char if char.isalnum() or char in "-_." else "_" for char in experiment).strip(".") or "experiment"
+    """The experiment's name as one folder name of its own: kept as it is when it is one already; otherwise
+    (a ``/``, ``..``, a character a file system may refuse, a name over FOLDER_NAME_BYTES bytes) its safe
+    characters and a digest of the whole name, so that ``a/b`` and ``a_b`` never share a folder."""
+    safe = "".join(char if char.isascii() and (char.isalnum() or char in "-_.") else "_" for char in experiment)
+    if safe == experiment and not experiment.startswith(".") and len(experiment) <= FOLDER_NAME_BYTES:
+        return experiment
+    digest = hashlib.sha256(experiment.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{safe.strip('.')[:FOLDER_NAME_BYTES]}-{digest}".lstrip("-") or digest

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from actopt.analysis.seeds import distinct_seeds
 from actopt.core.config import TrainConfig, format_value
 from actopt.core.models import ACTIVATIONS
 from actopt.core.optimizers import OPTIMIZERS
@@ -23,8 +24,12 @@ BOOKKEEPING = ("dataset", "data_dir", "download", "device", "log_model", "experi
 
 
 NUISANCE = ("learning_rate", "seed")
+# Params without which a run cannot be placed in any table: a run that lacks one was logged by another tool.
+REQUIRED_PARAMS = ("activation", "optimizer", "learning_rate", "seed")
 CONFIG_FIELDS = tuple(TrainConfig.__dataclass_fields__)
 SCIENCE = tuple(name for name in CONFIG_FIELDS if name not in BOOKKEEPING + NUISANCE)
+# What makes two runs the same training (with the data's digest): a second such run is not a second seed.
+IDENTITY = tuple(name for name in CONFIG_FIELDS if name not in BOOKKEEPING)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,9 @@ def select_runs(
     reasons[others["kind"] == "sweep-claim"] = "a sweep's claim run (that sweep is still going)"
     reasons[others["kind"] == "other"] = "no val_accuracy logged (not a training run, or stopped before epoch 1)"
     training = others["kind"] == "training"
-    unfinished = training & (others["status"] != "FINISHED")
+    foreign = training & others[list(REQUIRED_PARAMS)].isna().any(axis=1)
+    reasons[foreign] = f"not logged by actopt train (no {', '.join(REQUIRED_PARAMS)} params)"
+    unfinished = training & ~foreign & (others["status"] != "FINISHED")
     reasons[unfinished] = "status " + others.loc[unfinished, "status"].astype(str)
     runs = others[reasons == ""].reset_index(drop=True)
     left_out = others.loc[reasons != "", ["run_name", "run_id", "status"]].assign(reason=reasons[reasons != ""])
@@ -70,19 +77,28 @@ def select_runs(
             + (f" ({plural(len(others), 'run')}: {statuses})" if len(others) else " (no runs at all)")
         )
     check_one_study(runs, experiment)
-    return runs, left_out.reset_index(drop=True)
+    runs, repeated = distinct_seeds(runs, [*IDENTITY, "data_digest"])
+    return runs, pd.concat([left_out, repeated], ignore_index=True)
+
+
+# How a refusal names what the runs mix: a different data digest is a different copy of the data.
+MIXED_NAMES = {"data_digest": "data digests"}
 
 
 def check_one_study(runs: pd.DataFrame, experiment: str) -> None:
     """Refuse runs of several studies or datasets, naming each group and a filter that picks one."""
-    for column, tag in (("study", "tags.study"), ("dataset", "params.dataset")):
-        counts = runs[column].fillna("").astype(str).value_counts().sort_index()
+    for column, tag in (("study", "tags.study"), ("dataset", "params.dataset"), ("data_digest", "datasets.digest")):
+        values = runs[column].astype(object).where(runs[column].notna(), "").astype(str) if column in runs \
+            else pd.Series(dtype=str)
+        # Runs logged without a dataset input (older runs, other tools) have no digest to tell apart.
+        counts = (values[values != ""] if column == "data_digest" else values).value_counts().sort_index()
         counts = counts.sort_values(ascending=False, kind="stable")  # largest first, ties by name
         if len(counts) > 1:
             groups = ", ".join(f"{name or '(none)'}: {plural(count, 'run')}" for name, count in counts.items())
             example = next(name for name in counts.index if name)
             raise AnalysisError(
-                f"experiment {experiment!r} mixes runs of several {column} values ({groups}); "
+                f"experiment {experiment!r} mixes runs of several {MIXED_NAMES.get(column, column + ' values')} "
+                f"({groups}); "
                 f"analyse one with --filter \"{tag} = '{example}'\""
             )
 

@@ -396,6 +396,8 @@ def draw_all(
                 drawn.append(draw(table, histories, histograms, folder))
             except Skip as reason:
                 skipped[name] = str(reason)
+            except OSError:  # the folder cannot be written (a full disk): no figure can be, nor the report
+                raise
             except Exception as error:  # noqa: BLE001 - one figure's failure must not cost the report
                 skipped[name] = f"drawing failed ({describe_error(error)})"
             finally:

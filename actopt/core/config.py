@@ -237,12 +237,20 @@ def validate(config: TrainConfig) -> None:
         raise ConfigError(f"momentum applies to sgd and rmsprop, not {config.optimizer}")
 
 
+# Digits past which an integer is shown in floating-point form: a study file's 1e308 is int(1e308), 309 digits.
+SHOWN_DIGITS = 24
+
+
+def shown_integer(value: int) -> str:
+    return str(value) if len(str(abs(value))) <= SHOWN_DIGITS else f"{float(value):g}"
+
+
 def integer_checks(config: TrainConfig) -> list[tuple[bool, str]]:
     """Every integer within what torch takes: the seed in its range, sizes and counts below INTEGER_LIMIT."""
     checks = [(0 <= config.seed <= SEED_LIMIT, f"seed must be in [0, {SEED_LIMIT}], got {config.seed}")]
     for name in ("batch_size", "epochs", "depth", "width", "max_batches"):
         value = getattr(config, name)
-        checks.append((value <= INTEGER_LIMIT, f"{name} must be <= {INTEGER_LIMIT}, got {value}"))
+        checks.append((value <= INTEGER_LIMIT, f"{name} must be <= {INTEGER_LIMIT}, got {shown_integer(value)}"))
     largest = max(config.hidden_sizes, default=0)
     checks.append((largest <= INTEGER_LIMIT, f"hidden_sizes must each be <= {INTEGER_LIMIT}, got {largest}"))
     return checks

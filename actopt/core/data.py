@@ -81,6 +81,14 @@ def idx_problem(path: Path) -> str | None:
     return None
 
 
+def check_raw(name: str, data_dir: str | os.PathLike) -> None:
+    """DataError naming the first raw file that is missing its bytes or is not IDX; reads only the headers."""
+    for path in raw_files(name, data_dir):
+        problem = idx_problem(path)
+        if problem:
+            raise DataError(f"{name}: cannot read {path}: {problem}")
+
+
 def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[torch.Tensor, ...]:
     """Train images, train labels, test images, test labels as tensors, read by torchvision."""
     dataset_class = choose(DATASETS, name, "dataset")
@@ -100,10 +108,7 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[to
                 f"{name}: not found in {folder} and the download failed ({detail}); point --data-dir or "
                 f"ACTOPT_DATA_DIR at a folder holding {dataset_class.__name__}/raw/*-ubyte"
             ) from None
-    for path in raw_files(name, data_dir):
-        problem = idx_problem(path)
-        if problem:
-            raise DataError(f"{name}: cannot read {path}: {problem}")
+    check_raw(name, data_dir)
     splits = []
     for train in (True, False):
         try:

@@ -117,19 +117,24 @@ def summarize_epoch(
     )
 
 
+def listed(scalars: list[torch.Tensor]) -> list[float]:
+    """Scalar tensors as floats in one transfer; none for a net without hidden layers (``--hidden-sizes ""``)."""
+    return torch.stack(scalars).tolist() if scalars else []
+
+
 def max_abs_per_layer(gradients: list[torch.Tensor]) -> list[float]:
     """max |g| of each tensor: seed 001's "max gradient per layer for a given mini-batch"."""
-    return torch.stack([gradient.abs().max() for gradient in gradients]).tolist()
+    return listed([gradient.abs().max() for gradient in gradients])
 
 
 def l2_norm_per_layer(gradients: list[torch.Tensor]) -> list[float]:
     """‖g‖₂ of each tensor, accumulated in float64 so that a 1e-20 gradient of a deep sigmoid net keeps its digits."""
-    return torch.stack([torch.linalg.vector_norm(gradient.to(torch.float64)) for gradient in gradients]).tolist()
+    return listed([torch.linalg.vector_norm(gradient.to(torch.float64)) for gradient in gradients])
 
 
 def second_moment_per_layer(values: list[torch.Tensor]) -> list[float]:
     """Mean of x² over every element of each tensor: a layer's measured q (pre-activations over examples and units)."""
-    return torch.stack([value.to(torch.float64).square().mean() for value in values]).tolist()
+    return listed([value.to(torch.float64).square().mean() for value in values])
 
 
 def example_gradient_norms(errors: list[torch.Tensor], inputs: list[torch.Tensor]) -> list[float]:

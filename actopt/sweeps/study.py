@@ -58,6 +58,13 @@ STUDY_FIELDS = tuple(item.name for item in fields(TrainConfig) if item.name not 
 # --quick: every configuration trains one epoch of a few batches, without logging a model.
 QUICK = {"epochs": 1, "max_batches": 5, "log_model": False}
 COMMENT_PREFIX = "//"
+# The most runs a study may expand to, counted before they are expanded: at a few seconds a run, 10 000 runs
+# are days of training; a grid of millions is a mistake, and expanding it would take minutes and gigabytes.
+MAX_RUNS = 10_000
+
+
+class DuplicateKey(ValueError):
+    """A JSON object that gives one key twice: json keeps the last, silently dropping the first."""
 
 
 @dataclass(frozen=True)
@@ -71,10 +78,7 @@ class Study:
     multiplicity: str = MULTIPLICITY[0]
     # "until_decided" as the file gives it (None: a sweep of the declared seeds only)
     until_decided: dict[str, int] | None = None
-
-    @property
-    def text(self) -> str:
-        return self.path.read_text(encoding="utf-8")
+    text: str = ""  # the file as it was read: a file changed or deleted during the sweep is not read again
 
 
 def preset_names() -> list[str]:
@@ -100,12 +104,17 @@ def load_study(name_or_path: str) -> Study:
     path = study_path(name_or_path)
     where = f"study file {path}"
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        document = without_comments(json.loads(text, object_pairs_hook=unique_keys))
     except json.JSONDecodeError as error:
         raise ConfigError(f"{where}: not valid JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except DuplicateKey as error:
+        raise ConfigError(f"{where}: the key {error} is given twice in one object (the second would replace the "
+                          "first); give it once") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: nested too deeply to be a study (a study needs a few levels)") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(f"{where}: cannot be read: {error}") from None
-    document = without_comments(document)
     if not isinstance(document, dict):
         raise ConfigError(f"{where}: must hold a JSON object with keys {', '.join(FILE_KEYS)}")
     unknown = [key for key in document if key not in FILE_KEYS]
@@ -124,6 +133,10 @@ def load_study(name_or_path: str) -> Study:
     grid = document.get("grid", {})
     if not isinstance(grid, dict):
         raise ConfigError(f"{where}: 'grid' must be an object of option: values, got {json.dumps(grid)}")
+    count = count_combinations(grid)
+    if count * len(seeds) > MAX_RUNS:
+        raise ConfigError(f"{where}: the grid expands to {count * len(seeds)} runs ({count} configurations × "
+                          f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}); a sweep takes at most {MAX_RUNS}")
     combinations = expand(grid, "grid", where)
     for key in fixed:
         if any(key in combination for combination in combinations):
@@ -138,7 +151,7 @@ def load_study(name_or_path: str) -> Study:
         raise ConfigError(f"{where}: 'multiplicity' must be one of {', '.join(MULTIPLICITY)}, got "
                           f"{json.dumps(multiplicity)}")
     study = Study(name=path.stem, path=path, description=description.strip(), digest=digest, runs=runs,
-                  questions=questions, multiplicity=multiplicity, until_decided=until_decided)
+                  questions=questions, multiplicity=multiplicity, until_decided=until_decided, text=text)
     configurations(study)  # every run must be a valid configuration before anything starts
     return study
 
@@ -180,6 +193,32 @@ def check_questions(questions: Any, where: str) -> tuple[dict[str, Any], ...]:
             raise ConfigError(f"{at}: 'contrasts' must be a list of [level, level] pairs of its one factor, got "
                               f"{json.dumps(contrasts)}")
     return tuple(questions)
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: the object, or DuplicateKey naming a key given twice."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen and not key.startswith(COMMENT_PREFIX):  # comments may repeat: they are left out
+            raise DuplicateKey(repr(key))
+        seen[key] = value
+    return seen
+
+
+def count_combinations(grid: Any) -> int:
+    """How many combinations ``expand`` would give, without making them; a malformed grid counts as one
+    (``expand`` names its fault)."""
+    if not isinstance(grid, dict):
+        return 1
+    count = 1
+    for choices in grid.values():
+        if isinstance(choices, list):
+            count *= max(len(choices), 1)
+        elif isinstance(choices, dict):
+            count *= max(sum(count_combinations(subgrid) for subgrid in choices.values()), 1)
+    return count
+
+
 def check_until_decided(value: Any, declared: int, where: str) -> dict[str, int] | None:
     if value is None:
         return None

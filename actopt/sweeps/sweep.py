@@ -27,7 +27,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Protocol
 
 from actopt.core.config import TrainConfig, config_digest
-from actopt.core.data import load_raw, raw_files
+from actopt.core.data import check_raw, load_raw, raw_files
 from actopt.errors import UserError, describe_error
 from actopt.sweeps.study import Study, label
 from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE, Outcome, Task, plan_groups, run_task
@@ -227,11 +227,13 @@ class SweepResult:
 
 
 def ensure_datasets(configs: Sequence[TrainConfig]) -> None:
-    """Every dataset is on disk before any run starts: downloaded here, once, when allowed (never by
-    two workers at once), else a DataError naming the folder. Reading the files is each run's job."""
+    """Every dataset is on disk and whole before any run starts: downloaded here, once, when allowed (never by
+    two workers at once), else a DataError naming the folder or the file (a truncated one, as ``train`` says).
+    Reading the values is each run's job."""
     for dataset, data_dir, download in sorted({(c.dataset, c.data_dir, c.download) for c in configs}):
         if not all(path.is_file() for path in raw_files(dataset, data_dir)):
             load_raw(dataset, data_dir, download)
+        check_raw(dataset, data_dir)
 
 
 def summarize(configs: Sequence[TrainConfig], children: Sequence[records.SweepRun]) -> list[Row]:
@@ -375,6 +377,11 @@ def sweep_claimed(
                                         launcher_run_id, study.description)
     try:
         return sweep_under(parent, study, configs, executor, report, group_size)
+    except (KeyboardInterrupt, signals.Terminated):
+        # A signal before sweep_under's loop (which closes the parent itself) would leave the parent RUNNING.
+        with ignoring(signal.SIGINT, signal.SIGTERM), contextlib.suppress(Exception):
+            records.terminate_run(parent, "KILLED", "stopped by a signal before any configuration started")
+        raise
     except Exception as error:
         fail_parent(parent, error)
         raise

@@ -13,6 +13,10 @@ second is seen by the other's read or by its own, and whoever sees another does 
 store that shows a committed write to every later read (sqlite, and a server over one database). Claims whose
 process is gone (same host, no such process) are ended and ignored; a won claim is ended and deleted when its
 sweep ends.
+
+A reply can be lost after the store committed the claim (a proxy answering 504): the client's retry then
+stores a second run of the same claim. Each attempt tags its claim with a token of its own, so a sweep
+recognises every run that carries its token as itself, ends the extra ones and does not refuse itself.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import random
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +43,7 @@ from actopt.tracking.records import (
     process_tags,
     search_all,
 )
-from actopt.tracking.store import configure
+from actopt.tracking.store import configure, quick_http
 
 CLAIM_KIND = "sweep-claim"
 # Which study (digest) and mode a claim is for: its own tag, so that no search for parents finds claims.
@@ -46,6 +51,8 @@ CLAIM_TAG = "actopt.claim_for"
 # pending while the claim reads the others; won, or yielded (then the run ends KILLED).
 DECISION_TAG = "actopt.claim_decision"
 PENDING, WON, YIELDED = "pending", "won", "yielded"
+# A token per claim attempt: the runs a retried create_run stored twice carry the same one.
+TOKEN_TAG = "actopt.claim_token"
 # Tries when every contender gave way at once (each saw the others); a random pause separates them.
 ATTEMPTS = 8
 PAUSE_SECONDS = (0.05, 0.5)
@@ -61,13 +68,14 @@ class Claim:
     pid: int | None
     decision: str
     status: str
+    token: str = ""
 
 
 def as_claim(run: Any) -> Claim:
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
     return Claim(run.info.run_id, tags.get(HOST_TAG, ""), int(pid) if pid.isdigit() else None,
-                 tags.get(DECISION_TAG, PENDING), run.info.status)
+                 tags.get(DECISION_TAG, PENDING), run.info.status, tags.get(TOKEN_TAG, ""))
 
 
 def claim_key(study_digest: str, quick: bool) -> str:
@@ -127,8 +135,14 @@ def claim_sweep(experiment_name: str, study: str, study_digest: str, quick: bool
     tags = {KIND_TAG: CLAIM_KIND, CLAIM_TAG: key, DECISION_TAG: PENDING, "mlflow.runName": f"{study} (sweep claim)",
             **process_tags()}
     for _ in range(ATTEMPTS):
-        own = client.create_run(experiment_id, tags=tags, run_name=tags["mlflow.runName"]).info.run_id
-        others = [claim for claim in live_claims(client, experiment_id, key) if claim.run_id != own]
+        token = uuid.uuid4().hex
+        own = client.create_run(experiment_id, tags={**tags, TOKEN_TAG: token},
+                                run_name=tags["mlflow.runName"]).info.run_id
+        live = live_claims(client, experiment_id, key)
+        for copy in live:
+            if copy.token == token and copy.run_id != own:  # stored twice by a retried request
+                end_claim(client, copy.run_id, YIELDED, "KILLED", "a second copy of this sweep's own claim")
+        others = [claim for claim in live if claim.token != token]
         if not others:
             client.set_tag(own, DECISION_TAG, WON)
             return own
@@ -142,5 +156,8 @@ def claim_sweep(experiment_name: str, study: str, study_digest: str, quick: bool
 
 
 def release(run_id: str) -> None:
-    """End and delete a won claim: the sweep is over."""
-    end_claim(configure(), run_id, WON, "FINISHED")
+    """End and delete a won claim: the sweep is over. With the short retry window: a sweep ending because its
+    server is gone says so at once, not after another whole window (a claim left RUNNING is ended by the next
+    sweep, once its process is gone)."""
+    with quick_http():
+        end_claim(configure("check"), run_id, WON, "FINISHED")

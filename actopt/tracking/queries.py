@@ -19,7 +19,7 @@ import pandas as pd
 
 from actopt.core.config import TrainConfig, parse_value
 from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
-from actopt.errors import UserError
+from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
     KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
 )
@@ -75,7 +75,8 @@ def load_runs(
 
     Columns: ``run_id, run_name, status, kind, start_time, end_time, parent_run_id,
     experiment_id, artifact_uri``; one column per ``TrainConfig`` field, cast to its type
-    (MLflow keeps params as text); ``study``, ``diverged`` (boolean), ``diverged_epoch``;
+    (MLflow keeps params as text); ``data_digest`` (of the data it trained on); ``study``,
+    ``diverged`` (boolean), ``diverged_epoch``;
     the summaries ``best_epoch, best_val_accuracy, test_accuracy, test_loss``; and
     ``final_<key>`` with the last logged value of every other metric. ``kind`` is ``training``
     (the run logged ``val_accuracy``), ``sweep`` or ``analysis`` (tagged, or parent of others),
@@ -124,7 +125,7 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
 
 def run_columns(rows: list[dict[str, Any]]) -> list[str]:
     fixed = ["run_id", "run_name", "status", "kind", "start_time", "end_time", "parent_run_id", "experiment_id",
-             "artifact_uri", *_CONFIG_FIELDS, "diverged", "diverged_epoch", *SUMMARY_METRICS]
+             "artifact_uri", *_CONFIG_FIELDS, "data_digest", "diverged", "diverged_epoch", *SUMMARY_METRICS]
     finals = sorted({name for row in rows for name in row if name.startswith("final_")})
     return fixed + finals
 
@@ -145,11 +146,19 @@ def run_row(run: Any, is_parent: bool) -> dict[str, Any]:
         "study": tags.get("study"),  # the param, when logged, wins below
         "diverged": {"true": True, "false": False}.get(tags.get("diverged", "")),
         "diverged_epoch": tags.get("diverged_epoch"),
+        "data_digest": data_digest(run),
     }
     row.update(typed_params(run.data.params))
     for key, value in metrics.items():
         row[key if key in SUMMARY_METRICS else f"final_{key}"] = value
     return row
+
+
+def data_digest(run: Any) -> str | None:
+    """The digest of the data the run trained on (its first dataset input), None when it logged none."""
+    inputs = getattr(run, "inputs", None)
+    datasets = getattr(inputs, "dataset_inputs", None) or []
+    return datasets[0].dataset.digest if datasets else None
 
 
 def typed_params(params: dict[str, str]) -> dict[str, Any]:
@@ -171,36 +180,61 @@ def load_histories(runs: pd.DataFrame | Iterable[str], keys: Sequence[str] | Non
     ``runs`` is ``load_runs``'s table (or run ids); ``keys`` are metric names or shell patterns
     (``"grad_norm/*"``), all per-epoch metrics when omitted. Non-finite values (a diverged loss)
     are kept. ``result.attrs["fallback_runs"]`` lists the runs read metric by metric because
-    they have no ``history.csv``.
+    they have no ``history.csv`` or one that is not their whole history; ``result.attrs["history_problems"]``
+    says, by run id, what was wrong with the ``history.csv`` of those that had one.
     """
     client = connect()
     if isinstance(runs, pd.DataFrame):
-        targets = list(zip(runs["run_id"], runs["artifact_uri"]))
+        targets = list(zip(runs["run_id"], runs["artifact_uri"], expected_last_steps(runs)))
     else:
-        targets = [(run_id, None) for run_id in runs]
+        targets = [(run_id, None, None) for run_id in runs]
     with store_errors(client.tracking_uri), ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         results = list(pool.map(lambda target: run_history(client, *target, keys), targets))
     rows = [row for run_rows, _ in results for row in run_rows]
     table = pd.DataFrame(rows, columns=["run_id", "step", "key", "value"])
     table = table.astype({"run_id": object, "step": "int64", "key": object, "value": "float64"})
     table = table.sort_values(["run_id", "key", "step"], kind="stable").reset_index(drop=True)
-    table.attrs["fallback_runs"] = [run_id for (run_id, _), (_, fell_back) in zip(targets, results) if fell_back]
+    table.attrs["fallback_runs"] = [target[0] for target, (_, fell_back) in zip(targets, results) if fell_back]
+    table.attrs["history_problems"] = {target[0]: f"{problem}; read from the metric store"
+                                       for target, (_, problem) in zip(targets, results) if problem}
     return table
 
 
 Row = tuple[str, int, str, float]
 
 
-def run_history(client: Any, run_id: str, artifact_uri: str | None, keys: Sequence[str] | None) -> tuple[list[Row],
-                                                                                                         bool]:
-    """One run's ``(run_id, step, key, value)`` rows from its artifact, else from the metric store;
-    and whether it fell back."""
+def expected_last_steps(runs: pd.DataFrame) -> list[int | None]:
+    """The last epoch each run's history must reach: where it diverged, else its ``epochs``; None when unknown."""
+    unknown = pd.Series(pd.NA, index=runs.index, dtype="Float64")
+    diverged, epochs = (runs[name].astype("Float64") if name in runs else unknown for name in ("diverged_epoch",
+                                                                                               "epochs"))
+    ends = diverged.fillna(epochs)
+    return [None if pd.isna(end) else int(end) for end in ends]
+
+
+def run_history(client: Any, run_id: str, artifact_uri: str | None, expected_last: int | None,
+                keys: Sequence[str] | None) -> tuple[list[Row], str | bool]:
+    """One run's ``(run_id, step, key, value)`` rows from its artifact, else from the metric store; and
+    whether it fell back: True without a ``history.csv``, or what was wrong with the one it has (empty, cut
+    short of ``expected_last``, unreadable): a cut file is not the run's whole history."""
     if artifact_uri is None:
         artifact_uri = client.get_run(run_id).info.artifact_uri
     text = read_artifact(client, artifact_uri, HISTORY_ARTIFACT)
-    if text is not None:
-        return history_from_csv(run_id, text, keys), False
-    return history_from_metrics(client, run_id, keys), True
+    if text is None:
+        return history_from_metrics(client, run_id, keys), True
+    try:
+        rows = history_from_csv(run_id, text, keys)
+        last = max((int(line.split(",", 1)[0]) for line in text.splitlines()[1:] if line), default=None)
+    except (ValueError, IndexError) as error:
+        problem = f"{HISTORY_ARTIFACT} cannot be read ({describe_error(error)})"
+    else:
+        if last is None:
+            problem = f"{HISTORY_ARTIFACT} is empty"
+        elif expected_last is not None and last < expected_last:
+            problem = f"{HISTORY_ARTIFACT} ends at step {last} of {expected_last}"
+        else:
+            return rows, False
+    return history_from_metrics(client, run_id, keys), problem
 
 
 def read_artifact(client: Any, artifact_uri: str, path: str) -> str | None:
@@ -269,4 +303,15 @@ def load_gradient_histograms(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
     targets = list(zip(runs["run_id"], runs["artifact_uri"]))
     with store_errors(client.tracking_uri), ThreadPoolExecutor(DOWNLOAD_WORKERS) as pool:
         texts = list(pool.map(lambda target: read_artifact(client, target[1], HISTOGRAM_ARTIFACT), targets))
-    return {run_id: json.loads(text) for (run_id, _), text in zip(targets, texts) if text is not None}
+    return {run_id: document for (run_id, _), text in zip(targets, texts)
+            if text is not None and (document := histogram_document(text)) is not None}
+
+
+def histogram_document(text: str) -> dict[str, Any] | None:
+    """A ``gradient_histograms.json`` as its document; None for one that is cut or not JSON (the run's
+    histogram figure is then not drawn, like a run that logged none)."""
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return document if isinstance(document, dict) else None

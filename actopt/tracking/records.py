@@ -95,6 +95,16 @@ def take_launcher_run() -> tuple[str, str] | None:
     return run_id, client.get_experiment(client.get_run(run_id).info.experiment_id).name
 
 
+def record_refusal(run_id: str, message: str) -> None:
+    """Under ``mlflow run``, the reason a command refused its input, on the run MLflow made for it (MLflow ends
+    that run FAILED and would say no more). Best effort, with the short retry window: the line on the terminal
+    is what counts, and a store that does not answer must not delay it."""
+    from actopt.tracking.store import quick_http
+
+    with contextlib.suppress(Exception), quick_http():
+        configure("check").set_tag(run_id, ERROR_TAG, message)
+
+
 def ensure_experiment(client: MlflowClient, name: str) -> str:
     """The id of the active experiment ``name``, created when missing; two processes creating it at once
     both get the one that was stored."""

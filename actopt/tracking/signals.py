@@ -6,6 +6,7 @@ from __future__ import annotations
 import _thread
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -63,3 +64,27 @@ def interrupt_outside_store(*signals: int) -> None:
         if number == signal.SIGINT and signal.getsignal(number) is signal.SIG_IGN:
             continue
         signal.signal(number, handler)
+    if not getattr(sys.unraisablehook, "resends_signals", False):
+        sys.unraisablehook = resending_hook(sys.unraisablehook)
+
+
+# The signal each stop exception stands for.
+STOP_SIGNALS = {KeyboardInterrupt: signal.SIGINT, Terminated: signal.SIGTERM}
+
+
+def resending_hook(previous: Any) -> Any:
+    """An unraisable-exception hook that sends a swallowed signal again. The handler's exception can land in a
+    finalizer or a weakref callback (a WeakKeyDictionary's), where Python prints "Exception ignored in" and goes
+    on: the sweep would train on. Sent again a moment later, it lands in ordinary code."""
+
+    def hook(unraisable: Any) -> None:
+        signum = STOP_SIGNALS.get(type(unraisable.exc_value)) if unraisable.exc_value is not None else None
+        if signum is None:
+            previous(unraisable)
+            return
+        again = threading.Timer(SIGNAL_RETRY_SECONDS, signal_again, (signum,))
+        again.daemon = True
+        again.start()
+
+    hook.resends_signals = True  # type: ignore[attr-defined]
+    return hook

@@ -107,12 +107,14 @@ def no_answer(error: BaseException | None) -> bool:
 
 
 def retry_window() -> str:
-    """The retries in effect and how long they wait in all, in words."""
+    """The retries in effect, how long they pause in all and how long each try waits for an answer, in words:
+    a server that hangs costs every try its timeout, which the pauses alone would not say."""
     settings = {name: os.environ.get(name, default) for name, default in HTTP_LIMITS["run"].items()}
     retries = int(settings["MLFLOW_HTTP_REQUEST_MAX_RETRIES"])
     factor = float(settings["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"])
+    timeout = float(settings["MLFLOW_HTTP_REQUEST_TIMEOUT"])
     waits = sum(factor * 2 ** number for number in range(1, retries))  # urllib3 does not wait before the first
-    return f"{retries} retries over {waits:.0f} s"
+    return f"{retries} retries over {waits:.0f} s, each try waiting up to {timeout:.0f} s for an answer"
 
 
 def no_answer_message() -> str:

@@ -1,0 +1,156 @@
+"""Signals that were lost or left a run behind (issue 27): one raised where Python swallows exceptions, and
+Ctrl-C in analyze."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+
+import pytest
+from click.testing import CliRunner
+from fake_runs import history, log_run
+from mlflow.tracking import MlflowClient
+
+from actopt.cli import main
+from actopt.tracking import signals
+
+
+@pytest.fixture
+def restore_handlers():
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    hook = sys.unraisablehook
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)
+    sys.unraisablehook = hook
+
+
+class SlowFinalizer:
+    """Python ignores (prints "Exception ignored in") an exception raised in ``__del__``, as in a weakref callback."""
+
+    def __del__(self) -> None:
+        time.sleep(0.3)
+
+
+def test_a_signal_that_lands_where_exceptions_are_ignored_is_raised_again(restore_handlers):
+    signals.interrupt_outside_store(signal.SIGTERM)
+    doomed = SlowFinalizer()
+    threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGTERM)).start()
+    after: list[str] = []
+    with pytest.raises(signals.Terminated):
+        del doomed  # the signal lands in __del__, which swallows it
+        after.append("finalizer done")
+        time.sleep(5)
+    assert after == ["finalizer done"]
+
+
+def test_ctrl_c_in_analyze_ends_its_run_killed_with_130(tracking_store, tmp_path, monkeypatch, restore_handlers):
+    client = MlflowClient(tracking_store)
+    log_run(client, "study", {"activation": "relu"}, history("relu"))
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.log_artifacts", interrupted)
+    result = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 130, result.output
+    assert result.output.strip().splitlines()[-1] == "interrupted: analysis run ended KILLED"
+    [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
+                  if run.info.run_name == "analysis"]
+    assert analysis.info.status == "KILLED"
+
+
+def test_a_claim_whose_reply_was_lost_is_still_this_sweeps_own(tracking_store, monkeypatch):
+    from actopt.tracking import claims
+
+    original = MlflowClient.create_run
+
+    def retried(self, *args, **kwargs):
+        # A proxy answered 504 after the server had stored the run: the client's retry stores it again.
+        original(self, *args, **kwargs)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "create_run", retried)
+    own = claims.claim_sweep("study", "tiny", "digest", quick=False)
+    client = MlflowClient(tracking_store)
+    experiment = client.get_experiment_by_name("study").experiment_id
+    running = client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    assert [run.info.run_id for run in running] == [own]
+    claims.release(own)
+    assert client.search_runs([experiment], "attributes.status = 'RUNNING'") == []
+
+
+def test_releasing_a_claim_waits_only_the_short_retry_window(tracking_store, monkeypatch):
+    from actopt.tracking import claims, store
+
+    own = claims.claim_sweep("study", "tiny", "digest", quick=False)
+    seen: list[str | None] = []
+    ending = claims.end_claim
+    monkeypatch.setattr(claims, "end_claim", lambda *args: (seen.append(os.environ.get(
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES")), ending(*args)))
+    claims.release(own)
+    assert seen == [store.HTTP_LIMITS["check"]["MLFLOW_HTTP_REQUEST_MAX_RETRIES"]]
+
+
+def test_the_no_answer_line_says_how_long_a_hung_server_can_take(monkeypatch):
+    from actopt.tracking import store
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "45")
+    assert store.retry_window() == "5 retries over 30 s, each try waiting up to 45 s for an answer"
+
+
+def test_an_unwritable_artifact_folder_is_named_not_blamed_on_the_store(tracking_store, tmp_path, monkeypatch):
+    client = MlflowClient(tracking_store)
+    log_run(client, "study", {"activation": "relu"}, history("relu"))
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/artifacts/1")
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient.log_artifacts", refused)
+    result = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.output.strip() == ("Error: cannot write the analysis run's artifacts: PermissionError: [Errno 13] "
+                                     "Permission denied: '/artifacts/1'")
+    [analysis] = [run for run in client.search_runs([client.get_experiment_by_name("study").experiment_id])
+                  if run.info.run_name == "analysis"]
+    assert analysis.info.status == "FAILED"
+
+
+def test_under_mlflow_run_a_refused_value_leaves_its_reason_on_the_run(tracking_store, monkeypatch):
+    client = MlflowClient(tracking_store)
+    launcher = client.create_run(client.create_experiment("launched")).info.run_id
+    monkeypatch.setenv("MLFLOW_RUN_ID", launcher)
+    result = CliRunner().invoke(main, ["train", "--epochs", "0"])
+    assert result.exit_code == 1 and result.output.strip() == "Error: epochs must be >= 1, got 0"
+    assert client.get_run(launcher).data.tags["actopt.error"] == "epochs must be >= 1, got 0"
+
+
+def test_no_hidden_layer_trains_with_gradient_statistics_on(small_config, tracking_store):
+    import dataclasses
+
+    from actopt.tracking import runlog
+
+    config = dataclasses.replace(small_config, hidden_sizes=(), gradient_statistics=True)
+    run_id, result = runlog.run_training(config)
+    assert MlflowClient(tracking_store).get_run(run_id).info.status == "FINISHED"
+    assert result.best_epoch is not None
+
+
+def test_a_signal_just_after_the_parent_exists_ends_it_killed(tmp_path, data_dir, tracking_store, monkeypatch):
+    from test_sweep import experiment_runs, split, sweep, write_study
+
+    from actopt.tracking import records
+
+    path = write_study(tmp_path, {"activation": ["relu", "tanh"]})
+
+    def terminated(*args, **kwargs):
+        raise signals.Terminated("signal 15")
+
+    monkeypatch.setattr(records, "sweep_children", terminated)  # the first thing done under the new parent
+    with pytest.raises(signals.Terminated):
+        sweep(path, data_dir)
+    parents, _ = split([run for run in experiment_runs() if run.data.tags.get(records.KIND_TAG) == "sweep"])
+    assert [parent.info.status for parent in parents] == ["KILLED"]
