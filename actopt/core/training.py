@@ -313,8 +313,8 @@ def train_epoch(model: StackedMLP, optimizer: StackedOptimizer, members: Sequenc
     seen = torch.zeros(count, dtype=torch.int64, device=device)
     alive = torch.ones(count, dtype=torch.bool, device=device)
     size = 3 * len(model.weights) + 1
-    sums = torch.zeros(count, size, device=device) if statistics else None
-    maxima = torch.zeros(count, size, device=device) if statistics else None
+    sums = torch.zeros(count, size, dtype=torch.float64, device=device) if statistics else None
+    maxima = torch.zeros(count, size, dtype=torch.float64, device=device) if statistics else None
     scratch = [torch.empty_like(weight) for weight in model.weights] if statistics else None
     orders = [batch_indices(len(member.data.train), config.batch_size, member.batches, device, config.max_batches)
               for member in members]
