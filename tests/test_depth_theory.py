@@ -95,7 +95,7 @@ def test_a_missed_profile_names_its_layers_and_the_cancellation(client):
     missed = [item.statement for item in found if "misses" in item.statement]
     assert len(missed) == 1
     assert missed[0].startswith("relu · init default · depth 8: the prediction misses the measured norms by 1.31 "
-                                "decades RMS, span error +2.00 decades")  # √(3 · 2² / 7) = 1.31; layer 1 two decades lower
+                                "decades RMS, span error +2.00 decades")  # √(3 · 2² / 7); layer 1 two decades low
     assert "layers off by more than 0.5 decades: layer_01, layer_02, layer_03" in missed[0]
     assert "Each example's own gradient follows the prediction" in missed[0]
     assert "in 3 of 4 configurations" in found[0].statement
@@ -111,8 +111,8 @@ def test_trainability_is_predicted_and_checked_against_the_runs(client):
     assert 1 < bound < 5  # χ* = 0.020: both depths predicted untrainable; depth 5 learned anyway
     assert found[0] == ("Smoke test only (one seed or a few batches of --quick): The 6 ξ_c bound agrees with whether "
                         "the runs learned in 1 of 2 configurations.")
-    assert found[1:] == [f"Smoke test only (one seed): sigmoid · init default · depth 5: predicted untrainable (6 ξ_c = "
-                         f"≈ {bound:.1f} layers), yet its runs learned."]
+    assert found[1:] == [f"Smoke test only (one seed): sigmoid · init default · depth 5: predicted untrainable "
+                         f"(6 ξ_c = ≈ {bound:.1f} layers), yet its runs learned."]
     section = depth_section.theory_section(table, histories)
     assert "**Smoke test**" in section.text and section.rows[0][-1] == "**disagrees** (smoke test)"
 

@@ -227,8 +227,8 @@ def theory_findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Findin
     configs = config_comparison(table, histories)
     if configs.empty:
         return []
-    rule = (f"step-0 weight-gradient norms relative to the last hidden layer, log10, mean over seeds: RMS of measured − "
-            f"predicted over the other hidden layers within {RMS_TOLERANCE:g} decades and span error within "
+    rule = (f"step-0 weight-gradient norms relative to the last hidden layer, log10, mean over seeds: RMS of "
+            f"measured − predicted over the other hidden layers within {RMS_TOLERANCE:g} decades and span error within "
             f"{SPAN_TOLERANCE:g} decades; layers named where the two differ by more than {LAYER_TOLERANCE:g} decades")
     found = []
     agreeing = configs[configs["agrees"]]
@@ -244,9 +244,9 @@ def theory_findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Findin
                      f"RMS, span error {row['span_error']:+.2f} decades (layers off by more than "
                      f"{LAYER_TOLERANCE:g} decades: {layers}).")
         if pd.notna(row["example_rms_error"]) and row["example_rms_error"] <= RMS_TOLERANCE:
-            statement += (f" Each example's own gradient follows the prediction ({row['example_rms_error']:.3f} decades "
-                          f"RMS): the gap is cancellation between the examples' gradients in the minibatch mean, "
-                          f"which the single-input theory does not model.")
+            statement += (f" Each example's own gradient follows the prediction "
+                          f"({row['example_rms_error']:.3f} decades RMS): the gap is cancellation between the "
+                          f"examples' gradients in the minibatch mean, which the single-input theory does not model.")
         found.append(Finding(TOPIC, statement, rule, profile_numbers(row), listed(row["runs"])))
     depth_rule = (f"predicted untrainable when depth > {TRAINABLE_DEPTH_SCALES:g} ξ_c, ξ_c = −1/ln χ_c the correlation "
                   f"depth scale at the fixed point of the hidden layers' q- and c-maps (Schoenholz et al. 2017's "
