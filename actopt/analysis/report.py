@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from actopt.analysis import depth_section, depth_theory
+from actopt.analysis import depth_section, depth_theory, source_claims
 from actopt.analysis.findings import Finding, findings
 from actopt.analysis.frames import (
     NUISANCE,
@@ -219,6 +219,7 @@ def render_report(
     source: dict[str, str],
     gallery: Path | None,
     theory: depth_section.Section | None = None,
+    claims: str = "",
 ) -> str:
     scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
     if source.get("parent_run_id"):
@@ -238,6 +239,7 @@ def render_report(
         interval_section(table),
         best_rate_section(runs),
         findings_section(found),
+        claims,
         theory_section(theory) if theory is not None else "",
         figures_section(drawn, skipped),
         derivative_section(gallery),
@@ -266,6 +268,7 @@ def write_analysis(
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                         depth_section.theory_section(table, histories)))
+                                         depth_section.theory_section(table, histories),
+                                         source_claims.claims_section(table, histories)))
     holding = [item for item in found if item.kind == "holds"]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

@@ -35,7 +35,9 @@ from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).with_name("studies")
-FILE_KEYS = ("description", "source", "seeds", "fixed", "grid")
+FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "claims")
+# A claim's forms (actopt.analysis.source_claims judges them); exactly one per claim.
+CLAIM_FORMS = ("value", "above", "below", "less_than", "greater_than", "testable")
 # Set by the sweep for every run; the seed comes from "seeds".
 SWEEP_FIELDS = ("data_dir", "download", "experiment_name", "study", "seed")
 STUDY_FIELDS = tuple(item.name for item in fields(TrainConfig) if item.name not in SWEEP_FIELDS)
@@ -108,11 +110,40 @@ def load_study(name_or_path: str) -> Study:
     for key in fixed:
         if any(key in combination for combination in combinations):
             raise ConfigError(f"{where}: fixed.{key} is also set in the grid; keep it in one place")
+    check_claims(document.get("claims", []), where)
     runs = tuple({**fixed, **combination, "seed": seed} for combination in combinations for seed in seeds)
     digest = text_digest({"seeds": seeds, "fixed": fixed, "grid": grid})
     study = Study(name=path.stem, path=path, description=description.strip(), digest=digest, runs=runs)
     configurations(study)  # every run must be a valid configuration before anything starts
     return study
+
+
+def check_claims(claims: Any, where: str) -> None:
+    """Each claim: an object with its text, its source and one form; ``where`` an object of options."""
+    if not isinstance(claims, list):
+        raise ConfigError(f"{where}: 'claims' must be a list of objects, got {json.dumps(claims)}")
+    for number, claim in enumerate(claims, start=1):
+        at = f"{where}: claims[{number}]"
+        if not isinstance(claim, dict) or not all(isinstance(claim.get(key), str) for key in ("claim", "source")):
+            raise ConfigError(f"{at} must be an object with text fields 'claim' and 'source'")
+        forms = [form for form in CLAIM_FORMS if form in claim]
+        if len(forms) != 1:
+            raise ConfigError(f"{at} needs exactly one of {', '.join(CLAIM_FORMS)}, got {forms or 'none'}")
+        if forms == ["testable"] and (claim["testable"] is not False or not isinstance(claim.get("reason"), str)):
+            raise ConfigError(f"{at}: 'testable' may only be false, with a 'reason'")
+        if forms != ["testable"] and not isinstance(claim.get("metric"), str):
+            raise ConfigError(f"{at} needs a 'metric' (a run-table column)")
+        for key in ("where", "less_than", "greater_than"):
+            if key in claim and not isinstance(claim[key], dict):
+                raise ConfigError(f"{at}: '{key}' must be an object of option: value")
+
+
+def declared_claims(name: str) -> list[dict[str, Any]]:
+    """The claims of the preset called ``name`` ([] for a study that is no preset, or declares none)."""
+    path = STUDIES_DIR / f"{name}.json"
+    if not path.is_file():
+        return []
+    return list(without_comments(json.loads(path.read_text(encoding="utf-8"))).get("claims", []))
 
 
 def without_comments(value: Any) -> Any:
