@@ -115,6 +115,10 @@ class TrainConfig:
             parts.append(self.init)
         if self.dropout > 0:
             parts.append(f"dropout{self.dropout:g}")
+        if self.input_scaling != "symmetric":
+            parts.append(self.input_scaling)
+        if self.train_examples:
+            parts.append(f"train{self.train_examples}")
         return "-".join(parts)
 
     def to_params(self) -> dict[str, str]:

@@ -41,7 +41,8 @@ DIVERGENCE_CHECK_STEPS = 32
 # The depth and widths are compared as given (not as the built layer sizes): a depth study's absurd
 # depth is refused by the memory check, not by listing its layers.
 GROUP_FIELDS = ("dataset", "depth", "width", "hidden_sizes", "activation", "dropout", "batch_size", "epochs",
-                "optimizer", "device", "gradient_statistics", "validation_fraction", "max_batches", "test_every_epoch")
+                "optimizer", "device", "gradient_statistics", "validation_fraction", "max_batches", "test_every_epoch",
+                "train_examples")
 
 HISTORY_ARTIFACT = "history.csv"
 HISTOGRAM_ARTIFACT = "gradient_histograms.json"
