@@ -220,6 +220,7 @@ def render_report(
     gallery: Path | None,
     theory: depth_section.Section | None = None,
     claims: str = "",
+    adaptive: str = "",
 ) -> str:
     scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
     if source.get("parent_run_id"):
@@ -239,6 +240,7 @@ def render_report(
         interval_section(table),
         best_rate_section(runs),
         findings_section(found),
+        adaptive,
         claims,
         theory_section(theory) if theory is not None else "",
         figures_section(drawn, skipped),
@@ -254,6 +256,7 @@ def write_analysis(
     histograms: dict[str, dict[str, Any]],
     folder: Path,
     source: dict[str, str],
+    adaptive: str = "",
 ) -> AnalysisResult:
     """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there)."""
     from actopt.analysis import plots
@@ -268,7 +271,7 @@ def write_analysis(
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                         depth_section.theory_section(table, histories),
-                                         source_claims.claims_section(table, histories)))
+                                         depth_section.theory_section(table, histories), adaptive=adaptive,
+                                         claims=source_claims.claims_section(table, histories)))
     holding = [item for item in found if item.kind == "holds"]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)
