@@ -108,3 +108,20 @@ def test_a_damaged_file_is_named_with_what_is_wrong(data_dir, tmp_path, file, da
 
 def test_registry_names_the_two_datasets():
     assert set(DATASETS) == {"fashion-mnist", "mnist"}
+
+
+def test_input_scalings_and_training_subset(data_dir):
+    """symmetric = 2·unit − 1 exactly; standardized has the kept training split's mean 0 and std 1;
+    train_examples keeps the first examples of the same seeded training split and no validation change."""
+    splits = {scaling: load_splits("mnist", data_dir, False, 0.1, 0, "cpu", scaling)
+              for scaling in ("symmetric", "unit", "standardized")}
+    unit = splits["unit"].train.inputs
+    assert float(unit.min()) >= 0.0 and float(unit.max()) <= 1.0
+    assert torch.allclose(splits["symmetric"].train.inputs, 2 * unit - 1, atol=1e-6)
+    standardized = splits["standardized"].train.inputs.double()
+    assert float(standardized.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(standardized.std()) == pytest.approx(1.0, rel=1e-5)
+    small = load_splits("mnist", data_dir, False, 0.1, 0, "cpu", "unit", train_examples=50)
+    assert torch.equal(small.train.inputs, unit[:50])
+    assert torch.equal(small.train.targets, splits["unit"].train.targets[:50])
+    assert torch.equal(small.validation.inputs, splits["unit"].validation.inputs)

@@ -60,13 +60,28 @@ def test_configurations_measured_as_predicted_agree(client):
     expected = propagation.predict_config("tanh", "default", (784, *(128,) * 8, 10), INPUT_MOMENT)
     assert tanh["measured_decay"] == pytest.approx(expected.decay, rel=1e-6)
     assert tanh["measured_span"] == pytest.approx(expected.span, rel=1e-6)
+    assert tanh["rms_error"] == pytest.approx(0.0, abs=1e-9) and tanh["span_error"] == pytest.approx(0.0, abs=1e-9)
     found = depth_theory.theory_findings(table, histories)
     assert [item.statement for item in found if item.topic == depth_theory.TOPIC] == [
-        "The mean-field prediction matches the measured gradient decay at initialisation in 4 of 4 configurations."]
+        "The mean-field prediction matches the measured gradient norms at initialisation in 4 of 4 configurations."]
     section = depth_section.theory_section(table, histories)
     assert not section.reason and len(section.rows) == 4
     relu = next(row for row in section.rows if row[:3] == ["relu", "kaiming", "8"])
-    assert relu[7] == "yes" and relu[11] == "∞" and relu[12] == "∞ (yes)"  # χ = 1: flat, trainable at any depth
+    assert relu[7] == "yes" and relu[13] == "∞" and relu[14] == "∞ (yes)"  # χ = 1: flat, trainable at any depth
+
+
+def test_the_trainable_depth_is_the_fixed_points_whatever_the_depth(client):
+    """relu with nn.Linear's default init: σ_w² = 1/3, so χ* = σ_w²·E[relu′²] = 1/3 · 1/2 = 1/6 at any q*,
+    ξ_c = −1/ln(1/6) = 1/ln 6 and 6 ξ_c = 6/ln 6 ≈ 3.35 layers, computed from nets of depth 5 and 20 alike."""
+    for depth in (5, 20):
+        log_depth_run(client, "depth", "relu", "default", depth)
+    configs = depth_theory.config_comparison(*analysed("depth"))
+    assert len(configs) == 2
+    assert configs["chi_star"].tolist() == pytest.approx([1 / 6, 1 / 6], rel=1e-9)
+    assert configs["trainable_depth"].tolist() == pytest.approx([6 / np.log(6)] * 2, rel=1e-9)
+    # q* = σ_b² / (1 − σ_w²/2) with σ_b² = 1/(3·128): the biases hold q where the weights' sixth is lost.
+    assert configs["q_star"].tolist() == pytest.approx([(1 / 384) / (1 - 1 / 6)] * 2, rel=1e-9)
+    assert not configs["predicted_trainable"].any() and configs["smoke"].all()
 
 
 def test_a_missed_profile_names_its_layers_and_the_cancellation(client):
@@ -79,9 +94,10 @@ def test_a_missed_profile_names_its_layers_and_the_cancellation(client):
     found = [item for item in depth_theory.theory_findings(table, histories) if item.topic == depth_theory.TOPIC]
     missed = [item.statement for item in found if "misses" in item.statement]
     assert len(missed) == 1
-    assert missed[0].startswith("relu · init default · depth 8: the prediction misses the measured decay by")
+    assert missed[0].startswith("relu · init default · depth 8: the prediction misses the measured norms by 1.31 "
+                                "decades RMS, span error +2.00 decades")  # √(3 · 2² / 7); layer 1 two decades low
     assert "layers off by more than 0.5 decades: layer_01, layer_02, layer_03" in missed[0]
-    assert "Each example's own gradient decays as predicted" in missed[0]
+    assert "Each example's own gradient follows the prediction" in missed[0]
     assert "in 3 of 4 configurations" in found[0].statement
 
 
@@ -91,10 +107,14 @@ def test_trainability_is_predicted_and_checked_against_the_runs(client):
     table, histories = analysed("depth")
     found = [item.statement for item in depth_theory.theory_findings(table, histories)
              if item.topic == depth_theory.DEPTH_TOPIC]
-    deep = propagation.predict_config("sigmoid", "default", (784, *(128,) * 20, 10), INPUT_MOMENT)
-    assert deep.trainable_depth() < 20
-    assert any(statement.startswith("sigmoid · init default · depth 20: predicted untrainable") and
-               "and its runs did not train: the theory agrees" in statement for statement in found)
+    bound = propagation.init_fixed_point("sigmoid", "default", 128).trainable_depth()
+    assert 1 < bound < 5  # χ* = 0.020: both depths predicted untrainable; depth 5 learned anyway
+    assert found[0] == ("Smoke test only (one seed or a few batches of --quick): The 6 ξ_c bound agrees with whether "
+                        "the runs learned in 1 of 2 configurations.")
+    assert found[1:] == [f"Smoke test only (one seed): sigmoid · init default · depth 5: predicted untrainable "
+                         f"(6 ξ_c = ≈ {bound:.1f} layers), yet its runs learned."]
+    section = depth_section.theory_section(table, histories)
+    assert "**Smoke test**" in section.text and section.rows[0][-1] == "**disagrees** (smoke test)"
 
 
 def test_studies_that_do_not_vary_depth_say_why(client):
@@ -130,3 +150,4 @@ def test_the_report_carries_the_section_and_both_figures(client, tmp_path):
     assert "| tanh | default | 20 |" in report
     assert "### Signal propagation at initialisation" in report  # the findings' topic
     assert np.isfinite(depth_theory.config_comparison(*analysed("depth"))["predicted_decay"]).all()
+    assert "Smoke test" in report

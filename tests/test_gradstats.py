@@ -222,3 +222,62 @@ def test_norms_and_second_moments_match_numpy():
         [float(np.sqrt((t.numpy().astype(np.float64) ** 2).sum())) for t in tensors], rel=1e-12)
     assert gradstats.second_moment_per_layer(tensors) == pytest.approx(
         [float((t.numpy().astype(np.float64) ** 2).mean()) for t in tensors], rel=1e-12)
+
+
+def test_vanished_gradients_are_logged_not_flushed(small_config, recorder, monkeypatch):
+    """Sigmoid, default init, depth 40: the first layers' gradients are near 1e-34, whose float32
+    squares underflow. Every logged norm is nonzero and equals a float64 autograd oracle computed at
+    the same weights on the same batches, with the CPU's subnormal flushing on and off."""
+    from actopt.core.data import load_splits
+
+    config = small_config.replace(epochs=1, max_batches=3, depth=40, width=16, activation="sigmoid",
+                                  gradient_statistics=True)
+    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    steps: list[tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []
+    original_forward = stacked.StackedMLP.forward
+    pending = [False]  # whether the next loss is a training step's
+
+    def forward(self, inputs, training, keep=None):
+        if training:  # the weights and inputs each training step sees (the probe's forward is not one)
+            steps.append(([w[0].detach().double() for w in self.weights],
+                          [b[0].detach().double() for b in self.biases], inputs[0].detach().double()))
+        pending[:] = [training]
+        return original_forward(self, inputs, training, keep)
+
+    def oracle_norms(weights, biases, inputs, targets):
+        weights = [weight.clone().requires_grad_() for weight in weights]
+        values = inputs
+        for index, (weight, bias) in enumerate(zip(weights, biases)):
+            values = values @ weight + bias  # stacked weights are (in, out)
+            if index < len(weights) - 1:
+                values = torch.sigmoid(values)
+        loss = torch.nn.functional.cross_entropy(values, targets)
+        return [float(torch.linalg.vector_norm(gradient)) for gradient in torch.autograd.grad(loss, weights)]
+
+    monkeypatch.setattr(stacked.StackedMLP, "forward", forward)
+    targets_seen: list[torch.Tensor] = []
+    original_cross_entropy = torch.nn.functional.cross_entropy
+
+    def cross_entropy(logits, targets, *args, **kwargs):
+        if pending[0]:
+            pending[0] = False
+            targets_seen.append(targets.detach().clone())
+        return original_cross_entropy(logits, targets, *args, **kwargs)
+
+    monkeypatch.setattr(training.nn.functional, "cross_entropy", cross_entropy)
+    logged = {}
+    for flushing in (True, False):
+        steps.clear()
+        targets_seen.clear()
+        monkeypatch.setattr(training, "flush_subnormals", lambda device, flushing=flushing: torch.set_flush_denormal(
+            flushing))
+        run = type(recorder)()
+        training.train(config, data, run)
+        logged[flushing] = [run.series(f"grad_norm/{training.layer_name(index)}")[1] for index in range(1, 42)]
+        assert len(steps) == len(targets_seen) == 3
+        expected = np.mean([oracle_norms(*step, targets) for step, targets in zip(steps, targets_seen)], axis=0)
+        assert expected[0] < 1e-25  # the case the float32 squares lost
+        assert all(value > 0 for value in logged[flushing])
+        assert logged[flushing] == pytest.approx(list(expected), rel=1e-3)
+    torch.set_flush_denormal(False)
+    assert logged[True] == pytest.approx(logged[False], rel=1e-6)

@@ -74,7 +74,7 @@ def test_relu_with_kaiming_is_flat():
     prediction = propagation.predict_config("relu", "kaiming", (784, *(128,) * 20, 10), input_moment=0.9)
     assert prediction.chi[:-1] == pytest.approx(np.ones(19), rel=1e-12)  # σ_w² = 2 times E[φ′²] = 1/2
     assert prediction.decay == pytest.approx(0.0, abs=1e-12)
-    assert prediction.depth_scale == math.inf and prediction.trainable_depth() == math.inf
+    assert prediction.depth_scale == math.inf
     # The forward map is the identity up to the first layer's fan-in change: q is constant after layer 1.
     assert prediction.q[1:] == pytest.approx(np.full(19, prediction.q[0]), rel=1e-9)
 
@@ -168,3 +168,30 @@ def test_logged_step_zero_norms_agree_with_the_prediction(small_config, recorder
     # near-identical synthetic images its examples' gradients cancel by amounts the single-input
     # theory does not model (docs/depth-theory.md has the numbers); on MNIST it agrees.
 
+
+
+@pytest.mark.parametrize(("activation", "weight", "bias"), [("tanh", 1.5, 0.05), ("sigmoid", 1.0, 0.0),
+                                                           ("lecun_tanh", 1.0, 0.0)])
+def test_fixed_point_against_monte_carlo(activation, weight, bias):
+    """q*, χ* and (for the chaotic lecun_tanh + lecun) c* and χ_c against sampled expectations."""
+    fixed = propagation.fixed_point(activation, weight, bias)
+    phi, derivative = propagation.ACTIVATION_FUNCTIONS[activation]
+    z1, z2 = np.random.default_rng(0).standard_normal((2, 2_000_000))
+    u1 = math.sqrt(fixed.q_star) * z1
+    assert weight * np.mean(phi(u1) ** 2) + bias == pytest.approx(fixed.q_star, rel=2e-3)  # q* is the map's fixed point
+    assert weight * np.mean(derivative(u1) ** 2) == pytest.approx(fixed.chi_star, rel=3e-3)
+    c = fixed.c_star
+    u2 = math.sqrt(fixed.q_star) * (c * z1 + math.sqrt(max(0.0, 1 - c * c)) * z2)
+    assert (weight * np.mean(phi(u1) * phi(u2)) + bias) / fixed.q_star == pytest.approx(c, abs=3e-3)
+    assert weight * np.mean(derivative(u1) * derivative(u2)) == pytest.approx(fixed.chi_c, rel=3e-3)
+    if activation == "lecun_tanh":  # σ_w²·φ′(0)² = 1.309 > 1: chaotic, c* = 0 for an odd φ without biases
+        assert fixed.chi_star > 1 and abs(fixed.c_star) < 1e-6 and fixed.chi_c < 1
+
+
+def test_the_docs_numbers():
+    """docs/depth-theory.md: sigmoid with Xavier (σ_w² = 1 for 128 → 128, zero biases) has χ* = 0.056, far from 1;
+    LeCun's tanh keeps a unit-variance input at E[φ(z)²] = 0.750, not 1; relu with default init χ* = 1/6."""
+    assert propagation.init_fixed_point("sigmoid", "xavier", 128).chi_star == pytest.approx(0.0557, abs=5e-4)
+    assert propagation.second_moment("lecun_tanh", 1.0) == pytest.approx(0.7504, abs=5e-4)
+    assert propagation.init_fixed_point("relu", "default", 128).chi_star == pytest.approx(1 / 6, rel=1e-12)
+    assert propagation.fixed_point("sigmoid", 100.0, 0.0).chi_star < 1  # χ* reaches 1 only near σ_w² ≈ 100

@@ -34,7 +34,7 @@ CONDITIONAL = {
 
 
 def test_presets_are_listed_and_expand_as_the_issue_states():
-    assert preset_names() == ["fashion-activations", "mnist-depth", "mnist-overfitting"]
+    assert preset_names() == ["fashion-activations", "mnist-depth", "mnist-overfitting", "mnist-overfitting-search"]
     fashion = configurations(load_study("fashion-activations"))
     assert len(fashion) == 3 * (4 + 3) * 3  # three seeds of each configuration
     assert {c.seed for c in fashion} == {0, 1, 2}
@@ -58,6 +58,10 @@ def test_presets_are_listed_and_expand_as_the_issue_states():
         (a, d, seed) for a in ("sigmoid", "relu") for d in (0.0, 0.2, 0.5) for seed in (0, 1, 2))
     assert {(c.hidden_sizes, c.optimizer, c.learning_rate, c.batch_size, c.epochs) for c in overfitting} == {
         ((128, 64), "adam", 0.001, 64, 5)}
+    assert {c.input_scaling for c in overfitting} == {"unit"}  # source 004 feeds ToTensor's [0, 1]
+    search = configurations(load_study("mnist-overfitting-search"))
+    assert len(search) == 2 * 2 * 2 * 3 and {c.train_examples for c in search} == {500, 2000}
+    assert {(c.epochs, c.input_scaling) for c in search} == {(30, "unit")}
     for name in preset_names():
         document = json.loads((STUDIES_DIR / f"{name}.json").read_text())
         assert document["description"] and document["source"].startswith("seed ")

@@ -19,6 +19,7 @@ from actopt.analysis.plotting import (
     WRAP,
     Figure,
     Skip,
+    bands,
     extra_factors,
     finish,
     group_names,
@@ -86,13 +87,13 @@ def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     data = with_config(data[data["value"] > 0], runs, ["activation", "depth", "init"])
     data["depth"] = data["depth"].astype(int)
     grid = sns.relplot(data, x="layer", y="value", style="when",
-                       style_order=["at initialisation", "trained (last epoch)"], kind="line", errorbar="sd",
+                       style_order=["at initialisation", "trained (last epoch)"], kind="line", **bands(True),
                        height=2.8, aspect=1.25, facet_kws={"margin_titles": True, "sharex": False},
                        **depth_facets(data))
     grid.set(yscale="log")
     caption = ("Max |gradient| of each Linear layer's weights on one fixed training minibatch, at initialisation "
                "(solid) and after the last epoch (dashed), log scale; columns: depth, rows: activation, colour: "
-               f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_note(table)}")
+               f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_note(table, True)}")
     title = "Depth study: largest weight gradient per layer on a fixed minibatch"
     labels = ("layer (1 = input side)", "max |weight gradient|")
     return finish(grid, folder, "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)

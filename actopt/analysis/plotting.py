@@ -79,8 +79,28 @@ def with_config(values: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -
     return values.merge(table[["run_id", *dict.fromkeys(columns)]], on="run_id")
 
 
-def seed_note(table: pd.DataFrame) -> str:
-    return " Lines are means over seeds, bands ± 1 standard deviation." if table["seed"].nunique() > 1 else ""
+def seed_note(table: pd.DataFrame, log_y: bool = False) -> str:
+    if table["seed"].nunique() < 2:
+        return ""
+    if log_y:
+        return " Lines are geometric means over seeds, bands ± 1 standard deviation of log10 (a factor, not a sum)."
+    return " Lines are means over seeds, bands ± 1 standard deviation."
+
+
+def geometric_mean(values: pd.Series) -> float:
+    return float(10 ** np.mean(np.log10(values)))
+
+
+def log_spread(values: pd.Series) -> tuple[float, float]:
+    """10^(mean ± sd) of log10: a linear ± sd band on a log axis reaches below zero (1e-35 for a trained relu net)."""
+    logs = np.log10(np.asarray(values, dtype=float))
+    centre, spread = logs.mean(), logs.std(ddof=1) if len(logs) > 1 else 0.0
+    return float(10 ** (centre - spread)), float(10 ** (centre + spread))
+
+
+def bands(log_y: bool) -> dict[str, Any]:
+    """seaborn's estimator and band: in log space on a log axis (values must be positive), linear otherwise."""
+    return {"estimator": geometric_mean, "errorbar": log_spread} if log_y else {"errorbar": "sd"}
 
 
 def extra_factors(table: pd.DataFrame, allowed: tuple[str, ...]) -> list[str]:
@@ -108,7 +128,7 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         if values.empty:
             raise Skip(f"no run logged {key}")
         data = with_config(values, table, ["activation", "optimizer", "learning_rate"])
-        data["value"] = data["value"].where(np.isfinite(data["value"]))
+        data["value"] = data["value"].where(np.isfinite(data["value"]) & ((data["value"] > 0) | (not log_y)))
         rates = sorted(data["learning_rate"].unique())
         data["learning rate"] = data["learning_rate"].map(rate_label)
         optimizers = frames.sort_runs(table, ["optimizer"])["optimizer"].unique()
@@ -118,14 +138,15 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         else:
             facets = dict(col="activation", col_wrap=min(WRAP, len(activations)), col_order=activations)
         grid = sns.relplot(data, x="step", y="value", hue="learning rate", hue_order=[rate_label(r) for r in rates],
-                           palette="viridis", kind="line", errorbar="sd", marker="o", markersize=4, height=2.3,
+                           palette="viridis", kind="line", marker="o", markersize=4, height=2.3, **bands(log_y),
                            aspect=1.35, facet_kws={"sharey": True, "margin_titles": True}, **facets)
         mark_divergence(grid, table, facets)
         if log_y:
             grid.set(yscale="log")
         caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at "
                    "the "
-                   f"top of a panel: a run diverged in that epoch (its later values are missing).{seed_note(table)}")
+                   f"top of a panel: a run diverged in that epoch (its later values are missing)."
+                   f"{seed_note(table, log_y)}")
         return finish(grid, folder, name, title, caption, ("epoch", key))
 
     draw.__name__ = name
@@ -159,11 +180,12 @@ def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool,
         order = ordered_groups(chosen, chosen["group"])
         order = [name for name in order if name in set(data["group"])]
         grid = sns.relplot(data, x="step", y="value", hue="layer", palette="viridis", col="group", col_order=order,
-                           col_wrap=min(WRAP, len(order)), kind="line", errorbar="sd", height=2.5, aspect=1.3)
+                           col_wrap=min(WRAP, len(order)), kind="line", height=2.5, aspect=1.3, **bands(log_y))
         if log_y:
             grid.set(yscale="log")
         xlabel = "epoch (0 = initialisation)" if data["step"].min() == 0 else "epoch"
-        return finish(grid, folder, file, title, caption + seed_note(table), (xlabel, ylabel), template="{col_name}")
+        return finish(grid, folder, file, title, caption + seed_note(table, log_y), (xlabel, ylabel),
+                      template="{col_name}")
 
     draw.__name__ = file
     return draw

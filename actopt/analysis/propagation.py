@@ -38,8 +38,10 @@ PANEL_WIDTH = 0.25
 Z_LIMIT = 12.0
 # Panels stop growing here (a q of ~10^5); such a pre-activation is saturated or exploding anyway.
 MAX_PANELS = 20_000
-# Schoenholz et al. 2017: a net trains when its depth is below about 6 depth scales ξ. With ξ the
-# layers per e-fold of the gradient norm, 6ξ layers is a gradient ratio of e⁶ ≈ 400 first to last.
+# Schoenholz et al. 2017 ("Deep Information Propagation", ICLR, sections 5–6): fully connected nets
+# trained on MNIST and CIFAR-10 learned where their depth was below about 6 ξ_c, ξ_c being the
+# correlation depth scale at the fixed point (``FixedPoint``): an empirical bound, for their SGD and
+# RMSProp training, not a theorem.
 TRAINABLE_DEPTH_SCALES = 6.0
 
 _LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(PANEL_NODES)
@@ -147,11 +149,7 @@ class Prediction:
     log10_gradient: np.ndarray  # log10 weight-gradient norm of layer l relative to layer L
     decay: float  # decades per layer: least-squares slope of log10_gradient over layers 2..L (1 if L < 3)
     span: float  # log10(‖∇W^L‖ / ‖∇W^1‖): decades lost from the last hidden layer back to the first
-    depth_scale: float  # layers per e-fold of the gradient norm (inf when flat)
-
-    def trainable_depth(self) -> float:
-        """TRAINABLE_DEPTH_SCALES depth scales: the depth beyond which the theory expects no training (inf if flat)."""
-        return TRAINABLE_DEPTH_SCALES * self.depth_scale
+    depth_scale: float  # layers per e-fold of this finite net's gradient norm (inf when flat), transient included
 
 
 def predict(activation: str, layers: Sequence[LayerVariances], input_moment: float) -> Prediction:
@@ -207,3 +205,139 @@ def predict_config(activation: str, init: str, sizes: Sequence[int], input_momen
     if activation not in ACTIVATION_FUNCTIONS:
         raise ValueError(f"unknown activation {activation!r}")
     return predict(activation, network_variances(init, sizes), input_moment)
+
+
+# The q-map is iterated from q = 1 until it moves by less than this (relative), at most FIXED_POINT_STEPS times.
+FIXED_POINT_TOLERANCE = 1e-12
+FIXED_POINT_STEPS = 10_000
+# Pairs (z1, z2) for the correlation map: the 1-D rule cut at |z| ≤ 8 (the mass beyond is below 1e-15),
+# its panels sized as for √q ≤ PAIR_SCALE_LIMIT, so the tensor product stays below 2.4 million nodes
+# (a sigmoid net at σ_w² = 113 has √q* ≈ 7, whose full rule would take 13 million per evaluation).
+PAIR_Z_LIMIT = 8.0
+PAIR_SCALE_LIMIT = 3.0
+# φ(a·x) = a·φ(x) for a > 0: the q-map is linear and χ does not depend on q.
+# Bisection halvings of c in [−1, 1]: 2⁻³⁰ ≈ 1e-9.
+BISECTION_STEPS = 30
+HOMOGENEOUS = ("relu", "leaky_relu")
+# χ within this of 1 is critical (ReLU with Kaiming computes 1 + 2e-16).
+CRITICAL = 1e-9
+
+
+@dataclass(frozen=True)
+class FixedPoint:
+    """Where the q-map of one activation × (σ_w², σ_b²) settles, and the depth scales it sets.
+
+    Schoenholz et al. 2017 ("Deep Information Propagation", ICLR) define the gradient depth scale
+    ξ_∇ = −1/ln χ₁ (layers per e-fold of the squared error signal ‖δ‖², χ₁ = σ_w²·E[φ′(√q* z)²]) and
+    the correlation depth scale ξ_c = −1/ln χ_c, χ_c = σ_w²·E[φ′(u₁)φ′(u₂)] at the correlation map's
+    stable fixed point c*; they find nets trainable to about 6ξ_c layers. In the ordered phase
+    (χ₁ < 1) c* = 1 and χ_c = χ₁, so the two scales coincide; χ_c ≥ 1 leaves ξ_c undefined (∞ at 1).
+    """
+
+    q_star: float  # the q-map's fixed point (0 when it decays to zero, as for odd φ without biases)
+    chi_star: float  # χ₁ at q*
+    c_star: float  # the correlation map's stable fixed point
+    chi_c: float  # χ_c at c*
+    gradient_scale: float  # ξ_∇ = −1/ln χ₁ (∞ at χ₁ = 1, NaN above: gradients explode)
+    correlation_scale: float  # ξ_c = −1/ln χ_c (∞ at χ_c = 1, NaN where undefined)
+
+    def trainable_depth(self) -> float:
+        """Schoenholz et al.'s bound: TRAINABLE_DEPTH_SCALES × ξ_c layers (∞ at criticality, NaN where undefined)."""
+        return TRAINABLE_DEPTH_SCALES * self.correlation_scale
+
+
+def q_map(activation: str, weight: float, bias: float, q: float) -> float:
+    return weight * second_moment(activation, q) + bias
+
+
+def q_fixed_point(activation: str, weight: float, bias: float) -> float:
+    """q* by iterating the q-map from q = 1.
+
+    Without biases and with φ(0) = 0 the map's fixed point 0 is found in closed form, since the
+    iteration would crawl there (as 1/l for tanh at σ_w² = 1): a homogeneous φ (ReLU) scales q by
+    σ_w²·E[φ′²] each layer, so q* = 0 below 1 and any q (here 1) at 1; a smooth odd φ has q* = 0
+    exactly when σ_w²·φ′(0)² ≤ 1 (its q-map is concave with that slope at 0).
+    """
+    phi, derivative = ACTIVATION_FUNCTIONS[activation]
+    if bias == 0.0 and float(phi(np.array([0.0]))[0]) == 0.0:
+        if activation in HOMOGENEOUS:
+            gain = weight * derivative_moment(activation, 1.0)
+            return 0.0 if gain < 1.0 - 1e-12 else (1.0 if gain <= 1.0 + 1e-12 else math.inf)
+        if weight * float(derivative(np.array([0.0]))[0]) ** 2 <= 1.0 + 1e-12:
+            return 0.0
+    q = 1.0
+    for _ in range(FIXED_POINT_STEPS):
+        following = q_map(activation, weight, bias, q)
+        if abs(following - q) <= FIXED_POINT_TOLERANCE * q:
+            return following
+        q = following
+    return q
+
+
+def _scale_free_moment(activation: str, q: float) -> float:
+    """E[φ′(√q z)²], with q = 0 read as its limit φ′(0)² (ReLU's ½ is the same at every q)."""
+    if q > 0:
+        return derivative_moment(activation, q)
+    if activation in HOMOGENEOUS:
+        return derivative_moment(activation, 1.0)
+    _, derivative = ACTIVATION_FUNCTIONS[activation]
+    return float(derivative(np.array([0.0]))[0] ** 2)
+
+
+def pair_expectation(function: Callable[[np.ndarray, np.ndarray], np.ndarray], q: float, c: float) -> float:
+    """E[f(u₁, u₂)] for (u₁, u₂) Gaussian with variances q and correlation c (tensor-product quadrature)."""
+    scale = math.sqrt(q)
+    nodes, weights = standard_normal_rule(min(scale, PAIR_SCALE_LIMIT))
+    kept = np.abs(nodes) <= PAIR_Z_LIMIT
+    nodes, weights = nodes[kept], weights[kept] / weights[kept].sum()
+    first, second = np.meshgrid(nodes, nodes, indexing="ij")
+    u1 = scale * first
+    u2 = scale * (c * first + math.sqrt(max(0.0, 1.0 - c * c)) * second)
+    return float((function(u1, u2) * np.outer(weights, weights)).sum())
+
+
+def correlation_map(activation: str, weight: float, bias: float, q: float, c: float) -> float:
+    phi, _ = ACTIVATION_FUNCTIONS[activation]
+    return (weight * pair_expectation(lambda a, b: phi(a) * phi(b), q, c) + bias) / q
+
+
+def correlation_fixed_point(activation: str, weight: float, bias: float, q: float, chi: float) -> tuple[float, float]:
+    """(c*, χ_c): c* = 1 in the ordered phase (χ₁ ≤ 1); otherwise the stable c* < 1, found by bisection."""
+    _, derivative = ACTIVATION_FUNCTIONS[activation]
+    if chi <= 1.0 + CRITICAL or q == 0.0 or math.isinf(q):
+        return 1.0, chi
+    low, high = -1.0, 1.0 - 1e-9  # c-map(c) − c is positive below c* and negative between c* and 1
+    if correlation_map(activation, weight, bias, q, low) - low <= 0:
+        low = -1.0
+    else:
+        for _ in range(BISECTION_STEPS):
+            middle = 0.5 * (low + high)
+            if correlation_map(activation, weight, bias, q, middle) - middle > 0:
+                low = middle
+            else:
+                high = middle
+    c_star = 0.5 * (low + high)
+    return c_star, weight * pair_expectation(lambda a, b: derivative(a) * derivative(b), q, c_star)
+
+
+def depth_scale_of(chi: float) -> float:
+    """−1/ln χ: layers per e-fold; ∞ at χ = 1, NaN for χ > 1 (growth has no depth scale of decay)."""
+    if abs(chi - 1.0) <= CRITICAL:
+        return math.inf
+    return -1.0 / math.log(chi) if 0.0 < chi < 1.0 else math.nan
+
+
+def fixed_point(activation: str, weight: float, bias: float) -> FixedPoint:
+    """q*, χ₁, c*, χ_c and both depth scales of hidden layers drawn with (σ_w², σ_b²): no net depth enters."""
+    if activation not in ACTIVATION_FUNCTIONS:
+        raise ValueError(f"unknown activation {activation!r}")
+    q_star = q_fixed_point(activation, weight, bias)
+    chi = weight * _scale_free_moment(activation, q_star)
+    c_star, chi_c = correlation_fixed_point(activation, weight, bias, q_star, chi)
+    return FixedPoint(q_star, chi, c_star, chi_c, depth_scale_of(chi), depth_scale_of(chi_c))
+
+
+def init_fixed_point(activation: str, init: str, width: int) -> FixedPoint:
+    """The fixed point of ``width``-wide hidden layers as ``init`` draws them (default init's σ_b² is 1/(3·width))."""
+    variances = init_variances(init, width, width)
+    return fixed_point(activation, variances.weight, variances.bias)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from actopt.analysis import answers, decisions, depth_section, depth_theory, multiplicity
+from actopt.analysis import answers, decisions, depth_section, depth_theory, multiplicity, source_claims
 from actopt.analysis.findings import Finding, diagnosed, findings, run_checks
 from actopt.analysis.frames import (
     NUISANCE,
@@ -269,6 +269,7 @@ def render_report(
     source: dict[str, str],
     gallery: Path | None,
     theory: depth_section.Section | None = None,
+    claims: str = "",
     adaptive: str = "",
     judged: Judged | None = None,
 ) -> str:
@@ -289,6 +290,7 @@ def render_report(
         smoke_banner(runs),
         answers.answers_section(judged.questions, judged.decisions, table, found, judged.method),
         answers.decisions_section(judged.questions, judged.decisions, judged.method),
+        claims,
         settings_section(runs),
         left_out_section(left_out),
         run_table_section(table),
@@ -338,6 +340,7 @@ def write_analysis(
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                    depth_section.theory_section(table, histories), adaptive, judged))
+                                    depth_section.theory_section(table, histories), adaptive=adaptive,
+                                    judged=judged, claims=source_claims.claims_section(table, histories)))
     holding = [*(item for item in found if item.kind == "holds"), *decision_findings(judged)]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

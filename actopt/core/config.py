@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from actopt.core.data import DATASETS
+from actopt.core.data import DATASETS, INPUT_SCALINGS
 from actopt.core.models import ACTIVATIONS, INITIALIZATIONS
 from actopt.core.optimizers import OPTIMIZERS
 from actopt.errors import ConfigError, choose
@@ -74,6 +74,13 @@ class TrainConfig:
     validation_fraction: float = field(
         default=0.1, metadata=_help("Share of the training set held out for validation, in (0, 1).")
     )
+    # Source 000 normalizes to [-1, 1]; source 004 feeds ToTensor's [0, 1]. The scaling decides how
+    # many ReLU units die in the first epoch, so it is a studied setting, not a fixed step.
+    input_scaling: str = field(default="symmetric", metadata=_help(
+        f"Pixel scaling: {', '.join(INPUT_SCALINGS)} ([-1, 1], [0, 1], training-split mean 0 and std 1)."))
+    # A small training set is where an MLP overfits within a few epochs; 0 keeps the whole split.
+    train_examples: int = field(default=0, metadata=_help(
+        "Keep only this many examples of the training split (0 = all); validation is unchanged."))
     seed: int = field(default=0, metadata=_help("Seed for initialisation, split and batch order."))
     device: str = field(default="auto", metadata=_help(f"Device: {', '.join(DEVICES)}."))
     # 0 means the whole epoch; small values make smoke runs and tests take seconds.
@@ -108,6 +115,10 @@ class TrainConfig:
             parts.append(self.init)
         if self.dropout > 0:
             parts.append(f"dropout{self.dropout:g}")
+        if self.input_scaling != "symmetric":
+            parts.append(self.input_scaling)
+        if self.train_examples:
+            parts.append(f"train{self.train_examples}")
         return "-".join(parts)
 
     def to_params(self) -> dict[str, str]:
@@ -210,6 +221,7 @@ def validate(config: TrainConfig) -> None:
     choose(INITIALIZATIONS, config.init, "init")
     choose(OPTIMIZERS, config.optimizer, "optimizer")
     choose(DEVICES, config.device, "device")
+    choose(INPUT_SCALINGS, config.input_scaling, "input_scaling")
     checks = [
         (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate:g}"),
         (0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum:g}"),
@@ -224,6 +236,7 @@ def validate(config: TrainConfig) -> None:
         (config.depth >= 0, f"depth must be >= 0, got {config.depth}"),
         (config.width >= 1, f"width must be >= 1, got {config.width}"),
         (config.max_batches >= 0, f"max_batches must be >= 0, got {config.max_batches}"),
+        (config.train_examples >= 0, f"train_examples must be >= 0, got {config.train_examples}"),
         (bool(config.experiment_name), "experiment_name must not be empty"),
         (len(config.experiment_name) <= EXPERIMENT_NAME_LIMIT,
          f"experiment_name must be at most {EXPERIMENT_NAME_LIMIT} characters, got {len(config.experiment_name)}"),
@@ -248,7 +261,7 @@ def shown_integer(value: int) -> str:
 def integer_checks(config: TrainConfig) -> list[tuple[bool, str]]:
     """Every integer within what torch takes: the seed in its range, sizes and counts below INTEGER_LIMIT."""
     checks = [(0 <= config.seed <= SEED_LIMIT, f"seed must be in [0, {SEED_LIMIT}], got {config.seed}")]
-    for name in ("batch_size", "epochs", "depth", "width", "max_batches"):
+    for name in ("batch_size", "epochs", "depth", "width", "max_batches", "train_examples"):
         value = getattr(config, name)
         checks.append((value <= INTEGER_LIMIT, f"{name} must be <= {INTEGER_LIMIT}, got {shown_integer(value)}"))
     largest = max(config.hidden_sizes, default=0)
@@ -266,7 +279,15 @@ def text_digest(value: Any) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
+LATER_DEFAULTS = {"input_scaling": "symmetric", "train_examples": "0"}
+
+
 def config_digest(config: TrainConfig) -> str:
     """Stable over processes and machines: what a run trains, not where its data and results live."""
     params = {key: value for key, value in config.to_params().items() if key not in LOCATION_FIELDS}
+    # Runs logged before these fields existed trained with their defaults: leaving them out at the
+    # default keeps those runs' digests, so a resumed sweep still finds them.
+    for name, default in LATER_DEFAULTS.items():
+        if params.get(name) == default:
+            del params[name]
     return text_digest(params)

@@ -20,9 +20,12 @@ DATASETS: dict[str, type[torchvision.datasets.MNIST]] = {
     "mnist": torchvision.datasets.MNIST,
 }
 
-# ToTensor then Normalize((0.5,), (0.5,)), as the studies' original code: pixels in [-1, 1].
+# ToTensor then Normalize((0.5,), (0.5,)), as source 000's code: pixels in [-1, 1] ("symmetric").
 NORMALIZE_MEAN = 0.5
 NORMALIZE_STD = 0.5
+# How pixels reach the net: symmetric [-1, 1] (source 000), unit [0, 1] (ToTensor alone, source 004),
+# standardized (the training split's own pixel mean and standard deviation, one scalar each).
+INPUT_SCALINGS = {"symmetric": "[-1, 1]", "unit": "[0, 1]", "standardized": "training-split mean 0, std 1"}
 
 
 @dataclass(frozen=True)
@@ -130,8 +133,25 @@ def load_raw(name: str, data_dir: str | os.PathLike, download: bool) -> tuple[to
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 [N, 28, 28] → float32 [N, 784], the same arithmetic as ToTensor + Normalize."""
-    pixels = images.reshape(images.shape[0], -1).to(torch.float32).div_(255.0)
-    return pixels.sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD)
+    return unit_pixels(images).sub_(NORMALIZE_MEAN).div_(NORMALIZE_STD)
+
+
+def unit_pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 [N, 28, 28] → float32 [N, 784] in [0, 1], ToTensor's arithmetic."""
+    return images.reshape(images.shape[0], -1).to(torch.float32).div_(255.0)
+
+
+def scaled_inputs(train_images: torch.Tensor, images: torch.Tensor, scaling: str) -> torch.Tensor:
+    """``images`` as float32 [N, 784] under ``scaling``; "standardized" uses ``train_images``' statistics."""
+    if scaling == "symmetric":
+        return normalize(images)
+    if scaling == "unit":
+        return unit_pixels(images)
+    if scaling != "standardized":
+        raise DataError(f"unknown input scaling {scaling!r}; known: {', '.join(INPUT_SCALINGS)}")
+    reference = unit_pixels(train_images).to(torch.float64)
+    mean, std = float(reference.mean()), float(reference.std())
+    return unit_pixels(images).sub_(mean).div_(std)
 
 
 def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,15 +165,22 @@ def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[to
 
 def load_splits(
     name: str, data_dir: str | os.PathLike, download: bool, validation_fraction: float, seed: int,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", input_scaling: str = "symmetric", train_examples: int = 0,
 ) -> DatasetSplits:
-    """Read, normalize and split a dataset once; every tensor ends on ``device``."""
+    """Read, scale and split a dataset once; every tensor ends on ``device``.
+
+    ``train_examples`` > 0 keeps that many of the training split (its seeded order's first ones);
+    the validation split is the same whatever it is. "standardized" takes the statistics of the
+    training split that is kept, so that nothing of the validation or test images enters.
+    """
     train_images, train_labels, test_images, test_labels = load_raw(name, data_dir, download)
     digest = hashlib.sha256()
     for tensor in (train_images, train_labels, test_images, test_labels):
         digest.update(tensor.numpy().tobytes())
-    train_inputs = normalize(train_images)
     train_indices, validation_indices = split_indices(len(train_labels), validation_fraction, seed)
+    if train_examples:
+        train_indices = train_indices[:train_examples]
+    train_inputs = scaled_inputs(train_images[train_indices], train_images, input_scaling)
 
     def on_device(inputs: torch.Tensor, targets: torch.Tensor) -> Split:
         return Split(inputs.to(device), targets.to(torch.int64).to(device))
@@ -164,7 +191,7 @@ def load_splits(
         digest=digest.hexdigest()[:16],
         train=on_device(train_inputs[train_indices], train_labels[train_indices]),
         validation=on_device(train_inputs[validation_indices], train_labels[validation_indices]),
-        test=on_device(normalize(test_images), test_labels),
+        test=on_device(scaled_inputs(train_images[train_indices], test_images, input_scaling), test_labels),
     )
 
 

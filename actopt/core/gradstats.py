@@ -34,31 +34,16 @@ def step_statistics(
     bias_gradients: list[torch.Tensor],
     scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One step's statistics as one vector of 3·L + 1 values (L = number of layers).
+    """One step's statistics as one float64 vector of 3·L + 1 values (L = number of layers).
 
     Layout: L2 norms of the weight gradients, then sums of |g| (divide by the element count for
     the mean), then max |g|, then the global L2 norm over all weight and bias gradients.
     ``scratch`` (tensors shaped like the weight gradients) saves an allocation per layer per step.
-
-    What costs is reading the gradients (235k values for 784-256-128-10), so each is read as few
-    times as eager PyTorch allows: one BLAS dot per tensor for the squares, one |g| into scratch,
-    then sum and amax over it. Measured on 2 CPU cores: about 190 µs per step, against 240 µs for
-    ``_foreach_norm`` + ``_foreach_max`` (whose CPU paths loop per tensor anyway, and whose max is
-    slower than ``amax``), and a training step of about 1.2 ms. Squares in float32 under- and
-    overflow exactly as ``torch.linalg.vector_norm`` does.
+    It is ``stacked_step_statistics`` of a stack of one.
     """
-    layers = len(weight_gradients)
-    squares = torch.stack([torch.dot(gradient.reshape(-1), gradient.reshape(-1))
-                           for gradient in (*weight_gradients, *bias_gradients)])
-    magnitudes = scratch if scratch is not None else [torch.empty_like(gradient) for gradient in weight_gradients]
-    for gradient, magnitude in zip(weight_gradients, magnitudes):
-        torch.abs(gradient, out=magnitude)
-    return torch.cat([
-        squares[:layers].sqrt(),
-        torch.stack([magnitude.sum() for magnitude in magnitudes]),
-        torch.stack([magnitude.amax() for magnitude in magnitudes]),
-        squares.sum().sqrt().reshape(1),
-    ])
+    stacked_scratch = None if scratch is None else [buffer.unsqueeze(0) for buffer in scratch]
+    return stacked_step_statistics([gradient.unsqueeze(0) for gradient in weight_gradients],
+                                   [gradient.unsqueeze(0) for gradient in bias_gradients], stacked_scratch)[0]
 
 
 def stacked_step_statistics(
@@ -66,26 +51,36 @@ def stacked_step_statistics(
     bias_gradients: list[torch.Tensor],
     scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """``step_statistics`` of every member of a stack at once: (K, 3·L + 1), row k = member k.
+    """``step_statistics`` of every member of a stack at once: (K, 3·L + 1) float64, row k = member k.
 
-    The gradients are stacked, (K, ...) each; row k of the result equals ``step_statistics`` of the
-    row-k slices (its oracle test). One reduction per layer serves all K members, where calling
-    ``step_statistics`` per member would cost K times its Python and dispatch time per step.
+    The gradients are stacked, (K, ...) each. One reduction per layer serves all K members, where
+    one call per member would cost K times its Python and dispatch time per step.
+
+    A weight gradient's squares are summed after dividing it by its own max |g|, so that they
+    cannot underflow: a float32 entry below about 1e-19 squares to zero, and a 40-layer sigmoid
+    net's first layers have entries near 1e-36. The norm is max·√Σ(g/max)², accurate to float32's
+    relative precision whenever the gradient is nonzero. Measured on this machine's 2 CPU cores for
+    784-256-128-10 (K = 1 / 6 members): unscaled float32 squares 419 / 2187 µs per step, this
+    scaling 581 / 2654 µs, casting each gradient to float64 first 1591 / 7971 µs. Bias gradients
+    are small, so they are cast to float64. Nothing is read back to the host.
     """
-    layers = len(weight_gradients)
     members = weight_gradients[0].shape[0]
-    flat = [gradient.reshape(members, -1) for gradient in (*weight_gradients, *bias_gradients)]
-    squares = torch.stack([torch.linalg.vecdot(values, values) for values in flat], dim=1)
     magnitudes = scratch if scratch is not None else [torch.empty_like(gradient) for gradient in weight_gradients]
     for gradient, magnitude in zip(weight_gradients, magnitudes):
         torch.abs(gradient, out=magnitude)
     flat_magnitudes = [magnitude.reshape(members, -1) for magnitude in magnitudes]
-    return torch.cat([
-        squares[:, :layers].sqrt(),
-        torch.stack([magnitude.sum(dim=1) for magnitude in flat_magnitudes], dim=1),
-        torch.stack([magnitude.amax(dim=1) for magnitude in flat_magnitudes], dim=1),
-        squares.sum(dim=1, keepdim=True).sqrt(),
-    ], dim=1)
+    sums = torch.stack([magnitude.sum(dim=1) for magnitude in flat_magnitudes], dim=1)
+    peaks = torch.stack([magnitude.amax(dim=1) for magnitude in flat_magnitudes], dim=1)
+    scales = torch.where(peaks > 0, peaks, torch.ones_like(peaks))
+    scaled_squares = []
+    for index, magnitude in enumerate(flat_magnitudes):
+        magnitude.div_(scales[:, index : index + 1])
+        scaled_squares.append(torch.linalg.vecdot(magnitude, magnitude))
+    weight_squares = torch.stack(scaled_squares, dim=1).to(torch.float64) * scales.to(torch.float64).square()
+    bias_flat = [gradient.reshape(members, -1).to(torch.float64) for gradient in bias_gradients]
+    bias_squares = torch.stack([torch.linalg.vecdot(values, values) for values in bias_flat], dim=1)
+    total = weight_squares.sum(dim=1, keepdim=True) + bias_squares.sum(dim=1, keepdim=True)
+    return torch.cat([weight_squares.sqrt(), sums.to(torch.float64), peaks.to(torch.float64), total.sqrt()], dim=1)
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,8 @@ DIVERGENCE_CHECK_STEPS = 32
 # The depth and widths are compared as given (not as the built layer sizes): a depth study's absurd
 # depth is refused by the memory check, not by listing its layers.
 GROUP_FIELDS = ("dataset", "depth", "width", "hidden_sizes", "activation", "dropout", "batch_size", "epochs",
-                "optimizer", "device", "gradient_statistics", "validation_fraction", "max_batches", "test_every_epoch")
+                "optimizer", "device", "gradient_statistics", "validation_fraction", "max_batches", "test_every_epoch",
+                "train_examples")
 
 HISTORY_ARTIFACT = "history.csv"
 HISTOGRAM_ARTIFACT = "gradient_histograms.json"
@@ -313,8 +314,8 @@ def train_epoch(model: StackedMLP, optimizer: StackedOptimizer, members: Sequenc
     seen = torch.zeros(count, dtype=torch.int64, device=device)
     alive = torch.ones(count, dtype=torch.bool, device=device)
     size = 3 * len(model.weights) + 1
-    sums = torch.zeros(count, size, device=device) if statistics else None
-    maxima = torch.zeros(count, size, device=device) if statistics else None
+    sums = torch.zeros(count, size, dtype=torch.float64, device=device) if statistics else None
+    maxima = torch.zeros(count, size, dtype=torch.float64, device=device) if statistics else None
     scratch = [torch.empty_like(weight) for weight in model.weights] if statistics else None
     orders = [list(batch_indices(len(member.data.train), config.batch_size, member.batches, device,
                                  config.max_batches)) for member in members]

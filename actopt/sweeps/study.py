@@ -37,7 +37,7 @@ from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).with_name("studies")
-FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "questions", "multiplicity", "until_decided")
+FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "questions", "multiplicity", "until_decided", "claims")
 # "multiplicity": how the report adjusts its family of comparisons: Holm's family-wise error (the default) or
 # Benjamini–Hochberg's false-discovery rate ("fdr").
 MULTIPLICITY = ("holm", "fdr")
@@ -47,6 +47,8 @@ COMPARED_MEASURES = ("test_accuracy", "best_val_accuracy", "val_area", "gap")
 DESCRIBED_MEASURES = ("gradient_ratio", "trainability", "lr_sensitivity", "last_accuracy", "vanishing_gradients",
                       "dead_units", "failures")
 QUESTION_KEYS = ("id", "question", "factors", "measures", "contrasts")
+# A claim's forms (actopt.analysis.source_claims judges them); exactly one per claim.
+CLAIM_FORMS = ("value", "above", "below", "less_than", "greater_than", "testable")
 # --until-decided: seeds per configuration at most. With the ~9 comparisons of a study such as
 # fashion-activations (each at 0.05/9), the sequential rule decides a difference of 2 paired standard
 # deviations with a median 10 seeds and one of 1 standard deviation with 20 (docs/analysis.md).
@@ -141,6 +143,7 @@ def load_study(name_or_path: str) -> Study:
     for key in fixed:
         if any(key in combination for combination in combinations):
             raise ConfigError(f"{where}: fixed.{key} is also set in the grid; keep it in one place")
+    check_claims(document.get("claims", []), where)
     runs = tuple({**fixed, **combination, "seed": seed} for combination in combinations for seed in seeds)
     until_decided = check_until_decided(document.get("until_decided"), len(set(seeds)), where)
     # The digest leaves until_decided out: the added seeds are children of the same parent as the declared ones.
@@ -217,6 +220,34 @@ def count_combinations(grid: Any) -> int:
         elif isinstance(choices, dict):
             count *= max(sum(count_combinations(subgrid) for subgrid in choices.values()), 1)
     return count
+
+
+def check_claims(claims: Any, where: str) -> None:
+    """Each claim: an object with its text, its source and one form; ``where`` an object of options."""
+    if not isinstance(claims, list):
+        raise ConfigError(f"{where}: 'claims' must be a list of objects, got {json.dumps(claims)}")
+    for number, claim in enumerate(claims, start=1):
+        at = f"{where}: claims[{number}]"
+        if not isinstance(claim, dict) or not all(isinstance(claim.get(key), str) for key in ("claim", "source")):
+            raise ConfigError(f"{at} must be an object with text fields 'claim' and 'source'")
+        forms = [form for form in CLAIM_FORMS if form in claim]
+        if len(forms) != 1:
+            raise ConfigError(f"{at} needs exactly one of {', '.join(CLAIM_FORMS)}, got {forms or 'none'}")
+        if forms == ["testable"] and (claim["testable"] is not False or not isinstance(claim.get("reason"), str)):
+            raise ConfigError(f"{at}: 'testable' may only be false, with a 'reason'")
+        if forms != ["testable"] and not isinstance(claim.get("metric"), str):
+            raise ConfigError(f"{at} needs a 'metric' (a run-table column)")
+        for key in ("where", "less_than", "greater_than"):
+            if key in claim and not isinstance(claim[key], dict):
+                raise ConfigError(f"{at}: '{key}' must be an object of option: value")
+
+
+def declared_claims(name: str) -> list[dict[str, Any]]:
+    """The claims of the preset called ``name`` ([] for a study that is no preset, or declares none)."""
+    path = STUDIES_DIR / f"{name}.json"
+    if not path.is_file():
+        return []
+    return list(without_comments(json.loads(path.read_text(encoding="utf-8"))).get("claims", []))
 
 
 def check_until_decided(value: Any, declared: int, where: str) -> dict[str, int] | None:

@@ -59,7 +59,8 @@ _prepared: dict[tuple[Any, ...], tuple[Any, DatasetSplits]] = {}
 
 
 def data_key(config: TrainConfig) -> tuple[Any, ...]:
-    return (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed, config.device)
+    return (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed, config.device,
+            config.input_scaling, config.train_examples)
 
 
 def prepare_shared(configs: Sequence[TrainConfig]) -> tuple[Any, list[DatasetSplits]]:

@@ -234,7 +234,7 @@ def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
     """Everything that can fail on bad input, done before any run exists."""
     device = resolve_device(config.device)
     data = load_splits(config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
-                       device)
+                       device, config.input_scaling, config.train_examples)
     return device, data
 
 
@@ -243,12 +243,12 @@ def prepare_group(configs: Sequence[TrainConfig]) -> tuple[torch.device, list[Da
     loaded: dict[tuple[object, ...], tuple[torch.device, DatasetSplits]] = {}
     for config in configs:
         key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
-               config.device)
+               config.device, config.input_scaling, config.train_examples)
         if key not in loaded:
             loaded[key] = prepare(config)
     device = next(iter(loaded.values()))[0]
-    return device, [loaded[(c.dataset, c.data_dir, c.download, c.validation_fraction, c.seed, c.device)][1]
-                    for c in configs]
+    return device, [loaded[(c.dataset, c.data_dir, c.download, c.validation_fraction, c.seed, c.device,
+                            c.input_scaling, c.train_examples)][1] for c in configs]
 
 
 def run_group(
