@@ -103,11 +103,18 @@ class MlflowRunLogger:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
+        # mlflow.pytorch.log_model(run_id=...) without an active run files the LoggedModel under the
+        # process's current experiment (`Default`), where neither the run page nor the study's Models page
+        # finds it; created here, in the run's own experiment, it is both.
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(run.info.experiment_id, name="model", source_run_id=self.run_id,
+                                                 params=dict(run.data.params))
         # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
         mlflow.pytorch.log_model(
             model,
             name="model",
             run_id=self.run_id,  # members of a group are logged side by side: no active run to rely on
+            model_id=logged.model_id,
             signature=infer_signature(input_example, output),
             input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
