@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from actopt.core.config import TrainConfig
 from actopt.core.models import ACTIVATIONS
 from actopt.core.training import HISTORY_ARTIFACT, history_csv
+from actopt.tracking import records
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -65,7 +66,7 @@ def log_run(
     """Log one run as ``tracking.run_training`` would: params, per-step metrics, summaries, tags, history.csv."""
     settings = TrainConfig.from_mapping({"dataset": "mnist", "data_dir": "unused", "experiment_name": experiment,
                                          "hidden_sizes": "32,16", **config})
-    run = client.create_run(experiment_id(client, experiment), run_name=settings.run_name)
+    run = client.create_run(experiment_id(client, experiment), run_name=records.run_name(settings))
     run_id = run.info.run_id
     stamp = int(time.time() * 1000)
     metrics = [Metric(key, value, stamp, step) for step, row in table.items() for key, value in row.items()]

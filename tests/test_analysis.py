@@ -87,7 +87,7 @@ def test_dead_and_saturated_unit_findings(client, fraction, holds):
         assert saturated == ["tanh: more than 50% of a hidden layer's outputs were saturated after the last epoch in "
                              "1 of 1 runs (learning rates 0.5)."]
         numbers = next(item.numbers for item in found if item.topic == "Dead units")
-        assert numbers == "relu-sgd-lr0.5: layer_01 0.80"
+        assert numbers == "relu-sgd-lr0.5-seed0: layer_01 0.80"
     else:
         assert dead == [] and saturated == []
         assert len(statements(found, "Dead units", "absent")) == 1
@@ -105,7 +105,7 @@ def test_divergence_finding(client, diverges, holds):
         assert finding.statement == ("sgd diverged in every run at learning rate ≥ 1 (2 runs: tanh, relu) and in none "
                                      "below (4 runs).")
         assert finding.numbers == "lr 0.01: 0 of 2; lr 0.1: 0 of 2; lr 1: 2 of 2"
-        assert len(finding.runs) == 2 and all("lr1 (" in name for name in finding.runs)
+        assert len(finding.runs) == 2 and all("lr1-seed0 (" in name for name in finding.runs)
     else:
         assert statements(found, "Divergence") == []
         assert statements(found, "Divergence", "absent") == ["No run diverged (largest learning rate tried: sgd 1)."]

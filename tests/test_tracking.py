@@ -32,7 +32,7 @@ def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, track
     run = only_run(client)
     assert run.info.run_id == run_id
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "relu-adam-lr0.001"
+    assert run.info.run_name == "relu-adam-lr0.001-seed0"
     assert run.data.params == small_config.replace(study="unit").to_params()
     assert run.data.tags["best_epoch"] == str(result.best_epoch)
     assert run.data.tags["diverged"] == "false"
@@ -165,7 +165,7 @@ def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, 
     assert len({run.data.tags[records.GROUP_TAG] for run in runs}) == 1
     for run, config, (_, result) in zip(runs, configs, outcomes):
         assert run.info.status == "FINISHED"
-        assert run.info.run_name == config.run_name
+        assert run.info.run_name == f"{config.run_name}-seed{config.seed}"
         assert run.data.params == config.to_params()
         assert run.data.tags[records.CONFIG_DIGEST_TAG] == config_digest(config)
         assert run.data.metrics["test_accuracy"] == result.test_accuracy

@@ -47,9 +47,9 @@ def test_the_ui_shows_the_diagnosis_and_opens_on_the_runs(tmp_path, data_dir, ml
     client = MlflowClient(mlflow_server)
     experiment = client.get_experiment_by_name("ui-study")
     dead = client.search_runs([experiment.experiment_id], DEAD)
-    assert [run.info.run_name for run in dead] == ["relu-sgd-lr1e-06"]
+    assert [run.info.run_name for run in dead] == ["relu-sgd-lr1e-06-seed0"]
     saturated = client.search_runs([experiment.experiment_id], "tags.\"diagnosis.saturation\" = 'true'")
-    assert [run.info.run_name for run in saturated] == ["tanh-sgd-lr1e-06"]
+    assert [run.info.run_name for run in saturated] == ["tanh-sgd-lr1e-06-seed0"]
 
     run_page = rendered_dom(notes.run_page_url(mlflow_server, experiment.experiment_id, dead[0].info.run_id))
     assert "Diagnosis: dead units" in run_page and "of units never active on the probe examples" in run_page

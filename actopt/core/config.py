@@ -100,7 +100,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """A name readable in the MLflow UI's run list, e.g. ``relu-adam-lr0.001``."""
+        """The configuration's name, e.g. ``relu-adam-lr0.001``; its MLflow run adds the seed (``records.run_name``)."""
         parts = [self.activation, self.optimizer, f"lr{self.learning_rate:g}"]
         if self.depth > 0:
             parts.append(f"depth{self.depth}")
@@ -108,6 +108,11 @@ class TrainConfig:
             parts.append(self.init)
         if self.dropout > 0:
             parts.append(f"dropout{self.dropout:g}")
+        # Two configurations that differ only here would otherwise share a name in the UI's table.
+        if self.momentum > 0:
+            parts.append(f"momentum{self.momentum:g}")
+        if self.weight_decay > 0:
+            parts.append(f"wd{self.weight_decay:g}")
         return "-".join(parts)
 
     def to_params(self) -> dict[str, str]:

@@ -64,6 +64,12 @@ class SweepRun:
     experiment_id: str = ""
 
 
+def run_name(config: TrainConfig) -> str:
+    """The name of a training run in the UI's table: its configuration and its seed, e.g.
+    ``relu-adam-lr0.001-seed1``, so that the three seeds of a configuration read apart."""
+    return f"{config.run_name}-seed{config.seed}"
+
+
 def sweep_run(run: Any) -> SweepRun:
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
@@ -245,7 +251,7 @@ def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str]
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         names = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
                  "study": config.study, PARENT_RUN_TAG: parent_run_id}
-        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=config.run_name).info.run_id
+        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=run_name(config)).info.run_id
         client.log_batch(run_id, params=[Param(key, value) for key, value in config.to_params().items()])
     client.set_tag(run_id, ERROR_TAG, error)
     client.log_text(run_id, details, ERROR_ARTIFACT)
