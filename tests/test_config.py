@@ -69,7 +69,8 @@ def test_run_name_is_readable():
                                        "init": "xavier"})
     assert config.run_name == "tanh-sgd-lr0.1-depth5-xavier"
     # Configurations that differ only in momentum or weight decay do not share a name.
-    assert config.replace(momentum=0.9, weight_decay=1e-4).run_name == "tanh-sgd-lr0.1-depth5-xavier-momentum0.9-wd0.0001"
+    named = config.replace(momentum=0.9, weight_decay=1e-4).run_name
+    assert named == "tanh-sgd-lr0.1-depth5-xavier-momentum0.9-wd0.0001"
 
 
 def test_data_dir_comes_from_the_environment(monkeypatch):
