@@ -320,7 +320,7 @@ def test_the_report_table_holds_the_store_values(small_config, client, tmp_path,
     assert logged.info.run_name == "analysis" and f"analysis run {logged.info.run_id}" in result.output
     assert [item.path for item in client.list_artifacts(logged.info.run_id)] == ["report.md"]
     # A second analysis leaves the first analysis run out of its tables.
-    again = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", "out", "--no-log"])
+    again = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", "out", "--log=false"])
     assert again.exit_code == 0 and ": 3 run(s)," in again.output and "analysis run" not in again.output
     assert len(analysis_runs(client)) == 1
 
@@ -411,7 +411,7 @@ def test_mlproject_analyze_parameters_are_the_cli_options():
     project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
     entry = project["entry_points"]["analyze"]
     options = {parameter.name: parameter for parameter in main.commands["analyze"].params if parameter.name != "help"}
-    # --log/--no-log stays on under mlflow run: the analysis goes to the run mlflow run made.
+    # --log stays on under mlflow run: the analysis goes to the run mlflow run made.
     names = {"filter_string": "filter"}
     assert {names.get(name, name) for name in options} - {"log"} == set(entry["parameters"])
     for name, parameter in options.items():

@@ -111,3 +111,12 @@ def test_bad_values_give_one_line_errors(values, message):
     text = str(raised.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_the_torch_free_name_lists_are_the_registries():
+    from actopt.core import data, models, names, optimizers
+    from actopt.core.config import DEVICES
+
+    assert names.DATASETS == tuple(data.DATASETS) and names.OPTIMIZERS == tuple(optimizers.OPTIMIZERS)
+    assert names.ACTIVATIONS == tuple(models.ACTIVATIONS) and names.INITIALIZATIONS == tuple(models.INITIALIZATIONS)
+    assert names.DEVICES == tuple(DEVICES)
