@@ -26,7 +26,9 @@ EXPERIMENT_KIND = "custom_model_development"
 # What opens an experiment of the 3.17 UI on its runs table in the Model training view (docs/diagnosis.md).
 RUNS_PAGE = "/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 RUN_PAGE = "/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-# MLflow refuses longer tag values (mlflow.utils.validation.MAX_TAG_VAL_LENGTH is 8000).
+ARTIFACT_PAGE = "#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+# MLflow 3.17 cuts a longer run tag to mlflow.utils.validation.MAX_TAG_VAL_LENGTH (8000 characters) without a word
+# (MLFLOW_TRUNCATE_LONG_VALUES), mid-number if it falls there; the UI shows a description of that length whole.
 MAX_DESCRIPTION = 8000
 
 
@@ -41,11 +43,32 @@ def run_note_tags(config: TrainConfig, result: TrainResult) -> dict[str, str]:
 
 
 def fit(text: str, tail: str = "") -> str:
-    """``text`` cut to what a tag holds, saying where the rest is (``tail``)."""
+    """``text`` cut to what a tag holds, saying where the rest is (``tail``, markdown). The cut falls between
+    blocks (paragraphs, list items with their sub-items, tables: what blank lines separate), a table's rows
+    also between them, never inside a line: nothing ends mid-sentence or mid-number."""
     if len(text) <= MAX_DESCRIPTION:
         return text
-    notice = f"\n\n… (cut to fit; {tail or 'the rest is not shown'})\n"
-    return text[: MAX_DESCRIPTION - len(notice)] + notice
+    notice = f"\n\n… (cut to fit the description; {tail or 'the rest is not shown'})\n"
+    room = MAX_DESCRIPTION - len(notice)
+    kept: list[str] = []
+    for block in text.split("\n\n"):
+        candidate = "\n\n".join([*kept, block])
+        if len(candidate) <= room:
+            kept.append(block)
+            continue
+        # A table (or a first block too long alone) is cut between its rows; a list item stays whole.
+        lines = block.split("\n") if block.startswith("|") or not kept else []
+        while lines and len("\n\n".join([*kept, "\n".join(lines)])) > room:
+            lines.pop()
+        if lines:
+            kept.append("\n".join(lines))
+        break
+    return "\n\n".join(kept).rstrip() + notice
+
+
+def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
+    """A link, relative to the UI, that opens one artifact of a run in the run page's artifact viewer."""
+    return ARTIFACT_PAGE.format(experiment_id=experiment_id, run_id=run_id, path=path)
 
 
 def mark_experiment(client: MlflowClient, experiment_id: str, text: str | None = None) -> None:
