@@ -371,8 +371,10 @@ def sweep_claimed(
     existing = records.find_sweep_parent(experiment_name, study.digest, quick)
     if existing is not None:
         refuse_if_running(existing)
+    varying = tuple(name for name, value in configs[0].to_params().items()
+                    if any(config.to_params()[name] != value for config in configs))
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
-                                        launcher_run_id, study.description)
+                                        launcher_run_id, study.description, varying)
     try:
         return sweep_under(parent, study, configs, executor, report, group_size)
     except Exception as error:

@@ -7,7 +7,9 @@ runs table filter, e.g. ``tags."diagnosis.dead_units" = 'true'``.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
@@ -30,6 +32,43 @@ ARTIFACT_PAGE = "#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
 # MLflow 3.17 cuts a longer run tag to mlflow.utils.validation.MAX_TAG_VAL_LENGTH (8000 characters) without a word
 # (MLFLOW_TRUNCATE_LONG_VALUES), mid-number if it falls there; the UI shows a description of that length whole.
 MAX_DESCRIPTION = 8000
+
+
+# The 3.17 UI's shared views: an experiment tag ``mlflow.sharedViewState.<key>`` holding the runs table's state as
+# JSON (search, sort, columns), opened by ``?viewStateShareKey=<key>``. A search with a sort by a metric shows the
+# matching runs flat, not folded under their parent; columns are otherwise kept in the browser and not addressable.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+STUDY_VIEW = "study"
+STUDY_PAGE = "/#/experiments/{experiment_id}/runs?viewStateShareKey=" + STUDY_VIEW + "&workflowType=machine_learning"
+# What a reader of a study's children looks at first, after the configuration's varying params and the seed.
+STUDY_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss")
+STUDY_TAGS = ("best_epoch", "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("overfitting", "dead_units",
+                                                                                 "saturation")))
+
+
+def column(kind: str, name: str) -> str:
+    """A runs-table column as the UI names it: ``metrics.`best_val_accuracy```."""
+    return f"{kind}.`{name}`"
+
+
+def study_view(parent_run_id: str, varying: Sequence[str]) -> str:
+    """The runs table of a sweep's children, flat and best first, with their configuration, seed, results and
+    diagnoses as columns: the shared view's JSON."""
+    params = [name for name in varying if name != "seed"] + ["seed"]
+    columns = [*(column("params", name) for name in params),
+               *(column("metrics", name) for name in STUDY_METRICS), *(column("tags", name) for name in STUDY_TAGS)]
+    return json.dumps({"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                       "orderByKey": column("metrics", "best_val_accuracy"), "orderByAsc": False,
+                       "selectedColumns": columns})
+
+
+def share_study_view(client: MlflowClient, experiment_id: str, parent_run_id: str, varying: Sequence[str]) -> None:
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + STUDY_VIEW, study_view(parent_run_id, varying))
+
+
+def study_page_url(ui_address: str, experiment_id: str) -> str:
+    """The UI address of a study's children in its shared view (``share_study_view``)."""
+    return ui_address.rstrip("/") + STUDY_PAGE.format(experiment_id=experiment_id)
 
 
 def diagnosis_tags(checks: dict[str, diagnosis.Check]) -> dict[str, str]:
