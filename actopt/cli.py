@@ -10,6 +10,7 @@ take a fraction of a second (a test counts the modules); the commands import wha
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -338,6 +339,10 @@ def sweep_command(
     click.echo(summary_table_of(result))
     if result.exit_code == 1:
         terminal_report("some configurations did not finish: start the same sweep again to run them")
+    elif result.exit_code == 0:
+        experiment = result.rows[0].config.experiment_name
+        click.echo(f"next: actopt analyze --experiment {shlex.quote(experiment)}   (and the runs in the UI: "
+                   f"#/experiments/<id>/runs?viewStateShareKey=study, README)")
     sys.exit(result.exit_code)
 
 

@@ -31,6 +31,7 @@ from actopt.sweeps.sweep import (
     parent_record,
     run_sweep,
     summarize,
+    summary_table,
 )
 from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
@@ -454,3 +455,14 @@ def test_configurations_alike_train_as_groups_each_member_its_own_run(tmp_path, 
         == [1, 1, 3, 3]
     assert all(len(activations) == 1 for activations in groups.values())
     assert {run.data.tags[records.CONFIG_DIGEST_TAG] for run in children} == {config_digest(c) for c in configs}
+
+
+def test_the_end_summary_lists_the_best_first_and_unfinished_last(tmp_path):
+    study = load_study(str(write_study(tmp_path, {"learning_rate": [0.1, 0.2, 0.3]})))
+    configs = configurations(study)
+    a, b, c = (config_digest(config) for config in configs)
+    rows = summarize(configs, [record(a, "FINISHED", 1, accuracy=0.5), record(b, "FAILED", 1),
+                               record(c, "FINISHED", 1, accuracy=0.9)])
+    lines = summary_table(rows).splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["finished", "0.9000"], ["finished", "0.5000"],
+                                                         ["failed", "-"]]

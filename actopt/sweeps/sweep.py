@@ -300,10 +300,15 @@ def row_accuracy(row: Row) -> float | None:
     return row.run.best_val_accuracy if row.run and row.status in (FINISHED, DIVERGED) else None
 
 
+def by_result(rows: Sequence[Row]) -> list[Row]:
+    """Best validation accuracy first; runs without one (failed, killed, not run) last, in the study's order."""
+    return sorted(rows, key=lambda row: -(row_accuracy(row) if row_accuracy(row) is not None else -1.0))
+
+
 def summary_table(rows: Sequence[Row]) -> str:
-    """The end-of-sweep table: every configuration with its status, best validation accuracy and time."""
+    """The end-of-sweep table: every configuration with its status, best validation accuracy and time, best first."""
     lines = [f"{'status':<9} {'val_acc':>7} {'time':>8}  {'run_id':<32}  configuration"]
-    for row in rows:
+    for row in by_result(rows):
         lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} "
                      f"{format_seconds(run_seconds(row.run)):>8}  "
                      f"{row.run.run_id if row.run else '-':<32}  {label(row.config)}")
