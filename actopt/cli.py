@@ -324,9 +324,19 @@ def complete_study(ctx: click.Context, param: click.Parameter, incomplete: str) 
               help="Device for every configuration [default: the study's, else auto].")
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
+@click.option("--until-decided", type=OptionalBoolean(), is_flag=False, flag_value=True, default=False,
+              help="After the declared seeds, add seeds only where a comparison is still undecided, judged by an "
+                   "anytime-valid rule, until all are decided or the caps are reached (docs/analysis.md); also "
+                   "on when the study file has 'until_decided'.")
+@click.option("--max-seeds", type=int, default=0,
+              help="With --until-decided: seeds per configuration at most [default: the study file's, else 20].")
+@click.option("--max-runs", type=int, default=0,
+              help="With --until-decided: runs in all at most, declared ones included [default: the study file's, "
+                   "else no limit].")
 def sweep_command(
     study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
-    download: bool, device: str | None, experiment_name: str | None,
+    download: bool, device: str | None, experiment_name: str | None, until_decided: bool, max_seeds: int,
+    max_runs: int,
 ) -> None:
     """Run a study: one parent MLflow run with one child run per configuration.
 
@@ -335,7 +345,7 @@ def sweep_command(
     """
     with stopped_by_signals("the sweep stopped before any configuration started"):
         result = start_sweep(study, workers, group_size, executor, ray_address, quick, data_dir, download, device,
-                             experiment_name)
+                             experiment_name, (until_decided, max_seeds, max_runs))
     click.echo(summary_table_of(result))
     if result.exit_code == 1:
         terminal_report("some configurations did not finish: start the same sweep again to run them")
@@ -349,12 +359,17 @@ def sweep_command(
 def summary_table_of(result: Any) -> str:
     from actopt.sweeps.sweep import summary_table
 
-    return summary_table(result.rows)
+    looks = getattr(result, "looks", None)
+    if looks is None:
+        return summary_table(result.rows)
+    from actopt.analysis.adaptive import looks_summary
+
+    return summary_table(result.sweep.rows) + "\n\n" + looks_summary(result.pairs, result.looks, result.stopped)
 
 
 def start_sweep(
     study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
-    download: bool, device: str | None, experiment_name: str | None,
+    download: bool, device: str | None, experiment_name: str | None, adaptive: tuple[bool, int, int] = (False, 0, 0),
 ) -> Any:
     from actopt.errors import choose
     from actopt.sweeps.study import configurations, load_study
@@ -367,6 +382,7 @@ def start_sweep(
     try:
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
+        budget = adaptive_budget(loaded, *adaptive)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
         if launcher and experiment_name and experiment_name != launcher[1]:
             raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "
@@ -379,12 +395,34 @@ def start_sweep(
         started = start_executor(engine)
         if started:
             terminal_report(started)
+        if budget is not None:
+            from actopt.analysis.adaptive import sweep_until_decided
+
+            return sweep_until_decided(loaded, configs, engine, budget, quick, launcher[0] if launcher else None,
+                                       terminal_report, group_size)
         return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report,
                          group_size)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:  # the store or the artifact location failed
         raise click.ClickException(store.store_failure(error)) from None
+
+
+def adaptive_budget(study: Any, until_decided: bool, max_seeds: int, max_runs: int) -> Any:
+    """The caps of --until-decided (the options over the study file's), or None for a sweep of the declared seeds."""
+    from actopt.analysis.adaptive import Budget
+    from actopt.sweeps.study import DEFAULT_MAX_SEEDS, check_max_seeds
+
+    file = study.until_decided
+    if not until_decided and file is None:
+        if max_seeds or max_runs:
+            raise UserError("--max-seeds and --max-runs need --until-decided (or 'until_decided' in the study file)")
+        return None
+    if max_seeds < 0 or max_runs < 0:
+        raise UserError(f"--max-seeds and --max-runs must be positive, got {max_seeds} and {max_runs}")
+    seeds = max_seeds or (file or {}).get("max_seeds", DEFAULT_MAX_SEEDS)
+    check_max_seeds(seeds, len({run["seed"] for run in study.runs}), "--max-seeds")
+    return Budget(seeds, max_runs or (file or {}).get("max_runs"))
 
 
 @main.command("studies")

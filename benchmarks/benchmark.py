@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import itertools
 import os
 import platform
 import statistics
@@ -51,22 +50,24 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import analysis_scaling  # noqa: E402
 import groups  # noqa: E402
 import history_loading  # noqa: E402
+import limits  # noqa: E402
 import results_file  # noqa: E402
 import seed_loop  # noqa: E402
+import study_limit  # noqa: E402
 
-from actopt.analysis import plots
 from actopt.core import training  # noqa: E402
 from actopt.core.config import TrainConfig  # noqa: E402
 from actopt.core.data import load_splits  # noqa: E402
-from actopt.core.models import CLASSES, INPUT_SIZE  # noqa: E402
 from actopt.sweeps.study import configurations, load_study  # noqa: E402
-from actopt.tracking import queries
+
+# The arithmetic's counting lives in limits.py; these names are what benchmark.py and its tests use.
+epoch_flops, matmul_rate = limits.epoch_flops, limits.matmul_rate
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 STUDY = "fashion-activations"
-ANALYSIS_EPOCHS = 20
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
@@ -153,59 +154,6 @@ def seed_style_epochs(config: TrainConfig) -> list[float]:
         seed_loop.plain_epoch(model, optimizer, train_loader, validation_loader)
         times.append(time.perf_counter() - started)
     return times
-
-
-def matmul_rate(size: int = 1024, repeats: int = 20) -> float:
-    """float32 FLOP/s of a square matmul with torch's threads: the machine's arithmetic ceiling here."""
-    left, right = torch.randn(size, size), torch.randn(size, size)
-    torch.mm(left, right)
-    rates = []
-    for _ in range(3):
-        started = time.perf_counter()
-        for _ in range(repeats):
-            torch.mm(left, right)
-        rates.append(2 * size**3 * repeats / (time.perf_counter() - started))
-    return max(rates)
-
-
-def layer_shapes(config: TrainConfig) -> list[tuple[int, int]]:
-    """(fan_in, fan_out) of each Linear layer that training builds for ``config``, in forward order."""
-    sizes = [INPUT_SIZE, *config.layer_sizes, CLASSES]
-    return list(itertools.pairwise(sizes))
-
-
-def training_flops_per_example(config: TrainConfig) -> int:
-    """Matmul FLOPs of one training step, per example: forward, weight gradient, input gradient.
-
-    Per Linear layer and example, the forward matmul is 2·in·out, the weight gradient 2·in·out and
-    the gradient with respect to the layer's input 2·in·out; the first layer has no input gradient,
-    since the data needs none (784-256-128-10 keeps 85% of its weights there).
-    """
-    shapes = layer_shapes(config)
-    return sum(4 * fan_in * fan_out for fan_in, fan_out in shapes) + sum(2 * fan_in * fan_out for fan_in,
-                                                                         fan_out in shapes[1:])
-
-
-def forward_flops_per_example(config: TrainConfig) -> int:
-    """Matmul FLOPs of one forward pass (no gradients), per example: 2·in·out per Linear layer."""
-    return sum(2 * fan_in * fan_out for fan_in, fan_out in layer_shapes(config))
-
-
-def epoch_flops(config: TrainConfig, train_examples: int, validation_examples: int) -> int:
-    """Matmul FLOPs of what an epoch's timing covers: the training steps over ``train_examples``, the
-    validation pass (forward only) over ``validation_examples``, and the eval-mode pass over as many
-    training examples (the train side of the train/validation gap).
-
-    Only the matrix multiplications count, as ``torch.utils.flop_counter.FlopCounterMode`` counts
-    them (tests/test_benchmarks.py checks the two agree): bias adds and bias gradients,
-    activations, the loss and the optimizer's update are elementwise, O(in + out) per layer
-    against O(in·out), well under 1% here, and bound by memory rather than arithmetic; the matmul
-    rate below would misprice them anyway. The instrumented form's gradient probe (one batch
-    forward and backward, a forward over 2048 validation examples per epoch) is instrumentation,
-    part of what (c)/(b) measures, and is not counted either.
-    """
-    evaluated = validation_examples + min(train_examples, validation_examples)
-    return training_flops_per_example(config) * train_examples + forward_flops_per_example(config) * evaluated
 
 
 # Where an epoch's time goes, by the operators' names (self time, so nothing counts twice).
@@ -322,67 +270,6 @@ def measure_sweep(data_dir: str, every: int, epochs: int | None, workers: int,
     return result
 
 
-@dataclass
-class AnalysisPoint:
-    store: str
-    runs: int
-    load: float  # runs, histories and gradient histograms
-    report: float  # tables, findings and report.md (the whole analysis less its figures)
-    figures: float
-
-
-def measure_analysis(sizes: list[int], repeats: int, with_server: bool, report: Callable[[str],
-                                                                                         None]) -> list[AnalysisPoint]:
-    from actopt.analysis import analyze
-    from actopt.tracking.store import connect
-
-    points = []
-    for backend in ["sqlite"] + (["server"] if with_server else []):
-        for size in sizes:
-            loads, reports, drawings = [], [], []
-            with tempfile.TemporaryDirectory() as directory:
-                folder = Path(directory)
-                with local_server(folder) if backend == "server" else contextlib.nullcontext(None) as server_uri, \
-                        tracking_store(server_uri, folder):
-                    history_loading.log_study(connect(), size, True, "bench", epochs=ANALYSIS_EPOCHS)
-                    for _ in range(repeats):
-                        loading: list[float] = []
-                        drawing: list[float] = []
-                        with timed_function(queries, "load_runs", loading), \
-                                timed_function(queries, "load_histories", loading), \
-                                timed_function(queries, "load_gradient_histograms", loading), \
-                                timed_function(plots, "draw_all", drawing):
-                            started = time.perf_counter()
-                            analyze.analyze_experiment("bench", output_dir=folder / "analysis", log=False)
-                            whole = time.perf_counter() - started
-                        loads.append(sum(loading))
-                        drawings.append(sum(drawing))
-                        reports.append(whole - loads[-1] - drawings[-1])
-            points.append(AnalysisPoint(backend, size, statistics.median(loads), statistics.median(reports),
-                                        statistics.median(drawings)))
-            report(f"analysis, {backend}, {size} runs: load {points[-1].load:.2f} s, report {points[-1].report:.2f} s, "
-                   f"figures {points[-1].figures:.2f} s")
-    return points
-
-
-@contextlib.contextmanager
-def timed_function(module: Any, name: str, into: list[float]) -> Iterator[None]:
-    original = getattr(module, name)
-
-    def timed(*arguments: Any, **keywords: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*arguments, **keywords)
-        finally:
-            into.append(time.perf_counter() - started)
-
-    setattr(module, name, timed)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
-
-
 @contextlib.contextmanager
 def local_server(folder: Path) -> Iterator[str]:
     """A fresh ``mlflow server`` on loopback, sqlite behind it, artifacts proxied into ``folder``."""
@@ -478,37 +365,6 @@ def sweep_section(result: Sweep, workers: int) -> list[str]:
     return lines
 
 
-def analysis_section(points: list[AnalysisPoint]) -> list[str]:
-    lines = [
-        "## 3. Analysis scaling",
-        "",
-        f"Synthetic runs shaped like a depth-8 MLP's (61 per-epoch keys, {ANALYSIS_EPOCHS} epochs, history.csv), "
-        "each size logged into a fresh store; median seconds. 'Load' is runs, histories and gradient histograms; "
-        "'report' the tables, findings and report.md; 'figures' every figure the data supports.",
-        "",
-        "| store | runs | load | report | figures | load + report per run, ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for point in points:
-        lines.append(f"| {point.store} | {point.runs} | {point.load:.2f} | {point.report:.2f} | {point.figures:.2f} | "
-                     f"{1000 * (point.load + point.report) / point.runs:.1f} |")
-    server = sorted((point for point in points if point.store == "server"), key=lambda point: point.runs)
-    if len(server) >= 2:
-        small, large = server[0], server[-1]
-        at_64 = next((point for point in server if point.runs == 64), None)
-        per_run = [1000 * (point.load + point.report) / point.runs for point in server]
-        lines += ["", f"Through the server, load + report takes "
-                      f"{(large.load + large.report) / (small.load + small.report):.1f}× "
-                  f"as long for {large.runs / small.runs:.0f}× the runs "
-                  f"({', '.join(f'{value:.0f}' for value in per_run)} ms "
-                  "per run)."]
-        if at_64 is not None:
-            seconds = at_64.load + at_64.report
-            lines.append(f"64 runs: {seconds:.2f} s to load and report (target ≤ 5 s: {verdict(seconds <= 5)}), "
-                         f"{at_64.figures:.2f} s more for the figures.")
-    return lines
-
-
 def logging_section(result: Training) -> list[str]:
     lines = [
         "## 4. Logging overhead",
@@ -529,7 +385,7 @@ def logging_section(result: Training) -> list[str]:
 
 
 def render(arguments: argparse.Namespace, training_result: Training | None, sweep_result: Sweep | None,
-           analysis_points: list[AnalysisPoint] | None, workers: int) -> str:
+           analysis_points: list[analysis_scaling.AnalysisPoint] | None, workers: int) -> str:
     command = "python benchmarks/benchmark.py " + " ".join(sys.argv[1:])
     sections = [
         "# actopt benchmark results",
@@ -542,7 +398,7 @@ def render(arguments: argparse.Namespace, training_result: Training | None, swee
     ]
     for lines in (training_section(training_result) if training_result else None,
                   sweep_section(sweep_result, workers) if sweep_result else None,
-                  analysis_section(analysis_points) if analysis_points else None,
+                  analysis_scaling.analysis_section(analysis_points) if analysis_points else None,
                   logging_section(training_result) if training_result else None):
         if lines:
             sections += ["", *lines]
@@ -558,13 +414,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=3, help="epochs per training measurement")
     parser.add_argument("--whole-study", action="store_true", help="sweep all configurations, not every third")
-    parser.add_argument("--sections", default="training,sweep,analysis,groups,study",
-                        help="comma-separated: training (includes logging overhead), sweep, analysis, groups, study")
+    parser.add_argument("--sections", default="training,sweep,analysis,groups,study,limit",
+                        help="comma-separated: training (includes logging overhead), sweep, analysis, groups, study, "
+                             "limit")
     parser.add_argument("--baseline-tree", type=Path, default=None,
                         help="a checkout of the code before groups (git worktree add DIR 90ba340): section 6 times "
                              "its form (c) against a group of one")
     parser.add_argument("--study-epochs", type=int, default=None,
-                        help="epochs per configuration in section 7 [default: the study's]")
+                        help="epochs per configuration in sections 7 and 8 [default: the study's]")
     parser.add_argument("--note", default="", help="a sentence written under section 6's title (machine load)")
     parser.add_argument("--no-server", action="store_true", help="skip the measurements through a local mlflow server")
     arguments = parser.parse_args()
@@ -590,7 +447,7 @@ def main() -> None:
         every = 1 if arguments.whole_study else 21 if arguments.quick else 9
         sweep_result = measure_sweep(arguments.data_dir, every, 1 if arguments.quick else None, workers, report)
     if "analysis" in sections:
-        analysis_points = measure_analysis(sizes, repeats, not arguments.no_server, report)
+        analysis_points = analysis_scaling.measure_analysis(sizes, repeats, not arguments.no_server, report)
     group_result = study_result = None
     if "groups" in sections:
         group_result = groups.measure_groups(config.replace(epochs=2 if not arguments.quick else 1), repeats,
@@ -599,8 +456,15 @@ def main() -> None:
         every = 7 if arguments.quick else 3
         study_result = groups.measure_study(arguments.data_dir, every, 1 if arguments.quick else arguments.study_epochs,
                                             workers, report)
+    limit_result = None
+    if "limit" in sections:
+        every = 7 if arguments.quick else 3
+        limit_result = study_limit.measure_study_limit(arguments.data_dir, every, 1 if arguments.quick else
+                                                       arguments.study_epochs, workers, report)
     text = render(arguments, training_result, sweep_result, analysis_points, workers)
     added = groups.render_sections(group_result, study_result, arguments.note)
+    if limit_result is not None:
+        added.append("\n".join(study_limit.study_limit_section(limit_result)))
     text = text.rstrip("\n") + "".join(f"\n\n{section}" for section in added) + "\n"
     if arguments.output.exists():
         text = results_file.merge(arguments.output.read_text(), text)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import RecordingLogger
 from mlflow.tracking import MlflowClient
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -84,6 +85,26 @@ def test_epoch_flops_matches_flop_counter_on_the_timed_epoch_of_form_b(changes):
     assert benchmark.epoch_flops(config, len(data.train), len(data.validation)) == counter.get_total_flops() - test_pass
 
 
+@pytest.mark.parametrize("statistics", [True, False])
+def test_run_flops_matches_flop_counter_on_a_whole_run_probes_and_test_pass_included(statistics):
+    limits = load_benchmark().limits
+    config = small_config(epochs=2, hidden_sizes="16", gradient_statistics=statistics, log_model=False)
+    data = DatasetSplits("synthetic", "memory", "none", random_split(20), random_split(12), random_split(6))
+    with FlopCounterMode(display=False) as counter:
+        training.train(config, data, RecordingLogger())
+    probe = limits.probe_flops(config, 12)
+    assert probe > 0
+    assert limits.run_flops(config, 20, 12, 6, probe) == counter.get_total_flops()
+    assert limits.study_flops([config, config], (20, 12, 6)) == 2 * counter.get_total_flops()
+
+
+def test_the_model_matmul_rate_is_measured_and_splits_use_every_core():
+    benchmark = load_benchmark()
+    assert benchmark.limits.model_matmul_rate(small_config(hidden_sizes="16"), 1, seconds=0.05) > 0
+    assert benchmark.study_limit.core_splits(2) == [(1, 2), (2, 1)]
+    assert benchmark.study_limit.core_splits(4) == [(1, 4), (2, 2), (4, 1)]
+
+
 def test_default_configuration_counts_no_input_gradient_for_the_first_layer():
     benchmark = load_benchmark()
     config = small_config()
@@ -150,3 +171,17 @@ def test_group_sections_give_verdicts_from_the_ratios_and_a_rerun_keeps_unmeasur
     assert merged == ("# results\n\nnew header\n\nSection 5 was not measured in this run and kept from the previous "
                       "file, with its own date and conditions.\n\n## 1. Training\n\nfresh\n\n## 5. System metrics"
                       "\n\nkept\n\n## 6. Groups\n\nnew\n")
+
+
+def test_the_study_limit_section_gives_verdicts_from_its_ratios():
+    study_limit = load_benchmark().study_limit
+    result = study_limit.StudyLimit(runs=9, total_runs=63, epochs=1, flops=int(4e12), rates={2: 50e9, 1: 40e9})
+    result.splits = [study_limit.Split(1, 2, 8, seconds=150.0, limit=80.0, outside_epochs=1.0),
+                     study_limit.Split(2, 1, 8, seconds=120.0, limit=50.0, outside_epochs=2.0),
+                     study_limit.Split(2, 1, 1, seconds=250.0, limit=50.0, outside_epochs=2.0)]
+    text = "\n".join(study_limit.study_limit_section(result))
+    assert "an evenly spaced slice of 9 of its 63 runs" in text and "4.00 TFLOP" in text
+    assert "| 2 × 1 | 8 | 120.0 | 50.0 | 2.40× | 2.00 | 61.0 |" in text  # 120 - 50 - 2 s × 9 runs / 2 workers
+    assert "Fastest split: 2 × 1." in text
+    assert "| wall time ≤ 2× the arithmetic limit (2 × 1) | 2.40× | **missed** |" in text
+    assert "| wall time ≤ half the one-configuration-per-program wall time | 0.48 | met |" in text

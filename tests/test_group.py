@@ -9,18 +9,20 @@ import torch
 from conftest import RecordingLogger
 
 from actopt.core import gradstats, training
-from actopt.core.data import load_splits
+from actopt.core.data import DatasetSplits, Split, load_splits
 from actopt.core.models import build_mlp, linear_layers
-from actopt.core.optimizers import StackedOptimizer
+from actopt.core.optimizers import StackedOptimizer, build_optimizer
 from actopt.core.stacked import StackedMLP
 from actopt.errors import ConfigError
 
-SETTINGS = [  # (optimizer, learning rates, momenta, weight decays) of three members
-    ("sgd", [0.1, 0.05, 0.01], [0.0, 0.9, 0.5], [0.0, 1e-3, 1e-2]),
-    ("adam", [1e-3, 1e-2, 3e-4], [0.0, 0.0, 0.0], [0.0, 1e-2, 1e-4]),
-    ("adamw", [1e-3, 1e-2, 3e-4], [0.0, 0.0, 0.0], [0.0, 1e-2, 0.1]),
-    ("rmsprop", [1e-3, 1e-2, 3e-4], [0.0, 0.9, 0.5], [0.0, 1e-3, 1e-2]),
+SETTINGS = [  # (optimizer, learning rates, momenta, weight decays) of four members; the last two share theirs
+    ("sgd", [0.1, 0.05, 0.01, 0.01], [0.0, 0.9, 0.5, 0.5], [0.0, 1e-3, 1e-2, 1e-2]),
+    ("sgd", [0.1, 0.05, 0.01, 0.01], [0.0, 0.0, 0.0, 0.0], [0.0, 1e-3, 1e-2, 1e-2]),
+    ("adam", [1e-3, 1e-2, 3e-4, 3e-4], [0.0, 0.0, 0.0, 0.0], [0.0, 1e-2, 1e-4, 1e-4]),
+    ("adamw", [1e-3, 1e-2, 3e-4, 3e-4], [0.0, 0.0, 0.0, 0.0], [0.0, 1e-2, 0.1, 0.1]),
+    ("rmsprop", [1e-3, 1e-2, 3e-4, 3e-4], [0.0, 0.9, 0.5, 0.5], [0.0, 1e-3, 1e-2, 1e-2]),
 ]
+ORACLES = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "rmsprop": torch.optim.RMSprop}
 
 
 def members(count: int, activation: str = "tanh", dropout: float = 0.0) -> list[torch.nn.Sequential]:
@@ -35,33 +37,69 @@ def stack(modules: list[torch.nn.Sequential], dropout: float = 0.0) -> StackedML
     return StackedMLP(modules, "tanh", dropout, [torch.Generator().manual_seed(index) for index in range(len(modules))])
 
 
-@pytest.mark.parametrize(("name", "rates", "momenta", "decays"), SETTINGS)
-def test_stacked_optimizers_follow_torch_optim_on_the_same_gradients(name, rates, momenta, decays):
-    modules = members(3)
-    model = stack(modules)
-    stacked = StackedOptimizer(name, [model.member_parameters(row) for row in range(3)], rates, momenta, decays)
-    kind = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-            "rmsprop": torch.optim.RMSprop}[name]
-    oracles = [kind(module.parameters(), lr=rate, weight_decay=decay,
-                    **({"momentum": momentum} if name in ("sgd", "rmsprop") else {}))
-               for module, rate, momentum, decay in zip(modules, rates, momenta, decays)]
-    generator = torch.Generator().manual_seed(7)
-    for _ in range(5):
-        model.zero_grad()
-        for row, (module, oracle) in enumerate(zip(modules, oracles)):
-            oracle.zero_grad()
-            for parameter, stacked_parameter in zip(
-                    [layer.weight for layer in linear_layers(module)] + [layer.bias for layer in linear_layers(module)],
-                    model.parameters()):
-                gradient = torch.randn(parameter.shape, generator=generator)
-                parameter.grad = gradient.clone()
-                stacked_parameter.grad[row].copy_(gradient.t() if gradient.dim() == 2 else gradient.reshape(1, -1))
-            oracle.step()
-        stacked.step()
+def oracle_optimizers(name, modules, rates, momenta, decays):
+    """torch.optim, built as a lone run builds it, one per member."""
+    return [build_optimizer(name, module.parameters(), rate, momentum, decay)
+            for module, rate, momentum, decay in zip(modules, rates, momenta, decays)]
+
+
+def random_gradients(model, modules, rows, generator):
+    """The same random gradients into each module's parameters and the stack's rows ``rows``."""
+    model.zero_grad()
+    for row, module in zip(rows, modules):
+        module.zero_grad()
+        for parameter, stacked_parameter in zip(
+                [layer.weight for layer in linear_layers(module)] + [layer.bias for layer in linear_layers(module)],
+                model.parameters()):
+            gradient = torch.randn(parameter.shape, generator=generator)
+            parameter.grad = gradient.clone()
+            stacked_parameter.grad[row].copy_(gradient.t() if gradient.dim() == 2 else gradient.reshape(1, -1))
+
+
+def assert_rows_equal(model, modules):
     for row, module in enumerate(modules):
         for layer, weight, bias in zip(linear_layers(module), model.weights, model.biases):
-            torch.testing.assert_close(weight[row].detach().t(), layer.weight.detach(), rtol=1e-5, atol=1e-6)
-            torch.testing.assert_close(bias[row, 0].detach(), layer.bias.detach(), rtol=1e-5, atol=1e-6)
+            assert torch.equal(weight[row].detach().t(), layer.weight.detach())
+            assert torch.equal(bias[row, 0].detach(), layer.bias.detach())
+
+
+@pytest.mark.parametrize(("name", "rates", "momenta", "decays"), SETTINGS)
+def test_stacked_optimizers_follow_torch_optim_bit_for_bit(name, rates, momenta, decays):
+    modules = members(4)
+    model = stack(modules)
+    stacked = StackedOptimizer(name, [model.member_parameters(row) for row in range(4)], rates, momenta, decays)
+    assert len(stacked.plans) == 3  # the last two members share one kernel call
+    oracles = oracle_optimizers(name, modules, rates, momenta, decays)
+    generator = torch.Generator().manual_seed(7)
+    for _ in range(5):
+        random_gradients(model, modules, range(4), generator)
+        for oracle in oracles:
+            oracle.step()
+        stacked.step()
+    assert_rows_equal(model, modules)
+    # Dropping members (a diverged one) carries the others' state: they go on as torch.optim does.
+    kept = [0, 3]
+    model.keep_rows(kept)
+    stacked.keep(kept, [model.member_parameters(row) for row in range(len(kept))])
+    modules, oracles = [modules[index] for index in kept], [oracles[index] for index in kept]
+    for _ in range(3):
+        random_gradients(model, modules, range(len(kept)), generator)
+        for oracle in oracles:
+            oracle.step()
+        stacked.step()
+    assert_rows_equal(model, modules)
+    assert [stacked.learning_rate(row) for row in range(len(kept))] == [rates[index] for index in kept]
+
+
+def test_stacked_optimizer_uses_torch_optims_defaults():
+    import inspect
+
+    from actopt.core import optimizers
+
+    adam = inspect.signature(torch.optim.Adam).parameters
+    rmsprop = inspect.signature(torch.optim.RMSprop).parameters
+    assert (optimizers.ADAM_BETAS, optimizers.ADAM_EPS) == (adam["betas"].default, adam["eps"].default)
+    assert (optimizers.RMSPROP_ALPHA, optimizers.RMSPROP_EPS) == (rmsprop["alpha"].default, rmsprop["eps"].default)
 
 
 def test_backward_accumulates_into_the_rows_the_optimizers_hold():
@@ -110,7 +148,7 @@ def test_keeping_rows_carries_weights_and_optimizer_state():
     model.keep_rows([0, 2])
     optimizer.keep([0, 2], [model.member_parameters(row) for row in range(2)])
     assert all(torch.equal(a, b) for a, b in zip(model.member_state(1), before))
-    assert optimizer.members[1].state_dict()["state"][0]["step"] == 1
+    assert optimizer.states[1].slots["step"][0] == 1
     model.zero_grad()
     model.forward(inputs[[0, 2]], training=True).sum().backward()
     optimizer.step()
@@ -127,18 +165,36 @@ def test_stacked_step_statistics_are_step_statistics_per_member():
         torch.testing.assert_close(stacked[row], expected, rtol=1e-5, atol=1e-7)
 
 
+def test_each_distinct_batch_is_copied_once_and_every_row_gets_its_own():
+    shared, other = (Split(torch.randn(10, 3), torch.arange(10)) for _ in range(2))
+    data = [DatasetSplits("x", "memory", "none", split, split, split) for split in (shared, shared, other)]
+    group = [training.Member(None, item, None, None) for item in data]
+    same_order, other_order = [torch.tensor([3, 1]), torch.tensor([0, 2])], [torch.tensor([4, 2]), torch.tensor([1, 0])]
+    orders = [same_order, [order.clone() for order in same_order], other_order]
+    sources, rows_of = training.distinct_batches(group, orders)
+    assert sources == [0, 2] and rows_of.tolist() == [0, 0, 1]
+    inputs, targets = training.gather_batch([shared, other], [same_order[0], other_order[0]], rows_of, 3)
+    for row, (split, order) in enumerate(((shared, same_order), (shared, same_order), (other, other_order))):
+        assert torch.equal(inputs[row], split.inputs[order[0]]) and torch.equal(targets[row], split.targets[order[0]])
+    orders[1] = other_order  # same split, another order: its own batches
+    assert training.distinct_batches(group, orders) == ([0, 1, 2], None)
+
+
 def splits(config):
     return load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
 
 
 def test_a_member_logs_the_same_alone_and_in_a_group_of_four(small_config):
     config = small_config.replace(epochs=2, dropout=0.1, learning_rate=2e-3)
-    others = [config.replace(learning_rate=rate, seed=seed) for rate, seed in ((1e-2, 1), (5e-4, 2), (3e-3, 3))]
+    # One other member shares the seed (its split and batch order, so its batches are copied from the same rows).
+    others = [config.replace(learning_rate=rate, seed=seed) for rate, seed in ((1e-2, 1), (5e-4, config.seed),
+                                                                               (3e-3, 3))]
     alone = RecordingLogger()
     training.train(config, splits(config), alone)
     group = [config, *others]
     loggers = [RecordingLogger() for _ in group]
-    training.train_group(group, [splits(member) for member in group], loggers)
+    by_seed = {member.seed: splits(member) for member in group}  # as a sweep prepares them: one split per seed
+    training.train_group(group, [by_seed[member.seed] for member in group], loggers)
     inside = loggers[0]
     assert [step for step, _ in inside.metrics] == [step for step, _ in alone.metrics]
     for (_, expected), (_, got) in zip(alone.metrics, inside.metrics):

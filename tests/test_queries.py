@@ -89,6 +89,8 @@ def test_runs_without_history_csv_fall_back_to_the_metric_history(tracking_store
 def test_a_real_run_reads_the_same_from_its_artifact_and_its_metrics(small_config, tracking_store):
     run_id, result = runlog.run_training(small_config)
     client = store.connect()
+    # What the system-metrics monitor logs on its own clock once a run lasts past its first sample.
+    client.log_metric(run_id, "system/cpu_utilization_percentage", 50.0, step=0)
     from_csv = queries.load_histories([run_id])
     columns = ["run_id", "step", "key", "value"]
     from_metrics = pd.DataFrame(queries.history_from_metrics(client, run_id, None), columns=columns)

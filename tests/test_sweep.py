@@ -450,9 +450,9 @@ def test_configurations_alike_train_as_groups_each_member_its_own_run(tmp_path, 
     groups: dict[str, set[str]] = {}
     for run in children:
         groups.setdefault(run.data.tags[records.GROUP_TAG], set()).add(run.data.params["activation"])
-    # Each activation's four configurations (two rates, two seeds) make a group of 3 and one of 1.
+    # Each activation's four configurations (two rates, two seeds) make two groups of 2, not 3 + 1.
     assert sorted(len([run for run in children if run.data.tags[records.GROUP_TAG] == group]) for group in groups) \
-        == [1, 1, 3, 3]
+        == [2, 2, 2, 2]
     assert all(len(activations) == 1 for activations in groups.values())
     assert {run.data.tags[records.CONFIG_DIGEST_TAG] for run in children} == {config_digest(c) for c in configs}
 

@@ -11,6 +11,7 @@ import torch
 
 from actopt.core import gradstats, training
 from actopt.core.data import load_splits
+from actopt.core.optimizers import StackedOptimizer
 
 TRAIN_KEYS = {"train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate", "epoch_time",
               "grad_global_norm", "grad_global_norm_peak", "train_eval_loss", "train_eval_accuracy"}
@@ -141,13 +142,13 @@ def test_deep_net_names_every_layer(small_config, recorder):
 
 def test_max_batches_limits_an_epoch(small_config, recorder, monkeypatch):
     steps = []
-    original = torch.optim.Adam.step
+    original = StackedOptimizer.step
 
     def counting(self, *args, **kwargs):
         steps.append(1)
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(torch.optim.Adam, "step", counting)
+    monkeypatch.setattr(StackedOptimizer, "step", counting)
     run(small_config.replace(epochs=2, max_batches=3), recorder)
     assert len(steps) == 6
 

@@ -7,10 +7,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from actopt.analysis import frames, report, tables
+from actopt.analysis import adaptive, frames, report, tables
 from actopt.analysis.report import AnalysisResult
 from actopt.errors import UserError
-from actopt.tracking import notes, queries
+from actopt.tracking import notes, queries, records
 from actopt.tracking.records import (
     KIND_TAG,
 )
@@ -120,7 +120,9 @@ def analyze_experiment(
     folder = Path(output_dir) / safe_folder_name(experiment)
     source = {"experiment": experiment, "tracking_uri": shown_uri(), "parent_run_id": parent_run_id or "",
               "filter": filter_string or ""}
-    written = report.write_analysis(runs, left_out, histories, histograms, folder, source)
+    parents = sorted(set(runs["parent_run_id"].dropna()) - {""})
+    written = report.write_analysis(runs, left_out, histories, histograms, folder, source,
+                                    adaptive.report_section(records.sweep_looks(parents)))
     run_id = None
     if log:
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",

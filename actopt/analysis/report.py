@@ -219,6 +219,7 @@ def render_report(
     source: dict[str, str],
     gallery: Path | None,
     theory: depth_section.Section | None = None,
+    adaptive: str = "",
 ) -> str:
     scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
     if source.get("parent_run_id"):
@@ -238,6 +239,7 @@ def render_report(
         interval_section(table),
         best_rate_section(runs),
         findings_section(found),
+        adaptive,
         theory_section(theory) if theory is not None else "",
         figures_section(drawn, skipped),
         derivative_section(gallery),
@@ -252,6 +254,7 @@ def write_analysis(
     histograms: dict[str, dict[str, Any]],
     folder: Path,
     source: dict[str, str],
+    adaptive: str = "",
 ) -> AnalysisResult:
     """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there)."""
     from actopt.analysis import plots
@@ -266,6 +269,6 @@ def write_analysis(
     study_figures = [item for item in drawn if item[0] != gallery]
     report = folder / "report.md"
     report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                         depth_section.theory_section(table, histories)))
+                                         depth_section.theory_section(table, histories), adaptive))
     holding = [item for item in found if item.kind == "holds"]
     return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

@@ -24,7 +24,7 @@ from torch import nn
 
 from actopt.core import gradstats
 from actopt.core.config import DEVICES, TrainConfig
-from actopt.core.data import DatasetSplits, batch_indices, leading, majority_rate
+from actopt.core.data import DatasetSplits, Split, batch_indices, leading, majority_rate
 from actopt.core.evaluation import evaluate, evaluate_members
 from actopt.core.models import CLASSES, build_mlp, linear_layers, parameter_count, repeated_parameter_count
 from actopt.core.optimizers import StackedOptimizer
@@ -316,16 +316,14 @@ def train_epoch(model: StackedMLP, optimizer: StackedOptimizer, members: Sequenc
     sums = torch.zeros(count, size, device=device) if statistics else None
     maxima = torch.zeros(count, size, device=device) if statistics else None
     scratch = [torch.empty_like(weight) for weight in model.weights] if statistics else None
-    orders = [batch_indices(len(member.data.train), config.batch_size, member.batches, device, config.max_batches)
-              for member in members]
+    orders = [list(batch_indices(len(member.data.train), config.batch_size, member.batches, device,
+                                 config.max_batches)) for member in members]
+    sources, rows_of = distinct_batches(members, orders)
     steps = 0
-    for batch in zip(*orders):
-        rows = batch[0].shape[0]
-        inputs = torch.empty(count, rows, features, device=device)
-        targets = torch.empty(count, rows, dtype=torch.int64, device=device)
-        for position, (member, indices) in enumerate(zip(members, batch)):
-            torch.index_select(member.data.train.inputs, 0, indices, out=inputs[position])
-            torch.index_select(member.data.train.targets, 0, indices, out=targets[position])
+    for batch in zip(*(orders[position] for position in sources)):
+        inputs, targets = gather_batch([members[position].data.train for position in sources], batch, rows_of,
+                                       features)
+        rows = inputs.shape[1]
         logits = model.forward(inputs, training=True)
         losses = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
                                              reduction="none").view(count, rows).mean(dim=1)
@@ -349,6 +347,41 @@ def train_epoch(model: StackedMLP, optimizer: StackedOptimizer, members: Sequenc
     losses_list = [total / max(number, 1) for total, number in zip(loss_sums.tolist(), seen_list)]
     diverged = [not (living and math.isfinite(loss)) for living, loss in zip(alive.tolist(), losses_list)]
     return EpochTotals(loss_sums.tolist(), correct.tolist(), seen_list, diverged, steps, sums, maxima)
+
+
+def distinct_batches(members: Sequence[Member], orders: list[list[torch.Tensor]]
+                     ) -> tuple[list[int], torch.Tensor | None]:
+    """The members whose batches are gathered (one per distinct training split and batch order: the members
+    of one seed share both) and, for every row of the stack, which of them it copies (None: each its own)."""
+    sources: list[int] = []
+    rows_of = []
+    for position, member in enumerate(members):
+        same = next((index for index, source in enumerate(sources) if members[source].data.train is member.data.train
+                     and all(torch.equal(mine, theirs) for mine, theirs in zip(orders[position], orders[source]))),
+                    None)
+        if same is None:
+            sources.append(position)
+            same = len(sources) - 1
+        rows_of.append(same)
+    if rows_of == list(range(len(members))):
+        return sources, None
+    return sources, torch.tensor(rows_of, device=orders[0][0].device)
+
+
+def gather_batch(splits: Sequence[Split], batch: Sequence[torch.Tensor], rows_of: torch.Tensor | None,
+                 features: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs (K, N, features) and targets (K, N) of one step: each distinct batch copied once from its
+    split, then spread over the rows that train on it in one indexed copy."""
+    count, rows = len(splits), batch[0].shape[0]
+    device = batch[0].device
+    inputs = torch.empty(count, rows, features, device=device)
+    targets = torch.empty(count, rows, dtype=torch.int64, device=device)
+    for position, (split, indices) in enumerate(zip(splits, batch)):
+        torch.index_select(split.inputs, 0, indices, out=inputs[position])
+        torch.index_select(split.targets, 0, indices, out=targets[position])
+    if rows_of is None:
+        return inputs, targets
+    return inputs.index_select(0, rows_of), targets.index_select(0, rows_of)
 
 
 def epoch_metrics(totals: EpochTotals, row: int, learning_rate: float, element_counts: list[int]) -> dict[str, float]:

@@ -21,6 +21,8 @@ try, and an object maps each value to a sub-grid that applies only with that val
 rate depends on the optimizer); every key multiplies the runs. Each configuration runs once per
 seed (``seeds``, default ``[0]``). A key starting with ``//`` is a comment, anywhere. ``data_dir``,
 ``download``, ``experiment_name`` and ``study`` belong to the sweep, not to the file.
+``"until_decided": {"max_seeds": 20, "max_runs": 400}`` (both optional) makes ``actopt sweep`` add
+seeds until the study's comparisons are decided, as ``--until-decided`` does (docs/studies.md).
 """
 
 from __future__ import annotations
@@ -35,7 +37,12 @@ from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 
 STUDIES_DIR = Path(__file__).with_name("studies")
-FILE_KEYS = ("description", "source", "seeds", "fixed", "grid")
+FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "until_decided")
+# --until-decided: seeds per configuration at most. With the ~9 comparisons of a study such as
+# fashion-activations (each at 0.05/9), the sequential rule decides a difference of 2 paired standard
+# deviations with a median 10 seeds and one of 1 standard deviation with 20 (docs/analysis.md).
+DEFAULT_MAX_SEEDS = 20
+UNTIL_DECIDED_KEYS = ("max_seeds", "max_runs")
 # Set by the sweep for every run; the seed comes from "seeds".
 SWEEP_FIELDS = ("data_dir", "download", "experiment_name", "study", "seed")
 STUDY_FIELDS = tuple(item.name for item in fields(TrainConfig) if item.name not in SWEEP_FIELDS)
@@ -51,6 +58,8 @@ class Study:
     description: str
     digest: str  # of the file's runs, comments and prose left out
     runs: tuple[dict[str, Any], ...]  # each run's values as the file gives them, seed included
+    # "until_decided" as the file gives it (None: a sweep of the declared seeds only)
+    until_decided: dict[str, int] | None = None
 
     @property
     def text(self) -> str:
@@ -109,10 +118,32 @@ def load_study(name_or_path: str) -> Study:
         if any(key in combination for combination in combinations):
             raise ConfigError(f"{where}: fixed.{key} is also set in the grid; keep it in one place")
     runs = tuple({**fixed, **combination, "seed": seed} for combination in combinations for seed in seeds)
+    until_decided = check_until_decided(document.get("until_decided"), len(set(seeds)), where)
+    # The digest leaves until_decided out: the added seeds are children of the same parent as the declared ones.
     digest = text_digest({"seeds": seeds, "fixed": fixed, "grid": grid})
-    study = Study(name=path.stem, path=path, description=description.strip(), digest=digest, runs=runs)
+    study = Study(name=path.stem, path=path, description=description.strip(), digest=digest, runs=runs,
+                  until_decided=until_decided)
     configurations(study)  # every run must be a valid configuration before anything starts
     return study
+
+
+def check_until_decided(value: Any, declared: int, where: str) -> dict[str, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or any(key not in UNTIL_DECIDED_KEYS for key in value):
+        raise ConfigError(f"{where}: 'until_decided' must be an object with keys among "
+                          f"{', '.join(UNTIL_DECIDED_KEYS)}, got {json.dumps(value)}")
+    for key, number in value.items():
+        if not isinstance(number, int) or isinstance(number, bool) or number < 1:
+            raise ConfigError(f"{where}: until_decided.{key} must be a positive integer, got {json.dumps(number)}")
+    check_max_seeds(value.get("max_seeds", DEFAULT_MAX_SEEDS), declared, f"{where}: until_decided.max_seeds")
+    return dict(value)
+
+
+def check_max_seeds(max_seeds: int, declared: int, what: str) -> None:
+    if max_seeds < max(declared, 2):
+        raise ConfigError(f"{what} must be at least {max(declared, 2)} (the study declares {declared} seed"
+                          f"{'s' if declared > 1 else ''}, and one seed has no interval), got {max_seeds}")
 
 
 def without_comments(value: Any) -> Any:

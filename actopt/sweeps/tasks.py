@@ -109,15 +109,27 @@ def run_task(task: Task) -> list[Outcome]:
     return [done[index] for index in range(len(task.configs))]
 
 
+def balanced_sizes(count: int, limit: int) -> list[int]:
+    """``count`` members in as few groups of at most ``limit`` as hold them, their sizes differing by one at most:
+    9 with a limit of 8 is 5 + 4, not 8 + 1, so that two workers finish together instead of one waiting on a
+    group of eight while the other trains one member."""
+    groups = -(-count // limit)
+    size, larger = divmod(count, groups)
+    return [size + 1] * larger + [size] * (groups - larger)
+
+
 def plan_groups(configs: Sequence[TrainConfig], parent_run_id: str, group_size: int) -> list[Task]:
-    """Configurations that shape the computation alike, in study order, cut into groups of at most ``group_size``."""
+    """Configurations that shape the computation alike, in study order, cut into groups of at most ``group_size``
+    of balanced sizes."""
     by_key: dict[tuple[Any, ...], list[TrainConfig]] = {}
     for config in configs:
         key = (*group_key(config), config.data_dir, config.download, config.experiment_name)
         by_key.setdefault(key, []).append(config)
     tasks = []
     for members in by_key.values():
-        for start in range(0, len(members), group_size):
-            chunk = tuple(members[start : start + group_size])
+        start = 0
+        for size in balanced_sizes(len(members), group_size):
+            chunk = tuple(members[start : start + size])
+            start += size
             tasks.append(Task(chunk, tuple(config_digest(config) for config in chunk), parent_run_id))
     return tasks

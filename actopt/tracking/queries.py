@@ -32,6 +32,8 @@ from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis
 )
 
 # Metrics logged once at the end (step 0): they are run summaries, not part of a history.
+# Prefix of the metrics MLflow's system-metrics monitor logs on its own clock.
+SYSTEM_PREFIX = "system/"
 SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss", "chance_accuracy")
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
@@ -246,8 +248,13 @@ def history_from_csv(run_id: str, text: str, keys: Sequence[str] | None) -> list
 
 
 def history_from_metrics(client: Any, run_id: str, keys: Sequence[str] | None) -> list[Row]:
-    """The slow path: one ``get_metric_history`` request per key; the last value per step wins."""
-    names = [key for key in client.get_run(run_id).data.metrics if key not in SUMMARY_METRICS and wanted(key, keys)]
+    """The slow path: one ``get_metric_history`` request per key; the last value per step wins.
+
+    MLflow's ``system/`` metrics are sampled by a timer, not per epoch, and history.csv (the fast path)
+    never holds them: a run that lasted past the first sample would otherwise read differently by path.
+    """
+    names = [key for key in client.get_run(run_id).data.metrics
+             if key not in SUMMARY_METRICS and not key.startswith(SYSTEM_PREFIX) and wanted(key, keys)]
     rows: list[Row] = []
     for key in names:
         points = sorted(client.get_metric_history(run_id, key), key=lambda point: (point.step, point.timestamp))

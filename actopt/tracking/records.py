@@ -9,7 +9,7 @@ import os
 import socket
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,9 @@ CONTINUED_IN_TAG = "actopt.continued_in"
 PARENT_RUN_TAG = "mlflow.parentRunId"
 STUDY_ARTIFACT = "study.json"
 SUMMARY_ARTIFACT = "sweep_summary.csv"
+LOOKS_ARTIFACT = "sweep_looks.csv"
+LOOKS_TAG = "actopt.looks"
+STOPPED_TAG = "actopt.stopped_because"
 ERROR_ARTIFACT = "error.txt"
 # Where MLflow puts a new experiment's artifacts when the store is a local file and no root is given.
 DEFAULT_ARTIFACT_ROOT = "./mlruns"
@@ -62,6 +65,7 @@ class SweepRun:
     best_val_accuracy: float | None
     diagnoses: tuple[str, ...] = ()  # the rules whose diagnosis.<rule> tag is true
     experiment_id: str = ""
+    test_accuracy: float | None = None
 
 
 def run_name(config: TrainConfig) -> str:
@@ -79,7 +83,7 @@ def sweep_run(run: Any) -> SweepRun:
         start_time=run.info.start_time or 0, end_time=run.info.end_time, digest=tags.get(CONFIG_DIGEST_TAG),
         host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
         best_val_accuracy=run.data.metrics.get("best_val_accuracy"), diagnoses=diagnoses,
-        experiment_id=run.info.experiment_id,
+        experiment_id=run.info.experiment_id, test_accuracy=run.data.metrics.get("test_accuracy"),
     )
 
 
@@ -306,3 +310,27 @@ def reap_stale(children: list[SweepRun], report: Callable[[str], None]) -> list[
             run = dataclasses.replace(run, status="FAILED")
         reaped.append(run)
     return reaped
+
+
+def record_looks(run_id: str, table_csv: str, looks: int, stopped: str, summary: str) -> None:
+    """An adaptive sweep's looks on its parent: the table artifact, their count, why it stopped (empty while it
+    goes on) and their summary appended to the description that closing the parent wrote."""
+    client = configure()
+    description = client.get_run(run_id).data.tags.get(notes.DESCRIPTION_TAG, "")
+    tags = {LOOKS_TAG: str(looks), STOPPED_TAG: stopped,
+            notes.DESCRIPTION_TAG: notes.fit(f"{description}\n\n{summary}".strip(), f"the looks are {LOOKS_ARTIFACT}")}
+    client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+    client.log_text(run_id, table_csv, LOOKS_ARTIFACT)
+
+
+def sweep_looks(parent_run_ids: Sequence[str]) -> dict[str, dict[str, str]]:
+    """The looks an adaptive sweep recorded on each of these parents (their count, why it stopped, the
+    description), for the parents that have any."""
+    client = configure()
+    found = {}
+    for run_id in parent_run_ids:
+        tags = client.get_run(run_id).data.tags
+        if LOOKS_TAG in tags:
+            found[run_id] = {"looks": tags[LOOKS_TAG], "stopped": tags.get(STOPPED_TAG, ""),
+                             "description": tags.get(notes.DESCRIPTION_TAG, "")}
+    return found
