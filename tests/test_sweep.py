@@ -338,8 +338,9 @@ def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 4 and progress[-1].endswith("all done") and "eta" in progress[0]
-    table = result.stdout.splitlines()
+    *table, next_step = result.stdout.splitlines()
     assert table[0].split()[:3] == ["status", "val_acc", "time"] and len(table) == 5
+    assert next_step.startswith("next: actopt analyze --experiment tiny-quick")
     assert all(line.startswith("finished") for line in table[1:])
     assert experiment_runs("tiny") == []  # --quick keeps its runs apart
     children = split(experiment_runs("tiny-quick"))[1]
