@@ -1,23 +1,28 @@
 """``actopt`` on the command line: thin wrappers that parse, validate, then call the library.
 
 Options are generated from ``TrainConfig``'s fields, so the CLI, the config and MLflow params
-cannot drift apart (a test also holds MLproject to the same names).
+cannot drift apart (a test also holds MLproject to the same names). Named options are click
+choices and numbers are typed and range-checked by click, so ``--help`` and shell completion show
+them. This module imports neither torch nor mlflow: ``actopt --help`` and each TAB of completion
+take a fraction of a second (a test counts the modules); the commands import what they use.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, Field, fields
 from typing import Any
 
 import click
 from click.exceptions import NoArgsIsHelpError
+from click.shell_completion import CompletionItem
 
-from actopt.core.config import TrainConfig, format_value, parse_boolean
+from actopt.core.config import CHOICES, DEVICES, RANGES, TrainConfig, format_value, parse_boolean
 from actopt.errors import UserError, mask_credentials
 
 # Set by `mlflow run` for the process it starts: the run it made for the command (as tracking.store names it,
@@ -29,14 +34,77 @@ def option_name(field_name: str) -> str:
     return "--" + field_name.replace("_", "-")
 
 
+class OptionalBoolean(click.ParamType):
+    """Every boolean option of every subcommand: bare it is true (``--quick``), and it takes ``true`` / ``false``
+    (``--log-model false``, ``--quick=false``), which is how MLproject passes its string parameters."""
+
+    name = "boolean"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[true|false]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
+        try:
+            return parse_boolean(value)
+        except ValueError:
+            self.fail(f"{value!r} is not true or false (a bare flag before an argument takes it as its value: "
+                      "write it after the argument, or as --flag=true)", param, ctx)
+
+    def shell_complete(self, ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+        return [CompletionItem(word) for word in ("true", "false") if word.startswith(incomplete)]
+
+
+def boolean_option(name: str, destination: str, default: bool | None, help_text: str) -> Callable[..., Any]:
+    return click.option(name, destination, type=OptionalBoolean(), is_flag=False, flag_value="true",
+                        default=default, help=help_text)
+
+
+class OrDefault(click.Choice):
+    """A choice that also takes "" (what MLproject passes for an option left out) as "not given"."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return None if value in ("", None) else super().convert(value, param, ctx)
+
+
+class Integer(click.IntRange):
+    name = "integer"  # click's "integer range" reads oddly in "'two' is not a valid integer range"
+
+
+class Number(click.FloatRange):
+    name = "number"
+
+
+def number_type(item: Field[Any]) -> click.ParamType:
+    bounds = RANGES.get(item.name)
+    limits = {} if bounds is None else {"min": bounds.minimum, "max": bounds.maximum,
+                                        "min_open": bounds.minimum_open, "max_open": bounds.maximum_open}
+    return Integer(**limits) if item.type == "int" else Number(**limits)
+
+
+def field_option(item: Field[Any]) -> Callable[..., Any]:
+    """The option of one config field. Its default stays None, so that ``TrainConfig.from_mapping`` fills in (and
+    checks) only what was given, exactly as it does for MLproject parameters and logged params."""
+    default = item.default if item.default is not MISSING else item.default_factory()  # type: ignore[misc]
+    help_text = f"{item.metadata['help']} [default: {format_value(default)}]"
+    name = option_name(item.name)
+    if item.type == "bool":
+        return boolean_option(name, item.name, None, help_text)
+    if item.name in CHOICES:
+        kind: click.ParamType | type = click.Choice(CHOICES[item.name])
+    elif item.type in ("int", "float"):
+        kind = number_type(item)
+    elif item.name == "data_dir":
+        kind = click.Path(file_okay=False)
+    else:
+        kind = str
+    metavar = "W1,W2,..." if item.name == "hidden_sizes" else None
+    return click.option(name, item.name, type=kind, default=None, metavar=metavar, help=help_text)
+
+
 def config_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """One ``--option`` per config field. Values stay text here: ``TrainConfig.from_mapping``
-    parses and validates them exactly as it parses MLproject parameters and logged params."""
+    """One ``--option`` per config field."""
     for item in reversed(fields(TrainConfig)):
-        default = item.default if item.default is not MISSING else item.default_factory()
-        help_text = f"{item.metadata['help']} [default: {format_value(default)}]"
-        command = click.option(option_name(item.name), item.name, default=None, metavar="VALUE",
-                               help=help_text)(command)
+        command = field_option(item)(command)
     return command
 
 
@@ -108,7 +176,8 @@ class ActoptGroup(click.Group):
                 raise
 
 
-@click.group("actopt", cls=ActoptGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group("actopt", cls=ActoptGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 def main() -> None:
     """actopt: how activation functions and optimizers shape training, tracked in MLflow."""
 
@@ -149,7 +218,9 @@ def train_command(**options: str | None) -> None:
         if result.best_epoch is not None
         else "no epoch completed"
     )
-    click.echo(f"run {run_id} ({config.run_name}) {status}: {best}")
+    from actopt.tracking.records import run_name
+
+    click.echo(f"run {run_id} ({run_name(config)}) {status}: {best}")
 
 
 def parse_config(options: dict[str, str | None]) -> TrainConfig:
@@ -192,19 +263,6 @@ def train_one(config: TrainConfig, prepared: Any) -> Any:
         raise click.ClickException(store.store_failure(error)) from None
 
 
-class OptionalBoolean(click.ParamType):
-    """A boolean option that also works bare: ``--quick`` is true, ``--quick=false`` (MLproject's form) false."""
-
-    name = "boolean"
-
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> bool:
-        try:
-            return parse_boolean(value)
-        except ValueError:
-            self.fail(f"{value!r} is not true or false (write the option after the study name, or as --quick=true)",
-                      param, ctx)
-
-
 def process_executor(workers: int, ray_address: str) -> Any:
     from actopt.sweeps.sweep import InlineExecutor, ProcessExecutor
 
@@ -241,29 +299,39 @@ def start_executor(executor: Any) -> str | None:
     return None
 
 
+def complete_study(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[CompletionItem]:
+    """The presets' names; a path (with a / or ending .json) is left to the shell's file completion."""
+    if "/" in incomplete or incomplete.endswith(".json"):
+        return [CompletionItem(incomplete, type="file")]
+    from actopt.sweeps.study import preset_names
+
+    names = [CompletionItem(name) for name in preset_names() if name.startswith(incomplete)]
+    return names or [CompletionItem(incomplete, type="file")]
+
+
 @main.command("sweep")
-@click.argument("study")
-@click.option("--workers", type=int, default=1, show_default=True,
+@click.argument("study", shell_complete=complete_study)
+@click.option("--workers", type=Integer(min=1), default=1, show_default=True,
               help="Groups trained at once; 2 or more run in worker processes with cores/workers threads each.")
-@click.option("--group-size", type=int, default=8, show_default=True,
+@click.option("--group-size", type=Integer(min=1), default=8, show_default=True,
               help="Configurations that differ only in seed, init and optimizer numbers train together as one "
                    "stacked program of up to this many members; 1 trains each alone. Memory grows by about "
                    "240 MB per distinct seed in a group (docs/groups.md).")
-@click.option("--executor", default="process", show_default=True, metavar="[process|ray]",
+@click.option("--executor", type=click.Choice(["process", "ray"]), default="process", show_default=True,
               help="process: this process, or --workers local processes; ray: one Ray task per group "
                    "(pip install 'actopt[ray]').")
 @click.option("--ray-address", default="", metavar="ADDRESS",
               help="With --executor ray, the cluster to join: its head's HOST:PORT, ray://HOST:10001 or auto "
                    "[default: env RAY_ADDRESS, else a Ray instance started here for the sweep].")
-@click.option("--quick", type=OptionalBoolean(), is_flag=False, flag_value=True, default=False,
-              help="Smoke run: every configuration trains 1 epoch of 5 batches and logs no model, "
-                   "in the experiment STUDY-quick.")
-@click.option("--data-dir", default=None, metavar="DIR",
+@boolean_option("--quick", "quick", False,
+                "Smoke run: every configuration trains 1 epoch of 5 batches and logs no model, in the experiment "
+                "STUDY-quick [default: false].")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None,
               help="Folder holding torchvision's raw dataset layout [default: env ACTOPT_DATA_DIR, else ./data].")
-@click.option("--download", type=click.BOOL, default=True, show_default=True,
-              help="Download a missing dataset, once, before any run starts.")
-@click.option("--device", default=None,
-              help="Device for every configuration: auto, cpu, cuda [default: the study's, else auto].")
+@boolean_option("--download", "download", True,
+                "Download a missing dataset, once, before any run starts [default: true].")
+@click.option("--device", type=OrDefault(list(DEVICES)), default=None,
+              help="Device for every configuration [default: the study's, else auto].")
 @click.option("--experiment-name", default=None,
               help="MLflow experiment [default: the study's name; under mlflow run, mlflow run's experiment].")
 @click.option("--until-decided", type=OptionalBoolean(), is_flag=False, flag_value=True, default=False,
@@ -291,6 +359,10 @@ def sweep_command(
     click.echo(summary_table_of(result))
     if result.exit_code == 1:
         terminal_report("some configurations did not finish: start the same sweep again to run them")
+    elif result.exit_code == 0:
+        experiment = result.rows[0].config.experiment_name
+        click.echo(f"next: actopt analyze --experiment {shlex.quote(experiment)}   (and the runs in the UI: "
+                   f"#/experiments/<id>/runs?viewStateShareKey=study, README)")
     sys.exit(result.exit_code)
 
 
@@ -318,10 +390,6 @@ def start_sweep(
     )
 
     try:
-        if workers < 1:
-            raise UserError(f"--workers must be >= 1, got {workers}")
-        if group_size < 1:
-            raise UserError(f"--group-size must be >= 1, got {group_size}")
         engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
         loaded = load_study(study)
         budget = adaptive_budget(loaded, *adaptive)
@@ -387,8 +455,8 @@ def studies_command() -> None:
               help="MLflow search filter, e.g. \"params.optimizer = 'sgd'\" or \"tags.study = 'fashion-activations'\".")
 @click.option("--output-dir", default="analysis", show_default=True,
               help="The report and figures go to OUTPUT_DIR/<experiment>/.")
-@click.option("--log/--no-log", default=True, show_default=True,
-              help="Also log the report and figures as the artifacts of an MLflow run named 'analysis'.")
+@boolean_option("--log", "log", True,
+                "Also log the report and figures as the artifacts of an MLflow run named 'analysis' [default: true].")
 def analyze_command(experiment: str, parent_run_id: str, filter_string: str, output_dir: str, log: bool) -> None:
     """Compare an experiment's runs: figures and a markdown report of findings computed from what they logged."""
     from actopt.analysis import (

@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from actopt.core.config import TrainConfig
 from actopt.core.models import ACTIVATIONS
 from actopt.core.training import HISTORY_ARTIFACT, history_csv
+from actopt.tracking import records
 
 
 def experiment_id(client: MlflowClient, name: str) -> str:
@@ -66,7 +67,7 @@ def log_run(
     settings = TrainConfig.from_mapping({"dataset": "mnist", "data_dir": "unused", "experiment_name": experiment,
                                          "hidden_sizes": "32,16", "epochs": max(max(table, default=1), 1),
                                          **config})  # a history as long as its epochs, as training logs it
-    run = client.create_run(experiment_id(client, experiment), run_name=settings.run_name)
+    run = client.create_run(experiment_id(client, experiment), run_name=records.run_name(settings))
     run_id = run.info.run_id
     stamp = int(time.time() * 1000)
     metrics = [Metric(key, value, stamp, step) for step, row in table.items() for key, value in row.items()]

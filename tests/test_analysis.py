@@ -90,7 +90,7 @@ def test_dead_and_saturated_unit_findings(client, fraction, holds):
         assert saturated == ["tanh: more than 50% of a hidden layer's outputs were saturated after the last epoch in "
                              "1 of 1 runs (learning rates 0.5)."]
         numbers = next(item.numbers for item in found if item.topic == "Dead units")
-        assert numbers == "relu-sgd-lr0.5: layer_01 0.80"
+        assert numbers == "relu-sgd-lr0.5-seed0: layer_01 0.80"
     else:
         assert dead == [] and saturated == []
         assert len(statements(found, "Dead units", "absent")) == 1
@@ -108,7 +108,7 @@ def test_divergence_finding(client, diverges, holds):
         assert finding.statement == ("sgd diverged in every run at learning rate ≥ 1 (2 runs: tanh, relu) and in none "
                                      "below (4 runs).")
         assert finding.numbers == "lr 0.01: 0 of 2; lr 0.1: 0 of 2; lr 1: 2 of 2"
-        assert len(finding.runs) == 2 and all("lr1 (" in name for name in finding.runs)
+        assert len(finding.runs) == 2 and all("lr1-seed0 (" in name for name in finding.runs)
     else:
         assert statements(found, "Divergence") == []
         assert statements(found, "Divergence", "absent") == ["No run diverged (largest learning rate tried: sgd 1)."]
@@ -312,7 +312,7 @@ def test_the_report_table_holds_the_store_values(small_config, client, tmp_path,
     assert logged.info.run_name == "analysis" and f"analysis run {logged.info.run_id}" in result.output
     assert [item.path for item in client.list_artifacts(logged.info.run_id)] == ["report.md"]
     # A second analysis leaves the first analysis run out of its tables.
-    again = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", "out", "--no-log"])
+    again = CliRunner().invoke(main, ["analyze", "--experiment", "study", "--output-dir", "out", "--log=false"])
     assert again.exit_code == 0 and ": 3 run(s)," in again.output and "analysis run" not in again.output
     assert len(analysis_runs(client)) == 1
 
@@ -407,7 +407,7 @@ def test_mlproject_analyze_parameters_are_the_cli_options():
     project = yaml.safe_load((Path(__file__).resolve().parents[1] / "MLproject").read_text())
     entry = project["entry_points"]["analyze"]
     options = {parameter.name: parameter for parameter in main.commands["analyze"].params if parameter.name != "help"}
-    # --log/--no-log stays on under mlflow run: the analysis goes to the run mlflow run made.
+    # --log stays on under mlflow run: the analysis goes to the run mlflow run made.
     names = {"filter_string": "filter"}
     assert {names.get(name, name) for name in options} - {"log"} == set(entry["parameters"])
     for name, parameter in options.items():

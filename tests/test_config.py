@@ -68,6 +68,9 @@ def test_run_name_is_readable():
     config = TrainConfig.from_mapping({"activation": "tanh", "optimizer": "sgd", "learning_rate": 0.1, "depth": 5,
                                        "init": "xavier"})
     assert config.run_name == "tanh-sgd-lr0.1-depth5-xavier"
+    # Configurations that differ only in momentum or weight decay do not share a name.
+    named = config.replace(momentum=0.9, weight_decay=1e-4).run_name
+    assert named == "tanh-sgd-lr0.1-depth5-xavier-momentum0.9-wd0.0001"
 
 
 def test_data_dir_comes_from_the_environment(monkeypatch):
@@ -108,3 +111,13 @@ def test_bad_values_give_one_line_errors(values, message):
     text = str(raised.value)
     assert message in text
     assert "\n" not in text
+
+
+def test_the_torch_free_name_lists_are_the_registries():
+    from actopt.core import data, models, names, optimizers
+    from actopt.core.config import DEVICES
+
+    assert names.DATASETS == tuple(data.DATASETS) and names.OPTIMIZERS == tuple(optimizers.OPTIMIZERS)
+    assert names.ACTIVATIONS == tuple(models.ACTIVATIONS) and names.INITIALIZATIONS == tuple(models.INITIALIZATIONS)
+    assert names.DEVICES == tuple(DEVICES)
+    assert names.INPUT_SCALINGS == tuple(data.INPUT_SCALINGS)

@@ -132,7 +132,52 @@ def test_children_tags_and_descriptions_agree_with_the_report(tmp_path, data_dir
     assert {"divergence", "dead_units"} <= held_somewhere  # the study exercises rules that hold, not only absences
 
     analysis = client.get_run(outcome.run_id).data.tags[notes.DESCRIPTION_TAG]
-    assert analysis.startswith("## Findings") and "### Divergence" in analysis
+    experiment_id = client.get_run(outcome.run_id).info.experiment_id
+    link = notes.artifact_link(experiment_id, outcome.run_id, "report.md")
+    assert analysis.startswith(f"**The whole report, with its tables, the runs behind each finding and the figures: "
+                               f"[report.md]({link}).**\n\n## Findings")
+    assert "### Divergence" in analysis
     section = findings_markdown(outcome.written.report.read_text())
-    assert section.startswith("## Findings") and "\n## " not in section  # the section, and only it
-    assert analysis == notes.fit(section, "the whole report is report.md")  # cut only where a tag must be
+    assert section.startswith("## Findings") and "\n## " not in section and "  - runs: " not in section
+    assert len(analysis) <= notes.MAX_DESCRIPTION and (section in analysis or "cut to fit" in analysis)
+
+
+def long_report(findings: int) -> str:
+    """A report of the shape ``report.md`` has, with many findings of long numbers."""
+    items = []
+    for index in range(findings):
+        items += ["", f"- **finding {index}: sgd beats adam by 0.0{index:03d} (95% CI 0.0012 to 0.0{index:03d}).**",
+                  f"  - rule: paired by seed, rule {index}", f"  - numbers: {'; '.join(['0.8731 ± 0.0042'] * 6)}",
+                  f"  - runs: {', '.join(['relu-sgd-lr0.1-seed1 (0123abcd)'] * 5)}"]
+    findings_text = "\n".join(["## Findings", "", "Each finding is computed from the logged numbers.", *items])
+    table = "\n".join(["## Results per run", "", "| run | acc |", "| --- | --- |", *["| r | 0.9 |"] * 300])
+    return "\n\n".join(["# Analysis of experiment `x`", "## Answers\n\n- Does dropout help? Yes, by 0.0123.",
+                          table, findings_text, "## Figures\n\n![a](a.png)"]) + "\n"
+
+
+def test_the_analysis_description_fits_the_real_limit_and_ends_where_its_text_ends(tracking_store):
+    from mlflow.utils.validation import MAX_TAG_VAL_LENGTH
+
+    from actopt.analysis.analyze import analysis_description
+
+    assert notes.MAX_DESCRIPTION == MAX_TAG_VAL_LENGTH  # the limit MLflow enforces, not a guess
+    report = long_report(60)
+    description = analysis_description(report, "1", "abc")
+    assert len(description) <= MAX_TAG_VAL_LENGTH < len(findings_markdown(report))
+    shown, notice = description.rsplit("\n\n… (cut to fit the description; ", 1)
+    assert notice == "the whole report is [report.md](#/experiments/1/runs/abc/artifacts/report.md))\n"
+    # Answers first, then findings; no table, no run lists; every line whole, and the last item whole.
+    assert shown.split("\n\n")[1:3] == ["## Answers", "- Does dropout help? Yes, by 0.0123."]
+    assert "| r | 0.9 |" not in shown and "  - runs: " not in shown
+    source_lines = set(report.splitlines())
+    assert all(line in source_lines for line in shown.splitlines()[1:])
+    assert shown.splitlines()[-1].startswith("  - numbers: ")
+    # A short report is whole. MLflow keeps the description whole, and cuts a tag one character longer silently
+    # (MLFLOW_TRUNCATE_LONG_VALUES): the limit is where MLflow itself would cut.
+    assert "cut to fit" not in analysis_description(long_report(3), "1", "abc")
+    client = MlflowClient(tracking_store)
+    run_id = client.create_run(client.create_experiment("limit")).info.run_id
+    client.set_tag(run_id, notes.DESCRIPTION_TAG, description)
+    client.set_tag(run_id, "too.long", "x" * (MAX_TAG_VAL_LENGTH + 1))
+    tags = client.get_run(run_id).data.tags
+    assert tags[notes.DESCRIPTION_TAG] == description and len(tags["too.long"]) == MAX_TAG_VAL_LENGTH

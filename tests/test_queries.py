@@ -26,7 +26,8 @@ def test_runs_have_typed_params_metrics_and_tags(tracking_store):
     assert row["learning_rate"] == 0.1 and row["dropout"] == 0.2 and row["seed"] == 3
     assert row["hidden_sizes"] == (32, 16)
     assert row["download"] is True or row["download"] == True  # noqa: E712 (pandas' boolean scalar)
-    assert row["run_name"] == "relu-sgd-lr0.1-dropout0.2" and row["status"] == "FINISHED" and row["kind"] == "training"
+    assert row["run_name"] == "relu-sgd-lr0.1-dropout0.2-seed3"
+    assert row["status"] == "FINISHED" and row["kind"] == "training"
     assert row["best_val_accuracy"] == pytest.approx(0.8) and row["test_accuracy"] == pytest.approx(0.79)
     assert row["best_epoch"] == 3 and not row["diverged"]
     assert row["final_val_accuracy"] == pytest.approx(0.8)

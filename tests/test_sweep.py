@@ -31,6 +31,7 @@ from actopt.sweeps.sweep import (
     parent_record,
     run_sweep,
     summarize,
+    summary_table,
 )
 from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
@@ -339,8 +340,9 @@ def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 4 and progress[-1].endswith("all done") and "eta" in progress[0]
-    table = result.stdout.splitlines()
+    *table, next_step = result.stdout.splitlines()
     assert table[0].split()[:3] == ["status", "val_acc", "time"] and len(table) == 5
+    assert next_step.startswith("next: actopt analyze --experiment tiny-quick")
     assert all(line.startswith("finished") for line in table[1:])
     assert experiment_runs("tiny") == []  # --quick keeps its runs apart
     children = split(experiment_runs("tiny-quick"))[1]
@@ -456,3 +458,14 @@ def test_configurations_alike_train_as_groups_each_member_its_own_run(tmp_path, 
         == [2, 2, 2, 2]
     assert all(len(activations) == 1 for activations in groups.values())
     assert {run.data.tags[records.CONFIG_DIGEST_TAG] for run in children} == {config_digest(c) for c in configs}
+
+
+def test_the_end_summary_lists_the_best_first_and_unfinished_last(tmp_path):
+    study = load_study(str(write_study(tmp_path, {"learning_rate": [0.1, 0.2, 0.3]})))
+    configs = configurations(study)
+    a, b, c = (config_digest(config) for config in configs)
+    rows = summarize(configs, [record(a, "FINISHED", 1, accuracy=0.5), record(b, "FAILED", 1),
+                               record(c, "FINISHED", 1, accuracy=0.9)])
+    lines = summary_table(rows).splitlines()
+    assert [line.split()[:2] for line in lines[1:]] == [["finished", "0.9000"], ["finished", "0.5000"],
+                                                         ["failed", "-"]]

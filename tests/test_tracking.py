@@ -12,6 +12,7 @@ import time
 import mlflow
 import pytest
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 from actopt.core import training
@@ -31,7 +32,7 @@ def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, track
     run = only_run(client)
     assert run.info.run_id == run_id
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "relu-adam-lr0.001"
+    assert run.info.run_name == "relu-adam-lr0.001-seed0"
     assert run.data.params == small_config.replace(study="unit").to_params()
     assert run.data.tags["best_epoch"] == str(result.best_epoch)
     assert run.data.tags["diverged"] == "false"
@@ -82,9 +83,21 @@ def test_an_interrupted_run_ends_killed(small_config, tracking_store, monkeypatc
     assert run.data.metrics["train_loss"] == 1.0
 
 
+def logged_models(client: MlflowClient, run_id: str) -> list:
+    """The run's logged models, each checked to be where the UI looks: the run's own experiment (its Models
+    page) and the run's outputs (its page's "Logged models")."""
+    run = client.get_run(run_id)
+    everywhere = [experiment.experiment_id for experiment in client.search_experiments()]
+    models = mlflow.search_logged_models(everywhere, filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    assert {model.experiment_id for model in models} == {run.info.experiment_id}
+    assert [output.model_id for output in run.outputs.model_outputs] == [model.model_id for model in models]
+    assert all(model.status == LoggedModelStatus.READY for model in models)
+    return models
+
+
 def test_the_model_is_logged_with_a_signature(small_config, tracking_store):
     run_id, _ = runlog.run_training(small_config.replace(log_model=True, epochs=1))
-    models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run_id}'", output_format="list")
+    models = logged_models(MlflowClient(tracking_store), run_id)
     assert len(models) == 1
     loaded = mlflow.pytorch.load_model(models[0].model_uri)
     assert loaded(__import__("torch").zeros(2, 784)).shape == (2, 10)
@@ -152,12 +165,11 @@ def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, 
     assert len({run.data.tags[records.GROUP_TAG] for run in runs}) == 1
     for run, config, (_, result) in zip(runs, configs, outcomes):
         assert run.info.status == "FINISHED"
-        assert run.info.run_name == config.run_name
+        assert run.info.run_name == f"{config.run_name}-seed{config.seed}"
         assert run.data.params == config.to_params()
         assert run.data.tags[records.CONFIG_DIGEST_TAG] == config_digest(config)
         assert run.data.metrics["test_accuracy"] == result.test_accuracy
-        models = mlflow.search_logged_models(filter_string=f"source_run_id = '{run.info.run_id}'",
-                                             output_format="list")
+        models = logged_models(client, run.info.run_id)
         loaded = mlflow.pytorch.load_model(models[0].model_uri)
         assert isinstance(result.model, torch.nn.Sequential)  # what was handed to log_model
         inputs = torch.randn(5, 784)

@@ -86,6 +86,7 @@ def test_histogram_artifact_and_images(small_config, recorder):
     assert [(key, step) for key, step, _ in recorder.images] == expected
     key, step, image = recorder.images[0]
     assert image.ndim == 3 and image.shape[2] == 3 and image.std() > 0
+    assert image.shape[0] == image.shape[1]  # square: it fills the MLflow UI's image card
 
 
 def test_history_table_holds_every_logged_value(small_config, recorder):

@@ -25,19 +25,39 @@ from actopt.tracking.store import (
 )
 
 ANALYSIS_RUN_NAME = "analysis"
+REPORT_FILE = "report.md"
+
+
+# The report's sections that answer the study and state its decisions, in the order the report has them: the
+# analysis run's description. Lists of run names are left to the report, which the description links.
+DESCRIBED_SECTIONS = ("Answers", "Findings")
+RUN_LIST = "  - runs: "
+
+
+def report_sections(report_text: str) -> dict[str, str]:
+    """The report's ``## `` sections by heading, each up to the next one."""
+    parts = report_text.split("\n## ")[1:]
+    return {part.split("\n", 1)[0].strip(): "## " + part.rstrip() for part in parts}
 
 
 def findings_markdown(report_text: str) -> str:
-    """The report's findings section (up to the next ``## `` heading): the analysis run's description."""
-    start = report_text.find("## Findings")
-    if start < 0:
-        return ""
-    end = report_text.find("\n## ", start + 1)
-    return report_text[start:] if end < 0 else report_text[start:end + 1]
+    """The report's answers and findings (without the runs each lists): what the analysis run's description holds."""
+    sections = report_sections(report_text)
+    chosen = [sections[name] for name in sections if name in DESCRIBED_SECTIONS]
+    lines = "\n\n".join(chosen).split("\n")
+    return "\n".join(line for line in lines if not line.startswith(RUN_LIST))
+
+
+def analysis_description(report_text: str, experiment_id: str, run_id: str) -> str:
+    """The description: a link to the whole report, then its answers and findings, cut between blocks to fit."""
+    link = f"[report.md]({notes.artifact_link(experiment_id, run_id, REPORT_FILE)})"
+    head = f"**The whole report, with its tables, the runs behind each finding and the figures: {link}.**"
+    body = findings_markdown(report_text)
+    return notes.fit(f"{head}\n\n{body}" if body else head, f"the whole report is {link}")
 
 
 def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], metrics: dict[str, float],
-                     description: str = "") -> str:
+                     report_text: str = "") -> str:
     """Log ``directory`` (report and figures) as the artifacts of an analysis run; returns its id.
 
     Under ``mlflow run`` the run MLflow created for the command (``MLFLOW_RUN_ID``) receives
@@ -56,8 +76,9 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
             run_id = client.create_run(experiment_id, run_name=ANALYSIS_RUN_NAME).info.run_id
         try:
             tags = [RunTag(KIND_TAG, "analysis"), RunTag("mlflow.runName", ANALYSIS_RUN_NAME)]
-            if description:
-                tags.append(RunTag(notes.DESCRIPTION_TAG, notes.fit(description, "the whole report is report.md")))
+            if report_text:
+                experiment_id = client.get_run(run_id).info.experiment_id
+                tags.append(RunTag(notes.DESCRIPTION_TAG, analysis_description(report_text, experiment_id, run_id)))
             stamp = int(time.time() * 1000)
             values = [Metric(key, value, stamp, 0) for key, value in metrics.items()]
             client.log_batch(run_id, tags=tags, metrics=values)
@@ -116,8 +137,7 @@ def analyze_experiment(
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
                   "output_dir": str(output_dir)}
         metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
-        run_id = log_analysis_run(experiment, folder, params, metrics,
-                                  findings_markdown(written.report.read_text(encoding="utf-8")))
+        run_id = log_analysis_run(experiment, folder, params, metrics, written.report.read_text(encoding="utf-8"))
     return Outcome(written, len(runs), run_id, histories.attrs.get("history_problems", {}))
 
 

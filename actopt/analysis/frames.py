@@ -146,9 +146,12 @@ def label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:
 
 
 def run_name(row: pd.Series) -> str:
-    """The run's name, which omits the seed like every default; so a seed other than 0 is added."""
-    seed = row.get("seed")
-    return f"{row['run_name']} seed {seed}" if pd.notna(seed) and seed != 0 else str(row["run_name"])
+    """The run's name with its seed: runs name it (``-seed1``) since issue 24; older ones omit it, and then a seed
+    other than 0 is added."""
+    seed, name = row.get("seed"), str(row["run_name"])
+    if pd.isna(seed) or seed == 0 or name.endswith(f"-seed{int(seed)}"):
+        return name
+    return f"{name} seed {int(seed)}"
 
 
 def run_reference(row: pd.Series) -> str:

@@ -17,13 +17,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from actopt.core.data import DATASETS, INPUT_SCALINGS
-from actopt.core.models import ACTIVATIONS, INITIALIZATIONS
-from actopt.core.optimizers import OPTIMIZERS
+from actopt.core import names
+from actopt.core.names import ACTIVATIONS, DATASETS, INITIALIZATIONS, INPUT_SCALINGS, OPTIMIZERS
 from actopt.errors import ConfigError, choose
 
 # "auto" picks CUDA when present; everything (data, statistics) then lives on that device.
 DEVICES = {"auto": None, "cpu": "cpu", "cuda": "cuda"}
+# The named fields and the names each takes: checked here, offered as choices by the CLI.
+CHOICES: dict[str, tuple[str, ...]] = {"dataset": DATASETS, "activation": ACTIVATIONS, "init": INITIALIZATIONS,
+                                       "optimizer": OPTIMIZERS, "device": names.DEVICES,
+                                       "input_scaling": INPUT_SCALINGS}
 
 
 # torch and numpy take seeds as unsigned 32- or 64-bit numbers, and the gradient probe seeds with seed + 1:
@@ -107,7 +110,7 @@ class TrainConfig:
 
     @property
     def run_name(self) -> str:
-        """A name readable in the MLflow UI's run list, e.g. ``relu-adam-lr0.001``."""
+        """The configuration's name, e.g. ``relu-adam-lr0.001``; its MLflow run adds the seed (``records.run_name``)."""
         parts = [self.activation, self.optimizer, f"lr{self.learning_rate:g}"]
         if self.depth > 0:
             parts.append(f"depth{self.depth}")
@@ -119,6 +122,11 @@ class TrainConfig:
             parts.append(self.input_scaling)
         if self.train_examples:
             parts.append(f"train{self.train_examples}")
+        # Two configurations that differ only here would otherwise share a name in the UI's table.
+        if self.momentum > 0:
+            parts.append(f"momentum{self.momentum:g}")
+        if self.weight_decay > 0:
+            parts.append(f"wd{self.weight_decay:g}")
         return "-".join(parts)
 
     def to_params(self) -> dict[str, str]:
@@ -214,14 +222,31 @@ def parse_sizes(value: Any) -> tuple[int, ...]:
     return sizes
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric field takes; ``validate`` checks the same bounds in its own words (a test holds the two
+    equal), and the CLI's options are typed and range-checked by click with these."""
+
+    minimum: float | None = None
+    maximum: float | None = None
+    minimum_open: bool = False
+    maximum_open: bool = False
+
+
+RANGES: dict[str, Range] = {
+    "depth": Range(0, INTEGER_LIMIT), "width": Range(1, INTEGER_LIMIT),
+    "dropout": Range(0, 1, maximum_open=True), "learning_rate": Range(0, minimum_open=True),
+    "momentum": Range(0, 1, maximum_open=True), "weight_decay": Range(0),
+    "batch_size": Range(1, INTEGER_LIMIT), "epochs": Range(1, INTEGER_LIMIT),
+    "validation_fraction": Range(0, 1, minimum_open=True, maximum_open=True),
+    "seed": Range(0, SEED_LIMIT), "max_batches": Range(0, INTEGER_LIMIT), "train_examples": Range(0, INTEGER_LIMIT),
+}
+
+
 def validate(config: TrainConfig) -> None:
     """Raise ConfigError for the first value that cannot train."""
-    choose(DATASETS, config.dataset, "dataset")
-    choose(ACTIVATIONS, config.activation, "activation")
-    choose(INITIALIZATIONS, config.init, "init")
-    choose(OPTIMIZERS, config.optimizer, "optimizer")
-    choose(DEVICES, config.device, "device")
-    choose(INPUT_SCALINGS, config.input_scaling, "input_scaling")
+    for name, choices in CHOICES.items():
+        choose(dict.fromkeys(choices), getattr(config, name), name)
     checks = [
         (config.learning_rate > 0, f"learning_rate must be > 0, got {config.learning_rate:g}"),
         (0 <= config.momentum < 1, f"momentum must be in [0, 1), got {config.momentum:g}"),

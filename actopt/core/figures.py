@@ -12,9 +12,19 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+# MLflow 3.17's image card shows an image scaled into a square-ish box: a square image fills it, where the wide
+# 8 × 2.5 inch strip of a 3-layer net was a thumbnail a few pixels high (seen in Chromium at the default card size).
+SIDE_INCHES = 6.0
+DPI = 90
+
+
+def tick_size(layers: int) -> float:
+    """Layer labels that stay apart: a 40-layer net's rows are a tenth of the square's height."""
+    return 9 if layers <= 12 else 7 if layers <= 24 else 6
+
 
 def step_title(step: int) -> str:
-    return f"Gradient histogram on a fixed minibatch, step {step} ({'init' if step == 0 else f'after epoch {step}'})"
+    return f"Gradient histogram on a fixed minibatch\nstep {step} ({'init' if step == 0 else f'after epoch {step}'})"
 
 
 def layer_fractions(counts: Sequence[Sequence[int]]) -> np.ma.MaskedArray:
@@ -36,16 +46,15 @@ def histogram_images(
     # Open-ended buckets are drawn one bin wide beyond each end.
     width = edges[1] - edges[0]
     x_edges = [edges[0] - width, *edges, edges[-1] + width]
-    height = max(2.5, 0.9 + 0.22 * len(layer_names))
     steps = sorted(histograms)
-    figure, axes = plt.subplots(figsize=(8, height), dpi=80)
+    figure, axes = plt.subplots(figsize=(SIDE_INCHES, SIDE_INCHES), dpi=DPI)
     try:
         mesh = axes.pcolormesh(x_edges, np.arange(len(layer_names) + 1), layer_fractions(histograms[steps[0]]),
                                cmap="viridis", norm=LogNorm(1e-4, 1.0))
-        axes.set_yticks(np.arange(len(layer_names)) + 0.5, layer_names, fontsize=7 if len(layer_names) > 12 else 9)
+        axes.set_yticks(np.arange(len(layer_names)) + 0.5, layer_names, fontsize=tick_size(len(layer_names)))
         axes.invert_yaxis()
-        axes.set_xlabel(f"log10 |weight gradient|  (first column: < 1e{edges[0]:g} or exactly 0)")
-        title = axes.set_title(step_title(steps[0]))
+        axes.set_xlabel(f"log10 |weight gradient|\n(first column: < 1e{edges[0]:g} or exactly 0)")
+        title = axes.set_title(step_title(steps[0]), fontsize=10)
         figure.colorbar(mesh, ax=axes, label="fraction of weights")
         figure.tight_layout()
         for step in steps:

@@ -302,10 +302,15 @@ def row_accuracy(row: Row) -> float | None:
     return row.run.best_val_accuracy if row.run and row.status in (FINISHED, DIVERGED) else None
 
 
+def by_result(rows: Sequence[Row]) -> list[Row]:
+    """Best validation accuracy first; runs without one (failed, killed, not run) last, in the study's order."""
+    return sorted(rows, key=lambda row: -(row_accuracy(row) if row_accuracy(row) is not None else -1.0))
+
+
 def summary_table(rows: Sequence[Row]) -> str:
-    """The end-of-sweep table: every configuration with its status, best validation accuracy and time."""
+    """The end-of-sweep table: every configuration with its status, best validation accuracy and time, best first."""
     lines = [f"{'status':<9} {'val_acc':>7} {'time':>8}  {'run_id':<32}  configuration"]
-    for row in rows:
+    for row in by_result(rows):
         lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} "
                      f"{format_seconds(run_seconds(row.run)):>8}  "
                      f"{row.run.run_id if row.run else '-':<32}  {label(row.config)}")
@@ -373,8 +378,10 @@ def sweep_claimed(
     existing = records.find_sweep_parent(experiment_name, study.digest, quick)
     if existing is not None:
         refuse_if_running(existing)
+    varying = tuple(name for name, value in configs[0].to_params().items()
+                    if any(config.to_params()[name] != value for config in configs))
     parent = records.open_sweep_parent(experiment_name, study.name, study.digest, quick, study.text, existing,
-                                        launcher_run_id, study.description)
+                                        launcher_run_id, study.description, varying)
     try:
         return sweep_under(parent, study, configs, executor, report, group_size)
     except (KeyboardInterrupt, signals.Terminated):

@@ -7,7 +7,9 @@ runs table filter, e.g. ``tags."diagnosis.dead_units" = 'true'``.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from collections.abc import Sequence
 from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
@@ -26,8 +28,47 @@ EXPERIMENT_KIND = "custom_model_development"
 # What opens an experiment of the 3.17 UI on its runs table in the Model training view (docs/diagnosis.md).
 RUNS_PAGE = "/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 RUN_PAGE = "/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
-# MLflow refuses longer tag values (mlflow.utils.validation.MAX_TAG_VAL_LENGTH is 8000).
+ARTIFACT_PAGE = "#/experiments/{experiment_id}/runs/{run_id}/artifacts/{path}"
+# MLflow 3.17 cuts a longer run tag to mlflow.utils.validation.MAX_TAG_VAL_LENGTH (8000 characters) without a word
+# (MLFLOW_TRUNCATE_LONG_VALUES), mid-number if it falls there; the UI shows a description of that length whole.
 MAX_DESCRIPTION = 8000
+
+
+# The 3.17 UI's shared views: an experiment tag ``mlflow.sharedViewState.<key>`` holding the runs table's state as
+# JSON (search, sort, columns), opened by ``?viewStateShareKey=<key>``. A search with a sort by a metric shows the
+# matching runs flat, not folded under their parent; columns are otherwise kept in the browser and not addressable.
+SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
+STUDY_VIEW = "study"
+STUDY_PAGE = "/#/experiments/{experiment_id}/runs?viewStateShareKey=" + STUDY_VIEW + "&workflowType=machine_learning"
+# What a reader of a study's children looks at first, after the configuration's varying params and the seed.
+STUDY_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss")
+STUDY_TAGS = ("best_epoch", "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("overfitting", "dead_units",
+                                                                                 "saturation")))
+
+
+def column(kind: str, name: str) -> str:
+    """A runs-table column as the UI names it: ``metrics.`best_val_accuracy```."""
+    return f"{kind}.`{name}`"
+
+
+def study_view(parent_run_id: str, varying: Sequence[str]) -> str:
+    """The runs table of a sweep's children, flat and best first, with their configuration, seed, results and
+    diagnoses as columns: the shared view's JSON."""
+    params = [name for name in varying if name != "seed"] + ["seed"]
+    columns = [*(column("params", name) for name in params),
+               *(column("metrics", name) for name in STUDY_METRICS), *(column("tags", name) for name in STUDY_TAGS)]
+    return json.dumps({"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
+                       "orderByKey": column("metrics", "best_val_accuracy"), "orderByAsc": False,
+                       "selectedColumns": columns})
+
+
+def share_study_view(client: MlflowClient, experiment_id: str, parent_run_id: str, varying: Sequence[str]) -> None:
+    client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + STUDY_VIEW, study_view(parent_run_id, varying))
+
+
+def study_page_url(ui_address: str, experiment_id: str) -> str:
+    """The UI address of a study's children in its shared view (``share_study_view``)."""
+    return ui_address.rstrip("/") + STUDY_PAGE.format(experiment_id=experiment_id)
 
 
 def diagnosis_tags(checks: dict[str, diagnosis.Check]) -> dict[str, str]:
@@ -41,11 +82,32 @@ def run_note_tags(config: TrainConfig, result: TrainResult) -> dict[str, str]:
 
 
 def fit(text: str, tail: str = "") -> str:
-    """``text`` cut to what a tag holds, saying where the rest is (``tail``)."""
+    """``text`` cut to what a tag holds, saying where the rest is (``tail``, markdown). The cut falls between
+    blocks (paragraphs, list items with their sub-items, tables: what blank lines separate), a table's rows
+    also between them, never inside a line: nothing ends mid-sentence or mid-number."""
     if len(text) <= MAX_DESCRIPTION:
         return text
-    notice = f"\n\n… (cut to fit; {tail or 'the rest is not shown'})\n"
-    return text[: MAX_DESCRIPTION - len(notice)] + notice
+    notice = f"\n\n… (cut to fit the description; {tail or 'the rest is not shown'})\n"
+    room = MAX_DESCRIPTION - len(notice)
+    kept: list[str] = []
+    for block in text.split("\n\n"):
+        candidate = "\n\n".join([*kept, block])
+        if len(candidate) <= room:
+            kept.append(block)
+            continue
+        # A table (or a first block too long alone) is cut between its rows; a list item stays whole.
+        lines = block.split("\n") if block.startswith("|") or not kept else []
+        while lines and len("\n\n".join([*kept, "\n".join(lines)])) > room:
+            lines.pop()
+        if lines:
+            kept.append("\n".join(lines))
+        break
+    return "\n\n".join(kept).rstrip() + notice
+
+
+def artifact_link(experiment_id: str, run_id: str, path: str) -> str:
+    """A link, relative to the UI, that opens one artifact of a run in the run page's artifact viewer."""
+    return ARTIFACT_PAGE.format(experiment_id=experiment_id, run_id=run_id, path=path)
 
 
 def mark_experiment(client: MlflowClient, experiment_id: str, text: str | None = None) -> None:

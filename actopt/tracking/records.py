@@ -68,6 +68,12 @@ class SweepRun:
     test_accuracy: float | None = None
 
 
+def run_name(config: TrainConfig) -> str:
+    """The name of a training run in the UI's table: its configuration and its seed, e.g.
+    ``relu-adam-lr0.001-seed1``, so that the three seeds of a configuration read apart."""
+    return f"{config.run_name}-seed{config.seed}"
+
+
 def sweep_run(run: Any) -> SweepRun:
     tags = run.data.tags
     pid = tags.get(PID_TAG, "")
@@ -177,10 +183,12 @@ def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> S
 def open_sweep_parent(
     experiment_name: str, study: str, study_digest: str, quick: bool, study_text: str,
     existing: SweepRun | None, launcher_run_id: str | None = None, description: str = "",
+    varying: tuple[str, ...] = (),
 ) -> str:
     """Reopen ``existing`` (RUNNING again), else adopt the ``mlflow run`` launcher run, else create a
-    parent run; tag it with the study and this process. The experiment is marked as model training and
-    gets the study's ``description`` unless it has one. Returns the parent run's id."""
+    parent run; tag it with the study and this process. The experiment is marked as model training,
+    gets the study's ``description`` unless it has one, and the runs-table view of this parent's children
+    with the ``varying`` params as columns (``notes.study_page_url``). Returns the parent run's id."""
     client = configure()
     tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: study_digest, QUICK_TAG: str(quick).lower(),
             **process_tags()}
@@ -194,7 +202,9 @@ def open_sweep_parent(
         run_id = client.create_run(ensure_experiment(client, experiment_name), tags=tags, run_name=study).info.run_id
     try:
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
-        notes.mark_experiment(client, client.get_run(run_id).info.experiment_id, description)
+        experiment_id = client.get_run(run_id).info.experiment_id
+        notes.mark_experiment(client, experiment_id, description)
+        notes.share_study_view(client, experiment_id, run_id, varying)
         client.log_text(run_id, study_text, STUDY_ARTIFACT)
     except Exception as error:  # an artifact location that cannot be written: the parent must not stay RUNNING
         with contextlib.suppress(Exception):
@@ -259,7 +269,7 @@ def record_failure(config: TrainConfig, parent_run_id: str, tags: dict[str, str]
         experiment_id = client.get_run(parent_run_id).info.experiment_id
         names = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
                  "study": config.study, PARENT_RUN_TAG: parent_run_id}
-        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=config.run_name).info.run_id
+        run_id = client.create_run(experiment_id, tags={**names, **tags}, run_name=run_name(config)).info.run_id
         client.log_batch(run_id, params=[Param(key, value) for key, value in config.to_params().items()])
     client.set_tag(run_id, ERROR_TAG, error)
     client.log_text(run_id, details, ERROR_ARTIFACT)

@@ -28,7 +28,7 @@ from actopt.core.data import DatasetSplits, load_splits
 from actopt.core.training import TrainResult, resolve_device, train_group
 from actopt.errors import mask_credentials
 from actopt.tracking import notes
-from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, ensure_experiment, process_tags
+from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, ensure_experiment, process_tags, run_name
 from actopt.tracking.signals import Terminated
 from actopt.tracking.store import LEFT_RUNNING, RUN_ID_VARIABLE, configure, no_answer, quick_http
 
@@ -103,11 +103,18 @@ class MlflowRunLogger:
         model.eval()
         with torch.no_grad():
             output = model(torch.as_tensor(input_example)).numpy()
+        # mlflow.pytorch.log_model(run_id=...) without an active run files the LoggedModel under the
+        # process's current experiment (`Default`), where neither the run page nor the study's Models page
+        # finds it; created here, in the run's own experiment, it is both.
+        run = self.client.get_run(self.run_id)
+        logged = self.client.create_logged_model(run.info.experiment_id, name="model", source_run_id=self.run_id,
+                                                 params=dict(run.data.params))
         # Explicit requirements skip MLflow's inference, which re-imports the model in a subprocess.
         mlflow.pytorch.log_model(
             model,
             name="model",
             run_id=self.run_id,  # members of a group are logged side by side: no active run to rely on
+            model_id=logged.model_id,
             signature=infer_signature(input_example, output),
             input_example=input_example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
@@ -139,7 +146,7 @@ def log_dataset(client: MlflowClient, run_id: str, dataset: MetaDataset) -> None
 
 def run_tags(config: TrainConfig, device: torch.device) -> dict[str, str]:
     tags = {"dataset": config.dataset, "activation": config.activation, "optimizer": config.optimizer,
-            "device": device.type, "mlflow.runName": config.run_name}
+            "device": device.type, "mlflow.runName": run_name(config)}
     if config.study:
         tags["study"] = config.study
     return tags
@@ -156,7 +163,7 @@ def start_member_run(client: MlflowClient, config: TrainConfig, parent_run_id: s
     else:
         experiment_id = ensure_experiment(client, config.experiment_name)
         first = {**tags, **({MLFLOW_PARENT_RUN_ID: parent_run_id} if parent_run_id else {})}
-        run_id = client.create_run(experiment_id, tags=resolve_tags(first), run_name=config.run_name).info.run_id
+        run_id = client.create_run(experiment_id, tags=resolve_tags(first), run_name=run_name(config)).info.run_id
     logger = MlflowRunLogger(client, run_id)
     if config.system_metrics:
         logger.monitor_system(resume=bool(existing))
