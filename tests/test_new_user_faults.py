@@ -109,7 +109,8 @@ def test_experiment_names_map_to_folders_of_their_own(client, tmp_path):
                for folder in folders)
     long = "x" * 300
     log_run(client, long, {"activation": "relu"}, history("relu"))
-    result = CliRunner().invoke(main, ["analyze", "--experiment", long, "--output-dir", str(tmp_path), "--log", "false"])
+    arguments = ["analyze", "--experiment", long, "--output-dir", str(tmp_path), "--log", "false"]
+    result = CliRunner().invoke(main, arguments)
     assert result.exit_code == 0, result.output
     assert (tmp_path / safe_folder_name(long) / "report.md").is_file()
 
