@@ -229,3 +229,19 @@ def test_the_dropout_gap_is_compared_against_dropout_zero_with_narrower_as_bette
     assert decisions.verdict(gap, "holm").startswith(
         "dropout 0.5 has a narrower train/validation gap than dropout 0 by 1.9 points (95% CI [1.7, 2.1], 3 seeds; ")
     assert CHANCE_MARGIN == 0.02
+
+
+def test_difference_intervals_stay_within_what_two_accuracies_can_differ_by():
+    # relu learns on two seeds and collapses on the third: the spread makes Student t's interval reach past ±1.
+    rows = [{"activation": "relu", "seed": seed, "test_accuracy": accuracy}
+            for seed, accuracy in enumerate([0.95, 0.96, 0.12])]
+    rows += [{"activation": "sigmoid", "seed": seed, "test_accuracy": 0.11} for seed in range(3)]
+    (decision,) = judged(run_table(rows))
+    raw = statistics.paired_difference(pd.Series([0.95, 0.96, 0.12]), pd.Series([0.11] * 3))
+    assert raw.high > 1  # the unbounded interval the decision must not show
+    for interval in (decision.difference, decision.simultaneous):
+        assert -1 <= interval.low <= interval.high <= 1
+    sign = 1 if decision.difference.mean > 0 else -1  # the pair may be written sigmoid − relu
+    ends = sorted(sign * end for end in (decision.difference.low, decision.difference.high))
+    assert ends == pytest.approx([raw.low, 1.0])
+    assert decision.difference.p_value == pytest.approx(raw.p_value)

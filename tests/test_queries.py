@@ -159,3 +159,12 @@ def test_a_run_with_many_metrics_gives_a_table_the_analysis_can_extend_without_w
         warnings.simplefilter("error", pd.errors.PerformanceWarning)
         for index in range(5):  # the analysis adds a few columns (order keys, groups, scores)
             runs = runs.assign(**{f"added_{index}": index})
+
+
+
+def test_a_run_from_before_an_option_existed_reads_as_its_default():
+    # Runs logged before input_scaling and train_examples existed trained on [-1, 1] inputs and the whole split.
+    old = queries.typed_params({"activation": "relu", "seed": "1"})
+    assert old["input_scaling"] == "symmetric" and old["train_examples"] == 0
+    assert queries.typed_params({"activation": "relu", "input_scaling": "unit"})["input_scaling"] == "unit"
+    assert "input_scaling" not in queries.typed_params({"optimizer": "sgd"})  # another tool's run stays without it

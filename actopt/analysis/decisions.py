@@ -39,6 +39,7 @@ from actopt.analysis.statistics import (
     POWER,
     SEEDS_LIMIT,
     Interval,
+    bounded,
     detectable_effect,
     paired_difference,
     seeds_needed,
@@ -66,6 +67,7 @@ class Measure:
     single_seed_margin: float  # in the column's own units
     verb: str  # how the better level is said to win: "beats {other} on test accuracy"
     adjective: str  # the verdict column's word for the better level: "higher"
+    span: float = 1.0  # the largest |first − second| the measure can take, in the column's own units
 
     def amount(self, value: float) -> str:
         return f"{value * self.scale:.1f} {self.unit}"
@@ -95,7 +97,7 @@ MEASURES = {
                         True, 100.0, "points", ACCURACY_NOISE,
                         "beats {other} on mean validation accuracy over the epochs", "higher"),
     "gap": Measure("final_gap", "train/validation gap", False, 100.0, "points", ACCURACY_NOISE,
-                   "has a narrower train/validation gap than {other}", "narrower gap"),
+                   "has a narrower train/validation gap than {other}", "narrower gap", span=2.0),
 }
 
 
@@ -174,7 +176,9 @@ def decide(contrasts: list[Contrast], table: pd.DataFrame, method: str = multipl
     columns = label_columns(tuned, science_columns(tuned))
     by_seed = seed_tables(tuned) if contrasts else {}
     values = [paired_values(contrast, by_seed, columns) for contrast in contrasts]
-    differences = [paired_difference(first, second, confidence) for first, second, _ in values]
+    spans = [MEASURES[contrast.measure].span for contrast in contrasts]
+    differences = [bounded(paired_difference(first, second, confidence), span)
+                   for (first, second, _), span in zip(values, spans)]
     adjusted = multiplicity.adjust([difference.p_value for difference in differences], method)
     size = sum(1 for difference in differences if math.isfinite(difference.p_value))
     alpha = 1 - confidence
@@ -183,12 +187,14 @@ def decide(contrasts: list[Contrast], table: pd.DataFrame, method: str = multipl
     # study of several seeds a pair that shares one seed is not decided.
     single_seed = table["seed"].nunique() < 2
     decisions = []
-    for contrast, (first, second, unpaired), difference, p_value in zip(contrasts, values, differences, adjusted):
+    for contrast, (first, second, unpaired), difference, p_value, span in zip(contrasts, values, differences, adjusted,
+                                                                               spans):
         if difference.count == 1:
             decided = single_seed and abs(difference.mean) > MEASURES[contrast.measure].single_seed_margin
         else:
             decided = bool(math.isfinite(p_value) and p_value <= alpha)
-        decisions.append(Decision(contrast, difference, paired_difference(first, second, wide), float(p_value),
+        decisions.append(Decision(contrast, difference, bounded(paired_difference(first, second, wide), span),
+                                  float(p_value),
                                   decided, alpha / max(size, 1), unpaired))
     return decisions
 

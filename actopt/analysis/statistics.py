@@ -10,6 +10,7 @@ interval is narrower than two separate ones whenever the seeds' luck is shared.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from dataclasses import dataclass
@@ -93,6 +94,14 @@ def proportion_interval(values: pd.Series | np.ndarray | list[float], confidence
         return Interval(mean, math.nan, math.nan, logits.count)
     low, high = (float(1 / (1 + math.exp(-value))) for value in (logits.low, logits.high))
     return Interval(mean, min(low, mean), max(high, mean), logits.count, float(array.std(ddof=1)))
+
+
+def bounded(interval: Interval, span: float) -> Interval:
+    """The interval intersected with [−span, span], the differences the measure can take (two accuracies differ by at
+    most 1): the true difference lies there, so the intersection covers it whenever the interval did."""
+    if not interval.defined:
+        return interval
+    return dataclasses.replace(interval, low=max(interval.low, -span), high=min(interval.high, span))
 
 
 def paired_difference(first: pd.Series, second: pd.Series, confidence: float = CONFIDENCE) -> Interval:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from actopt.core.config import TrainConfig, parse_value
+from actopt.core.config import TrainConfig, format_value, parse_value
 from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
@@ -38,6 +38,9 @@ SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_los
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
+# Options added after runs were first logged, as params of a run from before them: it trained with their defaults
+# ([-1, 1] inputs, the whole training split), and is compared with the runs that log them as such.
+ADDED_FIELDS = {name: format_value(_CONFIG_FIELDS[name].default) for name in ("input_scaling", "train_examples")}
 _COLUMN_DTYPES = {"int": "Int64", "float": "float64", "bool": "boolean"}
 INT64_RANGE = (-(2**63), 2**63 - 1)
 
@@ -164,6 +167,8 @@ def data_digest(run: Any) -> str | None:
 def typed_params(params: dict[str, str]) -> dict[str, Any]:
     """Config params cast to their ``TrainConfig`` types; a value that does not parse becomes missing."""
     typed: dict[str, Any] = {}
+    if "activation" in params:  # a run of actopt's (another tool's run stays without them, and is left out)
+        params = {**ADDED_FIELDS, **params}
     for name, item in _CONFIG_FIELDS.items():
         if name in params:
             with contextlib.suppress(UserError):
