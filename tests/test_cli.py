@@ -104,7 +104,8 @@ def test_help_and_completion_import_neither_torch_nor_mlflow():
         output, heavy = cli_imports(arguments)
         assert "Usage: actopt" in output and heavy == [], arguments
     studies, heavy = completion("actopt sweep mnist-")
-    assert studies.split() == ["plain,mnist-depth", "plain,mnist-overfitting"] and heavy == []
+    presets = ["plain,mnist-depth", "plain,mnist-overfitting", "plain,mnist-overfitting-search"]
+    assert studies.split() == presets and heavy == []
     activations, heavy = completion("actopt train --activation s")
     assert activations.split() == ["plain,sigmoid", "plain,selu", "plain,silu"] and heavy == []
     assert completion("actopt train --log-model ")[0].split() == ["plain,true", "plain,false"]

@@ -16,6 +16,7 @@ PRESETS = {
     "fashion-activations": (63, "How sigmoid, tanh and ReLU train a 784-256-128-10 MLP on Fashion-MNIST"),
     "mnist-depth": (72, "Whether gradients vanish or explode through 5, 20 and 40 hidden layers"),
     "mnist-overfitting": (18, "How dropout changes the gap between training and validation accuracy"),
+    "mnist-overfitting-search": (24, "Where the overfitting that source 004 reports"),
 }
 
 

@@ -135,10 +135,11 @@ def test_children_tags_and_descriptions_agree_with_the_report(tmp_path, data_dir
     experiment_id = client.get_run(outcome.run_id).info.experiment_id
     link = notes.artifact_link(experiment_id, outcome.run_id, "report.md")
     assert analysis.startswith(f"**The whole report, with its tables, the runs behind each finding and the figures: "
-                               f"[report.md]({link}).**\n\n## Findings")
+                               f"[report.md]({link}).**\n\n## Answers")
+    assert "\n## Findings\n" in analysis  # after the answers, in the report's order
     assert "### Divergence" in analysis
     section = findings_markdown(outcome.written.report.read_text())
-    assert section.startswith("## Findings") and "\n## " not in section and "  - runs: " not in section
+    assert section.startswith("## Answers") and "\n## Findings\n" in section and "  - runs: " not in section
     assert len(analysis) <= notes.MAX_DESCRIPTION and (section in analysis or "cut to fit" in analysis)
 
 

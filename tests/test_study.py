@@ -183,7 +183,7 @@ def test_presets_declare_their_questions_and_the_digest_ignores_them(tmp_path):
     asked = {name: [item["id"] for item in load_study(name).questions] for name in preset_names()}
     assert asked == {"fashion-activations": ["activations", "optimizers", "where-gradients-fail"],
                      "mnist-depth": ["trainability", "initialisation", "gradients-with-depth"],
-                     "mnist-overfitting": ["relu", "dropout"]}
+                     "mnist-overfitting": ["relu", "dropout"], "mnist-overfitting-search": ["relu", "dropout"]}
     question = {"id": "a", "question": "Which?", "factors": ["activation"], "measures": ["test_accuracy"]}
     plain = load_study(str(write_study(tmp_path, CONDITIONAL, "plain")))
     asking = load_study(str(write_study(tmp_path, {**CONDITIONAL, "questions": [question],
