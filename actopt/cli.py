@@ -361,8 +361,9 @@ def sweep_command(
         terminal_report("some configurations did not finish: start the same sweep again to run them")
     elif result.exit_code == 0:
         experiment = result.rows[0].config.experiment_name
+        experiment_id = next((row.run.experiment_id for row in result.rows if row.run), "<id>")
         click.echo(f"next: actopt analyze --experiment {shlex.quote(experiment)}   (and the runs in the UI: "
-                   f"#/experiments/<id>/runs?viewStateShareKey=study, README)")
+                   f"#/experiments/{experiment_id}/runs?viewStateShareKey=study, README)")
     sys.exit(result.exit_code)
 
 

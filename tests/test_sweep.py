@@ -343,6 +343,8 @@ def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
     *table, next_step = result.stdout.splitlines()
     assert table[0].split()[:3] == ["status", "val_acc", "time"] and len(table) == 5
     assert next_step.startswith("next: actopt analyze --experiment tiny-quick")
+    quick_id = MlflowClient().get_experiment_by_name("tiny-quick").experiment_id
+    assert f"#/experiments/{quick_id}/runs?viewStateShareKey=study" in next_step  # the address to open, not a template
     assert all(line.startswith("finished") for line in table[1:])
     assert experiment_runs("tiny") == []  # --quick keeps its runs apart
     children = split(experiment_runs("tiny-quick"))[1]
