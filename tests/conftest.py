@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import struct
 import sys
 from pathlib import Path
@@ -369,3 +370,12 @@ def ray_cluster(ray_module):
         process.wait()
     log.close()
     shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """Sweeps, training and analyze install SIGINT/SIGTERM handlers in this process; each test leaves pytest's own."""
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for number, handler in saved.items():
+        signal.signal(number, handler)

@@ -6,11 +6,9 @@ from __future__ import annotations
 import csv
 import io
 import json
-import signal
 from collections import Counter
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
@@ -22,14 +20,6 @@ TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 1, "max_batches": 2,
         "gradient_statistics": False, "log_model": False, "device": "cpu"}
 # Two activations, each at two learning rates: one comparison, each side at its chosen rate.
 GRID = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.05, 0.5]}}}
-
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
 
 
 class StopAfter:

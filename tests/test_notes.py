@@ -4,10 +4,8 @@ system metrics; and a small synthetic study whose children's tags agree with the
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 from test_unit_fractions import forcing_builder
 
@@ -21,14 +19,6 @@ from actopt.tracking import notes, queries, runlog
 TOPICS = {"divergence": "Divergence", "vanishing_gradients": "Vanishing gradients",
           "exploding_gradients": "Exploding gradients", "dead_units": "Dead units", "inactive_units": "Inactive units",
           "saturation": "Saturation"}
-
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
 
 
 def test_runs_are_tagged_described_and_filterable_by_diagnosis(small_config, monkeypatch):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from pathlib import Path
 
 import pytest
@@ -36,15 +35,6 @@ def test_training_over_http_logs_the_same_run(small_config, mlflow_server, track
         training.HISTORY_ARTIFACT, training.HISTOGRAM_ARTIFACT}
     steps = [point.step for point in remote_client.get_metric_history(remote_run_id, "probe_grad_max_abs/layer_02")]
     assert steps == [0, 1, 2, 3]
-
-
-@pytest.fixture
-def restore_signal_handlers():
-    """`actopt sweep` installs its signal handlers in this process; the test leaves pytest's in place."""
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
 
 
 def children_by_digest(client: MlflowClient, experiment: str) -> dict[str, object]:

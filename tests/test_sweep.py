@@ -44,15 +44,6 @@ FOUR = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [
                                                       "adam": {"learning_rate": [0.001]}}}
 
 
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    """Sweeps install SIGTERM handlers; each test leaves pytest's own in place."""
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
-
-
 def write_study(folder: Path, grid: dict, name: str = "tiny", seeds=(0,), **fixed) -> Path:
     path = folder / f"{name}.json"
     fixed = {key: value for key, value in {**TINY, **fixed}.items() if key not in grid}

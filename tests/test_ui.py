@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import html
 import json
-import signal
 
 import pytest
 from browser import chromium, rendered_dom
@@ -20,14 +19,6 @@ from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
 from actopt.tracking import notes
 
 DEAD = "tags.`diagnosis.dead_units` = 'true'"
-
-
-@pytest.fixture(autouse=True)
-def restore_signal_handlers():
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    yield
-    for number, handler in saved.items():
-        signal.signal(number, handler)
 
 
 @pytest.mark.slow
