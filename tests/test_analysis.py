@@ -396,7 +396,7 @@ def test_mlflow_run_analyze_entry_point(client, tmp_path):
     assert "report.md" in logged and plots.GALLERY_FILE in logged
     report = (tmp_path / "out" / "study" / "report.md").read_text()
     assert "filter `params.optimizer = 'adam'`" in report
-    assert "| relu-adam-lr0.001 `" in report and "tanh-sgd" not in report
+    assert "| relu-adam-lr0.001" in report and "tanh-sgd" not in report
 
 
 def test_mlproject_analyze_parameters_are_the_cli_options():

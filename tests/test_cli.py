@@ -66,7 +66,7 @@ def test_mlflow_run_end_to_end(data_dir, tracking_store):
     assert run.info.status == "FINISHED"
     assert run.data.params["activation"] == "tanh" and run.data.params["learning_rate"] == "1e-1"
     assert run.data.params["gradient_statistics"] == "true"
-    assert run.data.tags["mlflow.runName"] == "tanh-sgd-lr0.1"
+    assert run.data.tags["mlflow.runName"] == "tanh-sgd-lr0.1-seed0"
     assert [point.step for point in client.get_metric_history(run.info.run_id, "val_accuracy")] == [1, 2]
     assert "test_accuracy" in run.data.metrics
 

@@ -152,7 +152,7 @@ def test_sigkill_during_train_and_the_next_train_of_that_configuration_fails_the
     assert again.returncode == 0, again.stderr
     failed = client.get_run(caught.info.run_id)
     assert failed.info.status == "FAILED" and "no longer runs it" in failed.data.tags[records.ERROR_TAG]
-    assert f"run {caught.info.run_id} (relu-adam-lr0.001) left RUNNING" in again.stderr
+    assert f"run {caught.info.run_id} (relu-adam-lr0.001-seed0) left RUNNING" in again.stderr
     statuses = sorted(run.info.status for run in runs_of(tracking_store))
     assert statuses == ["FAILED", "FINISHED", "FINISHED"]
 
