@@ -146,6 +146,45 @@ def usage_in_one_line(command_path: Callable[[], str | None] = lambda: None) -> 
         raise one_line_usage(error, command_path()) from None
 
 
+def failed_library(error: BaseException) -> str | None:
+    """The top-level package whose import raised ``error`` (torch, mlflow, ...), from its traceback: the first
+    module body run outside actopt; None when no import was under way (Python leaves importlib's own frames out)."""
+    trace, importing = error.__traceback__, False
+    while trace is not None:
+        if trace.tb_frame.f_code.co_name == "<module>":
+            importing = True
+            package = trace.tb_frame.f_globals.get("__name__", "").split(".")[0]
+            if package not in ("actopt", "__main__"):
+                return package
+        trace = trace.tb_next
+    return (getattr(error, "name", None) or "a module") if importing else None
+
+
+def memory_limit() -> str:
+    """The process's virtual memory limit in words, or "" where there is none."""
+    import resource
+
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return ""
+    return f"; the virtual memory limit is {limit / 2**30:.1f} GiB (ulimit -v {limit // 1024}): torch needs more"
+
+
+@contextlib.contextmanager
+def libraries_that_load() -> Iterator[None]:
+    """torch and mlflow load inside each command; where they cannot (a low ``ulimit -v`` makes a shared
+    library fail to map, or the import itself runs out of memory) that is one line, not a traceback."""
+    try:
+        yield
+    except (ImportError, MemoryError) as error:
+        if failed_library(error) is None:  # not raised by an import: the command's own error
+            raise
+        from actopt.errors import describe_error
+
+        raise click.ClickException(f"cannot load {failed_library(error)}: {describe_error(error)}"
+                                   f"{memory_limit()}") from None
+
+
 class ActoptGroup(click.Group):
     """Click prints a usage error as usage, hint and error on three lines; every actopt error is one
     line ("Error: ..."), so that logs, CI output and scripts that read the last line keep it whole."""
@@ -166,7 +205,8 @@ class ActoptGroup(click.Group):
         launcher = os.environ.get(RUN_ID_VARIABLE)  # the command may take it out of the environment
         with usage_in_one_line(command_path):  # parsing a command's options happens in here
             try:
-                return super().invoke(ctx)
+                with libraries_that_load():
+                    return super().invoke(ctx)
             except click.ClickException as error:  # the last word on a credential: none in any error line
                 error.message = mask_credentials(error.message)
                 if launcher:
@@ -197,6 +237,9 @@ def stopped_by_signals(what: str) -> Iterator[None]:
     try:
         yield
     except (KeyboardInterrupt, signals.Terminated) as stop:
+        # The command is leaving: a second Ctrl-C now would print a traceback, or kill it by the signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         name = type(stop).__name__
         click.echo(f"{'interrupted' if name == 'KeyboardInterrupt' else 'terminated'}: {what}", err=True)
         sys.exit(SIGNAL_EXIT_CODES[name])
@@ -231,21 +274,12 @@ def parse_config(options: dict[str, str | None]) -> TrainConfig:
 
 
 def before_the_run(config: TrainConfig) -> Any:
-    """Everything that can refuse the command, cheapest first: the store and the experiment (a second), then
-    the data (seconds); returns the device and data."""
-    from actopt.core.config import config_digest
-    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
-        records,
-        runlog,
-        store,
-    )
+    """``runlog.preflight``: every check that can refuse the command, before any run exists; returns the
+    device and data."""
+    from actopt.tracking import runlog  # imports mlflow and torch: slow, and not needed for --help
 
     try:
-        store.check_store(terminal_report)
-        records.check_experiment(config.experiment_name)
-        # A run of this configuration that a killed process left RUNNING ends FAILED now.
-        records.reap_stale(records.running_runs(config.experiment_name, config_digest(config)), terminal_report)
-        return runlog.prepare(config)
+        return runlog.preflight(config, terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
 
@@ -258,9 +292,9 @@ def train_one(config: TrainConfig, prepared: Any) -> Any:
         return runlog.run_training(config, progress_reporter(), prepared=prepared)
     except (OutOfMemory, UserError) as error:  # said in the user's terms; the run ended FAILED
         raise click.ClickException(str(error)) from None
-    except Exception as error:  # the store or the artifact location failed: the run ended FAILED, or
-        # stays RUNNING when its server stopped answering, until the next train of it marks it FAILED
-        raise click.ClickException(store.store_failure(error)) from None
+    except Exception as error:  # the run ended FAILED, or stays RUNNING when its server stopped answering,
+        # until the next train of it marks it FAILED; the store is named only when the error was its own
+        raise click.ClickException(store.store_failure(error, "training")) from None
 
 
 def process_executor(workers: int, ray_address: str) -> Any:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -28,12 +28,26 @@ from actopt.core.data import DatasetSplits, load_splits
 from actopt.core.training import TrainResult, resolve_device, train_group
 from actopt.errors import mask_credentials
 from actopt.tracking import notes
-from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, ensure_experiment, process_tags, run_name
+from actopt.tracking.records import (
+    CONFIG_DIGEST_TAG,
+    GROUP_TAG,
+    check_experiment,
+    ensure_experiment,
+    process_tags,
+    reap_stale,
+    run_name,
+    running_runs,
+)
 from actopt.tracking.signals import Terminated
-from actopt.tracking.store import LEFT_RUNNING, RUN_ID_VARIABLE, configure, no_answer, quick_http
-
-# MLflow's system-metrics monitor says at INFO that it starts and stops: four lines per run, per sweep child.
-logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+from actopt.tracking.store import (
+    LEFT_RUNNING,
+    RUN_ID_VARIABLE,
+    check_store,
+    configure,
+    no_answer,
+    quick_http,
+    run_scope,
+)
 
 
 class MlflowRunLogger:
@@ -182,6 +196,24 @@ def describe_member_run(logger: MlflowRunLogger, config: TrainConfig, data: Data
 
 
 @contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM ignored for the block, then handled as before: a run being ended KILLED after a first
+    Ctrl-C is not cut by a second one (which would leave it RUNNING, or print a traceback). The block is short:
+    ending the runs with the "check" limits."""
+    stops = (signal.SIGINT, signal.SIGTERM)
+    try:
+        saved = {number: signal.signal(number, signal.SIG_IGN) for number in stops}
+    except ValueError:  # not the main thread: no handler of ours can run here anyway
+        yield
+        return
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
 def training_runs(
     configs: Sequence[TrainConfig], datas: Sequence[DatasetSplits], device: torch.device,
     parent_run_id: str | None = None, tags: dict[str, str] | None = None,
@@ -191,28 +223,30 @@ def training_runs(
     signal and FAILED on an error."""
     if len(configs) > 1 and os.environ.get(RUN_ID_VARIABLE):
         raise ValueError("under mlflow run only a single configuration continues mlflow run's run")
-    client = configure()
-    group = {GROUP_TAG: uuid.uuid4().hex[:16]}
-    loggers: list[MlflowRunLogger] = []
-    try:
-        for config, data in zip(configs, datas):
-            # The configuration and the process, so that a run left RUNNING by a process that died is
-            # found and marked FAILED by the next sweep or `actopt train` of the same configuration.
-            member_tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {}), **group}
-            loggers.append(start_member_run(client, config, parent_run_id, member_tags))
-            describe_member_run(loggers[-1], config, data, device, member_tags)
-        yield loggers
-    except (KeyboardInterrupt, Terminated):
-        end_all(loggers, "KILLED", quick=True)  # a signal asks to stop now, not after a silent server's retries
-        raise
-    except BaseException as error:
+    with run_scope():
+        client = configure()
+        group = {GROUP_TAG: uuid.uuid4().hex[:16]}
+        loggers: list[MlflowRunLogger] = []
         try:
-            end_all(loggers, "FAILED", quick=no_answer(error))
-        except Exception:  # the store that failed the run refuses its end too: the first error is the one to tell
-            setattr(error, LEFT_RUNNING, True)
-        raise
-    else:
-        end_all(loggers, "FINISHED")
+            for config, data in zip(configs, datas):
+                # The configuration and the process, so that a run left RUNNING by a process that died is
+                # found and marked FAILED by the next sweep or `actopt train` of the same configuration.
+                member_tags = {CONFIG_DIGEST_TAG: config_digest(config), **process_tags(), **(tags or {}), **group}
+                loggers.append(start_member_run(client, config, parent_run_id, member_tags))
+                describe_member_run(loggers[-1], config, data, device, member_tags)
+            yield loggers
+        except (KeyboardInterrupt, Terminated):
+            with signals_held():  # a signal asks to stop now, not after a silent server's retries
+                end_all(loggers, "KILLED", quick=True)
+            raise
+        except BaseException as error:
+            try:
+                end_all(loggers, "FAILED", quick=no_answer(error))
+            except Exception:  # the store that failed the run refuses its end too: the first error is the one to tell
+                setattr(error, LEFT_RUNNING, True)
+            raise
+        else:
+            end_all(loggers, "FINISHED")
 
 
 @contextlib.contextmanager
@@ -235,6 +269,18 @@ def end_all(loggers: Sequence[MlflowRunLogger], status: str, quick: bool = False
             failure = failure or error
     if failure is not None:
         raise failure
+
+
+def preflight(config: TrainConfig, report: Callable[[str], None] = lambda line: None,
+              ) -> tuple[torch.device, DatasetSplits]:
+    """Every check that can refuse a training run, cheapest first, before any run exists: the store answers
+    and opens, the experiment is not deleted (about a second), then the data loads (seconds). A run of this
+    configuration that a killed process left RUNNING is marked FAILED on the way (``report`` says so).
+    Returns the device and data that ``run_training(prepared=...)`` takes; raises ``UserError``."""
+    check_store(report)
+    check_experiment(config.experiment_name)
+    reap_stale(running_runs(config.experiment_name, config_digest(config)), report)
+    return prepare(config)
 
 
 def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:

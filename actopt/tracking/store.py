@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -47,36 +50,16 @@ HTTP_LIMITS = {
     "check": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
               "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"},
 }
-# Which row actopt last wrote into the environment (inherited by workers): a value that differs from
-# that row's was set by the user.
+# Which row of HTTP_LIMITS is in the environment, while actopt holds one there (inherited by the workers a
+# sweep starts meanwhile): a value that differs from that row's was set by the user.
 APPLIED_LIMITS_VARIABLE = "ACTOPT_HTTP_LIMITS"
 
 
-def apply_http_limits(use: str) -> None:
-    """Write row ``use`` of HTTP_LIMITS where MLflow reads it (the environment, at each request),
-    keeping every value the user exported."""
-    previous = HTTP_LIMITS.get(os.environ.get(APPLIED_LIMITS_VARIABLE, ""), {})
-    for name, value in HTTP_LIMITS[use].items():
-        current = os.environ.get(name)
-        if current is None or current == previous.get(name):
-            os.environ[name] = value
-    os.environ[APPLIED_LIMITS_VARIABLE] = use
-
-
-def configure(use: str = "run") -> MlflowClient:
-    """Point MLflow at the tracking URI with the HTTP limits of ``use``; returns a client for it."""
-    apply_http_limits(use)
-    masking.hide_credentials(tracking_uri())
-    mlflow.set_tracking_uri(tracking_uri())
-    return MlflowClient(tracking_uri())
-
-
 @contextlib.contextmanager
-def quick_http() -> Iterator[None]:
-    """MLflow requests with the "check" limits for a moment; the limits before it come back after."""
-    names = [*HTTP_LIMITS["check"], APPLIED_LIMITS_VARIABLE]
+def restored_environment(names: Iterable[str]) -> Iterator[None]:
+    """The variables ``names`` as they were on entry, once the block ends: MLflow reads its settings from the
+    environment at each request, so actopt writes them there, for the length of a call only."""
     saved = {name: os.environ.get(name) for name in names}
-    apply_http_limits("check")
     try:
         yield
     finally:
@@ -85,6 +68,83 @@ def quick_http() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+@contextlib.contextmanager
+def http_limits(use: str, replace: bool = True) -> Iterator[None]:
+    """Row ``use`` of HTTP_LIMITS where MLflow reads it, for the block, keeping every value the user exported.
+    ``replace=False`` (each call of a client from ``configure``) leaves a row already in force as it is, so that
+    the innermost ``quick_http`` or run scope decides."""
+    applied = os.environ.get(APPLIED_LIMITS_VARIABLE, "")
+    with restored_environment([*HTTP_LIMITS[use], APPLIED_LIMITS_VARIABLE]):
+        if replace or applied not in HTTP_LIMITS:
+            previous = HTTP_LIMITS.get(applied, {})
+            for name, value in HTTP_LIMITS[use].items():
+                current = os.environ.get(name)
+                if current is None or current == previous.get(name):
+                    os.environ[name] = value
+            os.environ[APPLIED_LIMITS_VARIABLE] = use
+        yield
+
+
+@contextlib.contextmanager
+def tracking_scope(use: str = "run", replace: bool = True) -> Iterator[None]:
+    """What MLflow needs around a request: the HTTP limits of ``use``, and its output kept free of passwords and
+    of its "View run" lines (``masking.quiet_mlflow``); everything comes back as it was when the block ends."""
+    with http_limits(use, replace), masking.quiet_mlflow():
+        yield
+
+
+@contextlib.contextmanager
+def run_scope() -> Iterator[None]:
+    """``tracking_scope("run")`` for the length of training runs, and MLflow's own tracking URI pointed at the
+    store: ``mlflow.pytorch.log_model`` and the system-metrics monitor's thread use it, not our client."""
+    from mlflow.tracking._tracking_service import utils
+
+    with tracking_scope("run"), restored_environment(["MLFLOW_TRACKING_URI"]):
+        previous = utils._tracking_uri  # set_tracking_uri has no getter of the value set, only of the one resolved
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            yield
+        finally:
+            if utils._tracking_uri != previous:
+                mlflow.set_tracking_uri(previous)
+
+
+class ScopedClient(MlflowClient):
+    """An ``MlflowClient`` whose every public call runs inside ``tracking_scope(use, replace=False)``: the
+    limits, masking and silence hold for each request, and nothing of them outlasts the call."""
+
+    def __init__(self, uri: str, use: str) -> None:
+        self.use = use
+        with tracking_scope(use, replace=False):  # the client opens (a sqlite store: creates) its store here
+            super().__init__(uri)
+
+    def __getattribute__(self, name: str) -> Any:
+        value = super().__getattribute__(name)
+        if name.startswith("_") or not inspect.ismethod(value):
+            return value
+        use = super().__getattribute__("use")
+
+        @functools.wraps(value)
+        def scoped(*args: Any, **options: Any) -> Any:
+            with tracking_scope(use, replace=False):
+                return value(*args, **options)
+
+        return scoped
+
+
+def configure(use: str = "run") -> MlflowClient:
+    """A client for the tracking URI whose requests use the HTTP limits of ``use`` (unless a scope holds
+    another row); nothing global is changed."""
+    return ScopedClient(tracking_uri(), use)
+
+
+@contextlib.contextmanager
+def quick_http() -> Iterator[None]:
+    """MLflow requests with the "check" limits for a moment; the limits before it come back after."""
+    with tracking_scope("check"):
+        yield
 
 
 class StoreUnavailable(UserError):
@@ -136,15 +196,49 @@ def root_cause(error: BaseException) -> BaseException:
 LEFT_RUNNING = "actopt_left_running"
 
 
-def store_failure(error: BaseException) -> str:
-    """One line for an error of the store or of the artifact location, naming the store, and saying so when
-    the run could not be marked FAILED."""
+# Code whose errors are the store's or the artifact location's: a traceback through it is a store error.
+STORE_PACKAGES = frozenset({"mlflow", "sqlalchemy", "sqlite3", "alembic", "requests", "urllib3", "psycopg"})
+
+
+def chain(error: BaseException) -> Iterator[BaseException]:
+    """``error`` and the errors it arose from, each once."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def raised_in_store(error: BaseException) -> bool:
+    """Whether ``error`` (or one it arose from) was raised by the store, its client or the artifact location:
+    raised in, or passing through, their code. An error of training itself (a shape, a NaN check, a bug) is
+    not, and is not to be blamed on the store."""
+    for item in chain(error):
+        if type(item).__module__.split(".")[0] in STORE_PACKAGES:  # MlflowException, SQLAlchemy's, requests'
+            return True
+        trace = item.__traceback__
+        while trace is not None:
+            if trace.tb_frame.f_globals.get("__name__", "").split(".")[0] in STORE_PACKAGES:
+                return True
+            trace = trace.tb_next
+    return False
+
+
+def store_failure(error: BaseException, doing: str = "the command") -> str:
+    """One line for an error that ended a run: naming the store, or the artifact location, when it was theirs,
+    else what was being done (``doing``, say "training") and the error itself; and saying so when the run could
+    not be marked FAILED."""
     if no_answer(error):
         return no_answer_message()
     cause = root_cause(error)
     what = describe_error(cause)
-    line = (f"cannot write the run's artifacts: {what}" if isinstance(cause, OSError)
-            else f"the tracking store {shown_uri()} failed: {what}")
+    if not raised_in_store(error):
+        line = f"{doing} failed: {describe_error(error)}"
+    elif isinstance(cause, OSError):
+        line = f"cannot write the run's artifacts: {what}"
+    else:
+        line = f"the tracking store {shown_uri()} failed: {what}"
     if getattr(error, LEFT_RUNNING, False):
         line += ("; the run could not be marked FAILED either: it stays RUNNING until the next `actopt train` of "
                  "this configuration (or sweep of its study) marks it FAILED")
