@@ -146,30 +146,6 @@ def usage_in_one_line(command_path: Callable[[], str | None] = lambda: None) -> 
         raise one_line_usage(error, command_path()) from None
 
 
-def failed_library(error: BaseException) -> str | None:
-    """The top-level package whose import raised ``error`` (torch, mlflow, ...), from its traceback: the first
-    module body run outside actopt; None when no import was under way (Python leaves importlib's own frames out)."""
-    trace, importing = error.__traceback__, False
-    while trace is not None:
-        if trace.tb_frame.f_code.co_name == "<module>":
-            importing = True
-            package = trace.tb_frame.f_globals.get("__name__", "").split(".")[0]
-            if package not in ("actopt", "__main__"):
-                return package
-        trace = trace.tb_next
-    return (getattr(error, "name", None) or "a module") if importing else None
-
-
-def memory_limit() -> str:
-    """The process's virtual memory limit in words, or "" where there is none."""
-    import resource
-
-    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
-    if limit == resource.RLIM_INFINITY:
-        return ""
-    return f"; the virtual memory limit is {limit / 2**30:.1f} GiB (ulimit -v {limit // 1024}): torch needs more"
-
-
 @contextlib.contextmanager
 def libraries_that_load() -> Iterator[None]:
     """torch and mlflow load inside each command; where they cannot (a low ``ulimit -v`` makes a shared
@@ -177,12 +153,12 @@ def libraries_that_load() -> Iterator[None]:
     try:
         yield
     except (ImportError, MemoryError) as error:
-        if failed_library(error) is None:  # not raised by an import: the command's own error
-            raise
-        from actopt.errors import describe_error
+        from actopt.errors import import_failure
 
-        raise click.ClickException(f"cannot load {failed_library(error)}: {describe_error(error)}"
-                                   f"{memory_limit()}") from None
+        message = import_failure(error)
+        if message is None:  # not raised by an import: the command's own error
+            raise
+        raise click.ClickException(message) from None
 
 
 class ActoptGroup(click.Group):

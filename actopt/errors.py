@@ -74,3 +74,31 @@ def describe_error(error: BaseException, limit: int = DETAIL_LIMIT) -> str:
     """``TypeName: message`` of an exception, on one line; the type alone when it has no message."""
     detail = one_line(str(error), limit)
     return f"{type(error).__name__}: {detail}" if detail else type(error).__name__
+
+
+def failed_library(error: BaseException) -> str | None:
+    """The top-level package whose import raised ``error`` (torch, mlflow, ...), from its traceback: the first
+    module body run outside actopt; None when no import was under way (Python leaves importlib's frames out)."""
+    trace, importing = error.__traceback__, False
+    while trace is not None:
+        if trace.tb_frame.f_code.co_name == "<module>":
+            importing = True
+            package = trace.tb_frame.f_globals.get("__name__", "").split(".")[0]
+            if package not in ("actopt", "__main__"):
+                return package
+        trace = trace.tb_next
+    return (getattr(error, "name", None) or "a module") if importing else None
+
+
+def import_failure(error: BaseException) -> str | None:
+    """One line for a library that could not be imported, with the virtual memory limit when one is set (a low
+    ``ulimit -v`` is what makes torch's shared libraries fail to map); None for an error not raised by an import."""
+    import resource
+
+    library = failed_library(error)
+    if library is None:
+        return None
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    hint = ("" if limit == resource.RLIM_INFINITY else
+            f"; the virtual memory limit is {limit / 2**30:.1f} GiB (ulimit -v {limit // 1024}): torch needs more")
+    return f"cannot load {library}: {describe_error(error)}{hint}"

@@ -35,22 +35,22 @@ def test_mlflow_log_lines_and_warnings_are_masked(restore_masking):
     logger = logging.getLogger("mlflow.tracking.somewhere")
     logging.getLogger("mlflow").addHandler(handler)
     try:
-        masking.hide_credentials(f"http://user:{SECRET}@127.0.0.1:5000")
-        logger.warning("request to %s failed", f"http://user:{SECRET}@127.0.0.1:5000/api")
+        with masking.quiet_mlflow():
+            logger.warning("request to %s failed", f"http://user:{SECRET}@127.0.0.1:5000/api")
+            text = warnings.formatwarning(f"retrying https://me:{SECRET}@host/x", UserWarning, "file.py", 1)
+        assert handler.filters == []  # taken off again after the block
     finally:
         logging.getLogger("mlflow").removeHandler(handler)
     assert SECRET not in buffer.getvalue() and "http://user:***@127.0.0.1:5000/api" in buffer.getvalue()
-    text = warnings.formatwarning(f"retrying https://me:{SECRET}@host/x", UserWarning, "file.py", 1)
     assert SECRET not in text and "https://me:***@host/x" in text
 
 
-def test_mlflow_prints_no_run_url_for_a_uri_with_a_password(restore_masking):
+def test_mlflow_prints_no_run_url_inside_a_call_and_the_setting_comes_back(restore_masking):
     import os
 
-    masking.hide_credentials("http://127.0.0.1:5000")
-    assert masking.SUPPRESS_URL_VARIABLE not in os.environ  # nothing to hide: MLflow's link stays
-    masking.hide_credentials(f"http://user:{SECRET}@127.0.0.1:5000")
-    assert os.environ[masking.SUPPRESS_URL_VARIABLE] == "true"
+    with masking.quiet_mlflow():
+        assert os.environ[masking.SUPPRESS_URL_VARIABLE] == "true"
+    assert masking.SUPPRESS_URL_VARIABLE not in os.environ
 
 
 def test_tags_that_mlflow_sets_with_a_password_are_masked(tracking_store):

@@ -145,14 +145,15 @@ def test_http_limits_follow_the_request_and_the_user_wins(monkeypatch):
     for name in [*store.HTTP_LIMITS["run"], store.APPLIED_LIMITS_VARIABLE]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # the user's own
-    store.apply_http_limits("run")
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
-    store.apply_http_limits("read")  # actopt's own value gives way to the row in use
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
-    with store.quick_http():
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
-    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
-    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    with store.http_limits("run"):
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "5"
+        with store.http_limits("read"):  # actopt's own value gives way to the row in use
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+            with store.quick_http():
+                assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+            assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # nothing outlasts the block
 
 
 def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, tracking_store):
