@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from plain_forward import forward_with_pre_activations
 
-from actopt.core import gradstats, probe, stacked, training
+from actopt.core import device, gradstats, probe, stacked, training
+from actopt.core.inputs import splits
 from actopt.core.models import build_mlp
 
 
@@ -145,13 +148,11 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
     monkeypatch.setattr(stacked.StackedMLP, "__init__", instrumented)
     monkeypatch.setattr(stacked.StackedMLP, "forward", forward)
     config = small_config.replace(epochs=1, max_batches=4)
-    from actopt.core.data import load_splits
-
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     training.train(config, data, recorder)
     assert len(captured) == 4
     for layer in range(3):
-        name = training.layer_name(layer + 1)
+        name = probe.layer_name(layer + 1)
         norms = [float(torch.linalg.vector_norm(step[layer])) for step in captured]
         peaks = [float(step[layer].abs().max()) for step in captured]
         assert recorder.series(f"grad_norm/{name}")[1] == pytest.approx(np.mean(norms), rel=1e-5)
@@ -162,10 +163,8 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
 
 def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
     """probe_grad_max_abs at step 0 equals the max |grad| of the untrained net on the probe batch."""
-    from actopt.core.data import load_splits
-
     config = small_config.replace(epochs=1, max_batches=1)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     torch.manual_seed(config.seed)
     model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
     inputs, targets = probe.probe_batch(config, data)
@@ -187,7 +186,7 @@ def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
         squares += [float(layer.weight.grad.double().pow(2).sum()) for layer in linear]
     expected_example_norms = np.sqrt(squares / len(inputs))
     training.train(config, data, recorder)
-    names = [training.layer_name(index) for index in (1, 2, 3)]
+    names = [probe.layer_name(index) for index in (1, 2, 3)]
     assert [recorder.series(f"probe_grad_max_abs/{name}")[0] for name in names] == pytest.approx(expected, rel=1e-6)
     assert [recorder.series(f"probe_grad_norm/{name}")[0] for name in names] == pytest.approx(expected_norms, rel=1e-6)
     assert [recorder.series(f"probe_example_grad_norm/{name}")[0] for name in names] == pytest.approx(
@@ -228,11 +227,9 @@ def test_vanished_gradients_are_logged_not_flushed(small_config, recorder, monke
     """Sigmoid, default init, depth 40: the first layers' gradients are near 1e-34, whose float32
     squares underflow. Every logged norm is nonzero and equals a float64 autograd oracle computed at
     the same weights on the same batches, with the CPU's subnormal flushing on and off."""
-    from actopt.core.data import load_splits
-
     config = small_config.replace(epochs=1, max_batches=3, depth=40, width=16, activation="sigmoid",
                                   gradient_statistics=True)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     steps: list[tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []
     original_forward = stacked.StackedMLP.forward
     pending = [False]  # whether the next loss is a training step's
@@ -266,18 +263,24 @@ def test_vanished_gradients_are_logged_not_flushed(small_config, recorder, monke
 
     monkeypatch.setattr(training.nn.functional, "cross_entropy", cross_entropy)
     logged = {}
+    previous = device.subnormals_flushed()
     for flushing in (True, False):
         steps.clear()
         targets_seen.clear()
-        monkeypatch.setattr(training, "flush_subnormals", lambda device, flushing=flushing: torch.set_flush_denormal(
-            flushing))
+
+        @contextlib.contextmanager
+        def subnormal_mode(_device, flushing=flushing):
+            torch.set_flush_denormal(flushing)
+            yield
+
+        monkeypatch.setattr(training, "flushed_subnormals", subnormal_mode)
         run = type(recorder)()
         training.train(config, data, run)
-        logged[flushing] = [run.series(f"grad_norm/{training.layer_name(index)}")[1] for index in range(1, 42)]
+        logged[flushing] = [run.series(f"grad_norm/{probe.layer_name(index)}")[1] for index in range(1, 42)]
         assert len(steps) == len(targets_seen) == 3
         expected = np.mean([oracle_norms(*step, targets) for step, targets in zip(steps, targets_seen)], axis=0)
         assert expected[0] < 1e-25  # the case the float32 squares lost
         assert all(value > 0 for value in logged[flushing])
         assert logged[flushing] == pytest.approx(list(expected), rel=1e-3)
-    torch.set_flush_denormal(False)
+    torch.set_flush_denormal(previous)
     assert logged[True] == pytest.approx(logged[False], rel=1e-6)

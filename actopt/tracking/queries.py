@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from actopt.core.config import TrainConfig, format_value, parse_value
-from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
+from actopt.core.run_end import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
     KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
