@@ -61,6 +61,45 @@ def test_epoch_summary_is_mean_and_peak_of_steps():
     assert summary.global_norm_peak == pytest.approx(max(totals), rel=1e-5)
 
 
+def test_the_accumulator_summarizes_each_member_as_the_oracle_does():
+    """Three members' stacked gradients over five steps; each member's summary against torch on its own rows."""
+    shapes = ((12, 30), (7, 12), (4, 7))
+    generator = torch.Generator().manual_seed(8)
+    # Members of very different scales (the last one's squares would underflow in float32): rows stay apart.
+    scales = torch.tensor([1.0, 1e-3, 1e-25]).view(3, 1, 1)
+    steps = [([torch.randn(3, fan_in, fan_out, generator=generator) * scales * 10.0 ** -layer
+               for layer, (fan_out, fan_in) in enumerate(shapes)],
+              [torch.randn(3, 1, fan_out, generator=generator) for fan_out, _ in shapes]) for _ in range(5)]
+    weights = [torch.zeros(3, fan_in, fan_out) for fan_out, fan_in in shapes]
+    accumulator = gradstats.GradientAccumulator(weights)
+    assert accumulator.layout.width == 3 * len(shapes) + 1
+    for weight_gradients, bias_gradients in steps:
+        accumulator.add(weight_gradients, bias_gradients)
+    assert accumulator.steps == len(steps)
+    for member in range(3):
+        summary = accumulator.summary(member)
+        for layer in range(len(shapes)):
+            own = [weight_gradients[layer][member] for weight_gradients, _ in steps]
+            assert summary.l2_norm[layer] == pytest.approx(np.mean([float(torch.linalg.vector_norm(g)) for g in own]),
+                                                           rel=1e-5)
+            assert summary.mean_abs[layer] == pytest.approx(np.mean([float(g.abs().mean()) for g in own]), rel=1e-5)
+            assert summary.max_abs[layer] == pytest.approx(np.mean([float(g.abs().max()) for g in own]), rel=1e-6)
+            assert summary.max_abs_peak[layer] == pytest.approx(max(float(g.abs().max()) for g in own), rel=1e-6)
+        totals = [float(torch.nn.utils.get_total_norm([g[member] for g in weight_gradients + bias_gradients]))
+                  for weight_gradients, bias_gradients in steps]
+        assert summary.global_norm == pytest.approx(np.mean(totals), rel=1e-5)
+        assert summary.global_norm_peak == pytest.approx(max(totals), rel=1e-5)
+
+
+def test_the_layout_places_each_block_where_step_statistics_puts_it():
+    layout = gradstats.StatisticsLayout(3)
+    packed = layout.pack(*(torch.full((2, size), float(block)) for block, size in enumerate((3, 3, 3, 1))))
+    assert packed.shape == (2, layout.width) == (2, 10)
+    for block, place in enumerate((layout.l2_norms, layout.abs_sums, layout.max_abs)):
+        assert torch.equal(packed[:, place], torch.full((2, 3), float(block)))
+    assert torch.equal(packed[:, layout.global_norm], torch.full((2,), 3.0))
+
+
 def test_histogram_matches_numpy():
     generator = torch.Generator().manual_seed(3)
     gradient = torch.randn(200, 300, generator=generator) * torch.logspace(-14, 3, 300)
