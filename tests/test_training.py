@@ -103,7 +103,7 @@ def test_history_table_holds_every_logged_value(small_config, recorder):
 def test_same_seed_same_metrics(small_config):
     first, second = [], []
     for store in (first, second):
-        from conftest import RecordingLogger
+        from recording import RecordingLogger
 
         recorder = RecordingLogger()
         run(small_config.replace(dropout=0.2, epochs=2), recorder)
