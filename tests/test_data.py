@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 import torchvision
-from conftest import TEST_EXAMPLES, TRAIN_EXAMPLES
+from synthetic_data import TEST_EXAMPLES, TRAIN_EXAMPLES
 from torchvision import transforms
 
 from actopt.core.data import DATASETS, DataSpec, batch_indices, load_splits, split_indices

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import RecordingLogger
+from recording import RecordingLogger
 
 from actopt.core import gradstats, inputs, member, run_end, training
 from actopt.core.data import DatasetSplits, Split

@@ -273,7 +273,7 @@ def wanted(key: str, keys: Sequence[str] | None) -> bool:
 
 
 def history_from_csv(run_id: str, text: str, keys: Sequence[str] | None) -> list[Row]:
-    """Rows of ``training.history_csv``'s table. An empty cell means "not logged at this step";
+    """Rows of ``run_end.history_csv``'s table. An empty cell means "not logged at this step";
     "nan" and "inf" are logged values and kept. (Plain csv: for tables this small it is several
     times faster than pandas' reader.)"""
     reader = csv.reader(io.StringIO(text))
