@@ -2,8 +2,9 @@
 
 Every figure function takes the run table (``tables.run_table``), the long histories and the
 gradient histograms, and returns ``(path, title, caption)``, or raises ``Skip`` saying why the data
-cannot support it, so that the report never shows a placeholder. Where seeds were repeated, lines
-are means over seeds with ± 1 standard deviation bands."""
+cannot support it, so that the report never shows a placeholder. Where seeds were repeated, the learning curves,
+the learning-rate, unit-fraction and overfitting figures draw every seed and the mean with its 95% Student-t
+interval (``seed_bands``); the gradient-norm and depth figures still draw means with ± 1 standard deviation bands."""
 
 from __future__ import annotations
 
@@ -345,10 +346,10 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     handles += [Line2D([], [], color="0.35", linestyle=style) for style in ("-", "--")]
     texts += ["train", "validation"]
     more, more_texts = seed_bands.legend_entries()
-    figure.legend([*handles, *more], [*texts, *more_texts], loc="center right", fontsize=8)
+    figure.legend([*handles, *more], [*texts, *more_texts], loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8)
     figure.suptitle(f"Overfitting: train vs validation, and dropout's effect on the gap ({band_title(table)})",
                     y=1.0)
-    figure.tight_layout(rect=(0, 0, 0.8, 1))
+    figure.tight_layout(rect=(0, 0, 0.79, 1))
     measured = ("measured after each epoch in eval mode on a fixed training subset as large as the validation split"
                 if evaluated else "averages over the epoch with dropout active, which understate the gap")
     caption = ("Per epoch, train (solid) and validation (dashed) accuracy and loss, and their accuracy gap, coloured "

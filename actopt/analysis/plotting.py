@@ -172,10 +172,11 @@ def seed_grid(data: pd.DataFrame, failed: set[str], scale: str, facets: dict[str
     grid.map_dataframe(draw_facet, failed=failed, scale=scale)
     for axis in grid.axes.flat:
         seed_bands.fit_single_x(axis, data["step"])
-    entries: dict[str, Any] = {}
+    found: dict[str, Any] = {}
     for axis in grid.axes.flat:
         for handle, text in zip(*axis.get_legend_handles_labels()):
-            entries.setdefault(text, handle)
+            found.setdefault(text, handle)
+    entries = {str(level): found[str(level)] for level in hue.get("hue_order") or found if str(level) in found}
     handles, texts = seed_bands.legend_entries()
     legend = {**entries, **dict(zip(texts, handles))}
     grid.add_legend(legend_data=legend, label_order=list(legend), title=hue["hue"])
