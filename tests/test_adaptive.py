@@ -12,8 +12,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets
+from actopt.sweeps.sweep import ensure_datasets
 from actopt.tracking import notes, records
 
 TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 1, "max_batches": 2, "batch_size": 32,

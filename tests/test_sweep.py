@@ -24,15 +24,11 @@ from mlflow.tracking import MlflowClient
 from actopt.cli import main as cli_main
 from actopt.core.config import config_digest
 from actopt.errors import UserError
+from actopt.sweeps.executors import InlineExecutor
+from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import (
-    InlineExecutor,
-    ensure_datasets,
-    parent_record,
-    run_sweep,
-    summarize,
-    summary_table,
-)
+from actopt.sweeps.summary import parent_record, summarize, summary_table
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
 
@@ -56,8 +52,8 @@ def sweep(path: Path, data_dir: Path, executor=None, report=None, group_size=8, 
     study = load_study(str(path))
     configs = configurations(study, data_dir=str(data_dir), **values)
     ensure_datasets(configs)
-    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None),
-                       group_size=group_size)
+    result = run_sweep(study, configs, executor or InlineExecutor(), SweepOptions(group_size=group_size),
+                       report or (lambda line: None))
     return study, configs, result
 
 
