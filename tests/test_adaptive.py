@@ -30,8 +30,11 @@ class StopAfter:
     def __init__(self, count: int) -> None:
         self.left = count
 
-    def run(self, tasks):
-        for outcome in InlineExecutor().run(tasks):
+    def starting(self, tasks):
+        return None
+
+    def run(self, tasks, progress=lambda event: None):
+        for outcome in InlineExecutor().run(tasks, progress):
             yield outcome
             self.left -= 1
             if self.left == 0:
