@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from actopt.analysis import plots, tables
 from actopt.analysis.analyze import analyze_experiment, findings_markdown
 from actopt.core import diagnosis
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import notes, queries, runlog
 
 TOPICS = {"divergence": "Divergence", "vanishing_gradients": "Vanishing gradients",

@@ -14,8 +14,9 @@ from mlflow.tracking import MlflowClient
 from services import require
 
 from actopt.analysis.analyze import analyze_experiment
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import notes
 
 DEAD = "tags.`diagnosis.dead_units` = 'true'"

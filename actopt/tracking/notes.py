@@ -8,7 +8,6 @@ runs table filter, e.g. ``tags."diagnosis.dead_units" = 'true'``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -128,24 +127,3 @@ def runs_page_url(ui_address: str, experiment_id: str, search_filter: str = "") 
     url = ui_address.rstrip("/") + RUNS_PAGE.format(experiment_id=experiment_id)
     return url + (f"&searchFilter={quote(search_filter)}" if search_filter else "")
 
-
-def sweep_description(description: str, rows: list[tuple[str, int, str, float | None, tuple[str, ...]]],
-                      best: tuple[str, str, str, int, float | None] | None) -> str:
-    """A sweep parent's description: the study's question, its best child as a link, and a table with one row
-    ``(configuration, seed, status, best validation accuracy, diagnoses that hold)`` per configuration;
-    ``best`` is ``(run name, experiment id, run id, seed, accuracy)``."""
-    counts = Counter(status for _, _, status, _, _ in rows)
-    lines = [description, "", f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
-    if best:
-        name, experiment_id, run_id, seed, accuracy = best
-        lines += ["", f"**Best child:** [{name}](#/experiments/{experiment_id}/runs/{run_id}) (seed {seed}), best "
-                      f"validation accuracy {accuracy_text(accuracy)}."]
-    lines += ["", "| configuration | seed | status | best val acc | diagnoses |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {name} | {seed} | {status} | {accuracy_text(accuracy)} | "
-              f"{', '.join(rule.replace('_', ' ') for rule in found) or '–'} |"
-              for name, seed, status, accuracy, found in rows]
-    return "\n".join(lines) + "\n"
-
-
-def accuracy_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
