@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forcing import forcing_builder
 from mlflow.tracking import MlflowClient
-from test_unit_fractions import forcing_builder
 
 from actopt.analysis import plots, tables
 from actopt.analysis.analyze import analyze_experiment, findings_markdown
@@ -179,7 +179,7 @@ def test_the_study_view_opens_its_chart_view_on_validation_accuracy_and_the_hist
     that MLflow 3.17's chart view follows (seen in Chromium; the README's UI section)."""
     from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
 
-    from actopt.core.training import HISTOGRAM_IMAGE_KEY
+    from actopt.core.run_end import HISTOGRAM_IMAGE_KEY
 
     varying = [f"parameter_{index:02d}" for index in range(30)]  # far more than any study varies
     text = notes.study_view("0" * 32, varying)

@@ -16,7 +16,8 @@ from mlflow.tracking import MlflowClient
 
 from actopt.core import description, diagnosis
 from actopt.core.config import TrainConfig
-from actopt.core.training import HISTOGRAM_IMAGE_KEY, TrainResult
+from actopt.core.member import TrainResult
+from actopt.core.run_end import HISTOGRAM_IMAGE_KEY
 
 DESCRIPTION_TAG = "mlflow.note.content"
 DIAGNOSIS_PREFIX = "diagnosis."
