@@ -27,15 +27,16 @@ import pandas as pd
 
 from actopt.analysis import sequential
 from actopt.core.config import TrainConfig, config_digest
+from actopt.core.metric_names import BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
 from actopt.sweeps.study import Study
 from actopt.sweeps.sweep import DIVERGED, FINISHED, Executor, Row, SweepResult, run_sweep
 from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE
 from actopt.tracking import records
 
 # The measure compared, as the report compares configurations; the learning rate is chosen on the other.
-MEASURE = "test_accuracy"
-CHOICE = "best_val_accuracy"
-NUISANCE = "learning_rate"
+MEASURE = TEST_ACCURACY
+CHOICE = BEST_VAL_ACCURACY
+NUISANCE = LEARNING_RATE
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from actopt.analysis import adaptive, frames, questions, report, tables
 from actopt.analysis.report import AnalysisResult
+from actopt.core.metric_names import FINDINGS, RUNS_ANALYZED
 from actopt.errors import UserError, describe_error
 from actopt.tracking import notes, queries, records, signals
 from actopt.tracking.records import (
@@ -136,7 +137,7 @@ def analyze_experiment(
     if log:
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
                   "output_dir": str(output_dir)}
-        metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
+        metrics = {RUNS_ANALYZED: float(len(runs)), FINDINGS: float(len(written.findings))}
         run_id = log_analysis_run(experiment, folder, params, metrics, written.report.read_text(encoding="utf-8"))
     return Outcome(written, len(runs), run_id, histories.attrs.get("history_problems", {}))
 

@@ -14,6 +14,7 @@ from actopt.analysis.decisions import MEASURES, Decision, describe_level, magnit
 from actopt.analysis.frames import Finding, describe, label_columns, order_key, science_columns, text
 from actopt.analysis.questions import Question, varying_factors
 from actopt.analysis.tables import tuned_runs
+from actopt.core.metric_names import LEARNING_RATE
 
 
 def anchor(question: Question) -> str:
@@ -79,7 +80,7 @@ def gradient_answer(table: pd.DataFrame, factor: str) -> str:
     order = ordered(medians, factor)
     values = " < ".join(f"{describe_level(factor, level)} {medians[level]:.2g}"
                         for level in medians.sort_values().index)
-    others = [name for name in [*label_columns(rows, science_columns(rows)), "learning_rate"]
+    others = [name for name in [*label_columns(rows, science_columns(rows)), LEARNING_RATE]
               if name != factor and rows[name].astype(str).nunique() > 1]
     cells = list(rows.groupby(others, sort=False, dropna=False)) if others else [((), rows)]
     cells = [cell for _, cell in cells if cell[factor].nunique() == medians.size]
@@ -107,9 +108,9 @@ def sensitivity_answer(table: pd.DataFrame) -> str:
     """Each optimizer's spread of mean best validation accuracy over its learning-rate grid, and its failures."""
     parts = []
     for optimizer, rows in table.groupby("optimizer", sort=False):
-        columns = [*label_columns(rows, science_columns(rows)), "learning_rate"]
+        columns = [*label_columns(rows, science_columns(rows)), LEARNING_RATE]
         means = rows.groupby(columns, dropna=False)["val_score"].mean()
-        rates = ", ".join(text(rate) for rate in sorted(rows["learning_rate"].unique()))
+        rates = ", ".join(text(rate) for rate in sorted(rows[LEARNING_RATE].unique()))
         parts.append(f"{optimizer}: mean best validation accuracy {means.min():.3f}–{means.max():.3f} over its grid "
                      f"(rates {rates}), {int(rows['failed'].sum())} of {len(rows)} runs failed")
     return "Learning-rate sensitivity: " + "; ".join(parts) + "."

@@ -28,6 +28,7 @@ from actopt.analysis.plotting import (
     with_config,
 )
 from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.core.metric_names import EPOCH_TEST_ACCURACY, PROBE_GRAD_MAX_ABS, VAL_ACCURACY
 
 
 def depth_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +61,7 @@ def activation_order(data: pd.DataFrame) -> list[str]:
 
 def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
     runs = depth_runs(table)
-    values = metric(histories, "epoch_test_accuracy")
+    values = metric(histories, EPOCH_TEST_ACCURACY)
     if values.empty:
         raise Skip("no run logged epoch_test_accuracy (train with --test-every-epoch true)")
     data = with_config(values, runs, ["activation", "depth", "init"])
@@ -78,7 +79,7 @@ def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
 
 def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
     runs = depth_runs(table)
-    values = frames.layer_values(histories, "probe_grad_max_abs")
+    values = frames.layer_values(histories, PROBE_GRAD_MAX_ABS)
     values = values[values["run_id"].isin(runs["run_id"])]
     if values.empty:
         raise Skip("the depth-study runs did not log probe_grad_max_abs (gradient statistics off?)")
@@ -104,8 +105,8 @@ def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: di
     if pair["activation"].nunique() < 2:
         raise Skip("needs runs with both tanh and lecun_tanh")
     runs = tuned_runs(pair)
-    tested = metric(histories, "epoch_test_accuracy")["run_id"].isin(runs["run_id"]).any()
-    key = "epoch_test_accuracy" if tested else "val_accuracy"
+    tested = metric(histories, EPOCH_TEST_ACCURACY)["run_id"].isin(runs["run_id"]).any()
+    key = EPOCH_TEST_ACCURACY if tested else VAL_ACCURACY
     names = group_names(runs, exclude=("activation",))
     data = with_config(metric(histories, key), runs.assign(group=names), ["activation", "group"])
     order = list(dict.fromkeys(names))

@@ -10,6 +10,7 @@ import pandas as pd
 from actopt.analysis import depth_theory
 from actopt.analysis.depth_theory import RMS_TOLERANCE, SPAN_TOLERANCE
 from actopt.analysis.propagation import TRAINABLE_DEPTH_SCALES
+from actopt.core.metric_names import BEST_VAL_ACCURACY
 
 TITLE = "## Signal propagation at initialisation: theory against measurement"
 
@@ -76,7 +77,7 @@ def theory_section(table: pd.DataFrame, histories: pd.DataFrame) -> Section:
                      decimal(row["measured_decay"], 3), decimal(row["predicted_decay"], 3),
                      f"{row['q_star']:.3g}", f"{row['chi_star']:.3g}", decimal(row["correlation_scale"], 2),
                      decimal(row["trainable_depth"], 1) + f" ({predicted})",
-                     decimal(row["best_val_accuracy"], 4),
+                     decimal(row[BEST_VAL_ACCURACY], 4),
                      ("yes" if row["trained"] else "no") + f" (chance {row['chance']:.2f})",
                      verdict + (" (smoke test)" if row["smoke"] else "")])
     text = INTRODUCTION

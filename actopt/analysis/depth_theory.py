@@ -14,6 +14,13 @@ from actopt.analysis.findings import Finding
 from actopt.analysis.frames import layer_values, listed, metric, references, sort_runs, varying
 from actopt.analysis.propagation import TRAINABLE_DEPTH_SCALES
 from actopt.analysis.tables import CHANCE_MARGIN
+from actopt.core.metric_names import (
+    BEST_VAL_ACCURACY,
+    PROBE_EXAMPLE_GRAD_NORM,
+    PROBE_GRAD_NORM,
+    PROBE_INPUT_MOMENT,
+    PROBE_PREACTIVATION_MOMENT,
+)
 from actopt.core.models import CLASSES, INPUT_SIZE
 
 # Agreement is judged on the norms themselves, in decades (log10), relative to the last hidden layer:
@@ -35,7 +42,7 @@ def unavailable_reason(table: pd.DataFrame, histories: pd.DataFrame) -> str:
     """Why this study gets no theory comparison, or "" when it does."""
     if "depth" not in table or not varying(table[table["depth"].fillna(0) > 0], ["depth"]):
         return "the runs do not vary depth (the comparison belongs to depth studies such as mnist-depth)"
-    if metric(histories, "probe_input_moment").empty or layer_values(histories, "probe_grad_norm").empty:
+    if metric(histories, PROBE_INPUT_MOMENT).empty or layer_values(histories, PROBE_GRAD_NORM).empty:
         return ("the runs did not log probe_grad_norm and probe_input_moment at step 0 (logged with "
                 "--gradient-statistics true since the signal-propagation comparison was added)")
     return ""
@@ -51,7 +58,7 @@ def hidden_widths(row: pd.Series) -> tuple[int, ...]:
 
 def predictions(table: pd.DataFrame, histories: pd.DataFrame) -> dict[str, propagation.Prediction]:
     """Each run's prediction from its own step-0 input moment (runs without one, or without a theory, are absent)."""
-    moments = metric(histories, "probe_input_moment")
+    moments = metric(histories, PROBE_INPUT_MOMENT)
     moments = moments[moments["step"] == 0].set_index("run_id")["value"]
     found = {}
     for _, row in table.iterrows():
@@ -86,9 +93,9 @@ def layer_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFra
     gradient norm (probe_example_grad_norm, NaN for runs that did not log it).
     """
     predicted = predictions(table, histories)
-    norms = layer_values(histories, "probe_grad_norm")
-    examples = layer_values(histories, "probe_example_grad_norm")
-    moments = layer_values(histories, "probe_preactivation_moment")
+    norms = layer_values(histories, PROBE_GRAD_NORM)
+    examples = layer_values(histories, PROBE_EXAMPLE_GRAD_NORM)
+    moments = layer_values(histories, PROBE_PREACTIVATION_MOMENT)
     frames = []
     for run_id, prediction in predicted.items():
         hidden = len(prediction.q)
@@ -137,7 +144,7 @@ def run_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame
             "example_rms_error": rms_decades(example, measured["predicted_relative"]) if example_known else math.nan,
             "missed_layers": tuple(int(layer) for layer in misses["layer"]),
             "max_batches": row.get("max_batches", 0), "epochs": row.get("epochs", math.nan),
-            "best_val_accuracy": row["best_val_accuracy"], "chance": row["chance"], "learned": bool(row["learned"]),
+            BEST_VAL_ACCURACY: row[BEST_VAL_ACCURACY], "chance": row["chance"], "learned": bool(row["learned"]),
         })
     return pd.DataFrame(rows)
 
@@ -181,7 +188,7 @@ def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
             "trainable_depth": fixed.trainable_depth(),
             "predicted_trainable": bool(key[2] <= fixed.trainable_depth()),
             "smoke": is_smoke_test(group),
-            "best_val_accuracy": group["best_val_accuracy"].mean(), "chance": group["chance"].mean(),
+            BEST_VAL_ACCURACY: group[BEST_VAL_ACCURACY].mean(), "chance": group["chance"].mean(),
             "trained": bool(group["learned"].mean() > 0.5),
             "runs": references(table[table["run_id"].isin(group["run_id"])]),
         })
@@ -217,7 +224,7 @@ def smoke_prefix(row: pd.Series) -> str:
 def fixed_point_numbers(row: pd.Series) -> str:
     return (f"q* = {row['q_star']:.4g}, χ* = {row['chi_star']:.4g}, χ_c = {row['chi_c']:.4g}, ξ_c = "
             f"{row['correlation_scale']:.3g} layers (width {row['width']}); best val accuracy "
-            f"{row['best_val_accuracy']:.4f}, chance {row['chance']:.4f}")
+            f"{row[BEST_VAL_ACCURACY]:.4f}, chance {row['chance']:.4f}")
 
 
 def theory_findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:

@@ -49,6 +49,21 @@ from actopt.analysis.plotting import (
 )
 from actopt.analysis.statistics import CONFIDENCE, mean_interval  # noqa: E402
 from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.core.metric_names import (
+    BEST_VAL_ACCURACY,
+    DEAD_FRACTION,
+    GRAD_NORM,
+    INACTIVE_FRACTION,
+    LEARNING_RATE,
+    SATURATED_FRACTION,
+    TEST_ACCURACY,
+    TRAIN_ACCURACY,
+    TRAIN_EVAL_ACCURACY,
+    TRAIN_EVAL_LOSS,
+    TRAIN_LOSS,
+    VAL_ACCURACY,
+    VAL_LOSS,
+)
 from actopt.errors import describe_error
 
 
@@ -63,17 +78,17 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
     row_columns = [name for name in label_columns(table, science_columns(table)) if name != "optimizer"]
     feasible = rates["mean"].dropna()
     low, high = (feasible.min(), feasible.max()) if len(feasible) else (0.0, 1.0)
-    widths = [max(2, rates.loc[rates["optimizer"] == name, "learning_rate"].nunique()) for name in optimizers]
+    widths = [max(2, rates.loc[rates["optimizer"] == name, LEARNING_RATE].nunique()) for name in optimizers]
     figure, axes = plt.subplots(1, len(optimizers), figsize=(1.1 * sum(widths) + 2.5, 0.45 * len(rows) + 1.6),
                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
     for axis, optimizer in zip(axes[0], optimizers):
         part = rates[rates["optimizer"] == optimizer]
-        grid = sorted(part["learning_rate"].unique())
+        grid = sorted(part[LEARNING_RATE].unique())
         values = np.full((len(rows), len(grid)), np.nan)
         texts = [["" for _ in grid] for _ in rows]
         for _, cell in part.iterrows():
             i = rows.index(label(cell, row_columns) if row_columns else "all runs")
-            j = grid.index(cell["learning_rate"])
+            j = grid.index(cell[LEARNING_RATE])
             values[i, j] = cell["mean"]
             text = "" if pd.isna(cell["mean"]) else f"{cell['mean']:.3f}"
             if cell["diverged"]:
@@ -124,7 +139,7 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
         x = np.array([rows.index(name) for name in names[part.index]]) + (index - (len(optimizers) - 1) / 2) * spread
         for position, (_, row) in zip(x, part.iterrows()):
             keys = [name for name in science_columns(table) if name in row.index]
-            seeds = tuned[(tuned[keys] == row[keys]).all(axis=1)]["test_accuracy"].dropna()
+            seeds = tuned[(tuned[keys] == row[keys]).all(axis=1)][TEST_ACCURACY].dropna()
             # Every seed drawn: where outcomes split (one collapsed, two learned) the mean alone would mislead.
             axis.scatter(np.full(len(seeds), position - 0.08), seeds, s=12, color=colour, alpha=0.55, linewidths=0)
             interval = mean_interval(seeds)
@@ -157,7 +172,7 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
 
 
 def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    if table.groupby("optimizer")["learning_rate"].nunique().max() < 2:
+    if table.groupby("optimizer")[LEARNING_RATE].nunique().max() < 2:
         raise Skip("no optimizer was run at more than one learning rate")
     names = group_names(table, exclude=("optimizer",))
     columns = ordered_groups(table, names)
@@ -168,22 +183,22 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     finite_loss = data.loc[~data["diverged"] & np.isfinite(data["last_train_loss"]), "last_train_loss"]
     for j, group in enumerate(columns):
         part = data[data["group"] == group]
-        panels = (("last_train_loss", "final train loss"), ("best_val_accuracy", "best val accuracy"))
+        panels = (("last_train_loss", "final train loss"), (BEST_VAL_ACCURACY, "best val accuracy"))
         for i, (column, ylabel) in enumerate(panels):
             axis = axes[i][j]
             fine = part[~part["diverged"] & np.isfinite(part[column])]
             if not fine.empty:
-                sns.lineplot(fine, x="learning_rate", y=column, hue="optimizer", palette=colours, marker="o",
+                sns.lineplot(fine, x=LEARNING_RATE, y=column, hue="optimizer", palette=colours, marker="o",
                              errorbar="sd", ax=axis, legend=(i == 0 and j == 0))
             bad = part[part["diverged"]]
             if not bad.empty:
                 y = bad[column].where(np.isfinite(bad[column]))
                 if column == "last_train_loss":
                     # Diverged losses are NaN, inf or huge: marked on the top edge.
-                    axis.scatter(bad["learning_rate"], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
+                    axis.scatter(bad[LEARNING_RATE], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
                                  **DIVERGED_STYLE, label="diverged")
                 else:
-                    axis.scatter(bad["learning_rate"], y.fillna(0.0), **DIVERGED_STYLE, label="diverged")
+                    axis.scatter(bad[LEARNING_RATE], y.fillna(0.0), **DIVERGED_STYLE, label="diverged")
             axis.set_xscale("log")
             axis.set_ylabel(ylabel if j == 0 else "")
             axis.set_xlabel("learning rate" if i == 1 else "")
@@ -209,7 +224,7 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
 
 
 # ReLU units die (zero derivative); other rectifiers' units go inactive; bounded activations saturate.
-UNIT_FRACTIONS = (("dead_fraction", "dead"), ("inactive_fraction", "inactive"), ("saturated_fraction", "saturated"))
+UNIT_FRACTIONS = ((DEAD_FRACTION, "dead"), (INACTIVE_FRACTION, "inactive"), (SATURATED_FRACTION, "saturated"))
 
 
 def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
@@ -217,17 +232,17 @@ def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms:
     values = pd.concat(parts, ignore_index=True)
     if values.empty:
         raise Skip("no run logged dead, inactive or saturated fractions (gradient statistics off?)")
-    data = values.merge(table[["run_id", "learning_rate"]].assign(group=group_names(table)), on="run_id")
+    data = values.merge(table[["run_id", LEARNING_RATE]].assign(group=group_names(table)), on="run_id")
     data["panel"] = data["group"] + " — " + data["kind"]
     order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for _, kind in UNIT_FRACTIONS]
     order = [name for name in order if name in set(data["panel"])]
-    rates = sorted(data["learning_rate"].unique())
+    rates = sorted(data[LEARNING_RATE].unique())
     if len(rates) > 1:
         # Colour shows the learning rate, so only the first and the last hidden layer are drawn (solid, dashed).
         edge = data.groupby("run_id")["layer"].transform("max")
         data = data[(data["layer"] == 1) | (data["layer"] == edge)]
         data["layer"] = np.where(data["layer"] == 1, "first hidden", "last hidden")
-        data["learning rate"] = data["learning_rate"].map(rate_label)
+        data["learning rate"] = data[LEARNING_RATE].map(rate_label)
         style = dict(hue="learning rate", hue_order=[rate_label(rate) for rate in rates], palette="viridis",
                      style="layer", style_order=["first hidden", "last hidden"])
         legend = "colour = learning rate; solid: first hidden layer, dashed: last hidden layer"
@@ -304,13 +319,13 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     names = group_names(runs, exclude=("dropout",))
     runs = runs.assign(group=names)
     # The train side as the gap measures it: eval mode on a fixed training subset, where the runs logged it.
-    evaluated = {"train_eval_accuracy", "train_eval_loss"} <= set(histories["key"].unique())
+    evaluated = {TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS} <= set(histories["key"].unique())
     train = "train_eval" if evaluated else "train"
-    keys = [f"{train}_accuracy", "val_accuracy", f"{train}_loss", "val_loss"]
+    keys = [f"{train}_accuracy", VAL_ACCURACY, f"{train}_loss", VAL_LOSS]
     wide = histories[histories["key"].isin(keys)].pivot_table(index=["run_id", "step"], columns="key", values="value")
-    wide = wide.reset_index().rename(columns={f"{train}_accuracy": "train_accuracy", f"{train}_loss": "train_loss"})
+    wide = wide.reset_index().rename(columns={f"{train}_accuracy": TRAIN_ACCURACY, f"{train}_loss": TRAIN_LOSS})
     wide = wide.merge(runs[["run_id", "group", "dropout"]], on="run_id")
-    wide["gap"] = wide["train_accuracy"] - wide["val_accuracy"]
+    wide["gap"] = wide[TRAIN_ACCURACY] - wide[VAL_ACCURACY]
     order = list(dict.fromkeys(names))
     rates = sorted(wide["dropout"].unique())
     palette = dict(zip(rates, sns.color_palette("flare", len(rates))))
@@ -379,13 +394,13 @@ def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms:
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {
-    "training loss curves": learning_curves("train_loss", "Training loss per epoch", log_y=True),
-    "validation accuracy curves": learning_curves("val_accuracy", "Validation accuracy per epoch", log_y=False),
+    "training loss curves": learning_curves(TRAIN_LOSS, "Training loss per epoch", log_y=True),
+    "validation accuracy curves": learning_curves(VAL_ACCURACY, "Validation accuracy per epoch", log_y=False),
     "learning-rate heatmap": rate_heatmap,
     "optimizers at their best learning rates": best_rate_plot,
     "optimizers across learning rates": optimizer_rate_plot,
     "gradient norms per layer": per_layer_plot(
-        "grad_norm", "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
+        GRAD_NORM, "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
         "gradient_norms.png",
         log_y=True, caption="Mean over each epoch's steps of each Linear layer's weight-gradient L2 norm (log scale), "
         "colour = layer (1 = input side, the highest = output layer); each configuration at its best learning rate."),

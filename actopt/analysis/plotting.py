@@ -20,6 +20,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 from actopt.analysis import frames  # noqa: E402
 from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
 from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.core.metric_names import LEARNING_RATE
 
 GALLERY_FILE = "activation_derivatives.png"
 
@@ -127,10 +128,10 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         values = metric(histories, key)
         if values.empty:
             raise Skip(f"no run logged {key}")
-        data = with_config(values, table, ["activation", "optimizer", "learning_rate"])
+        data = with_config(values, table, ["activation", "optimizer", LEARNING_RATE])
         data["value"] = data["value"].where(np.isfinite(data["value"]) & ((data["value"] > 0) | (not log_y)))
-        rates = sorted(data["learning_rate"].unique())
-        data["learning rate"] = data["learning_rate"].map(rate_label)
+        rates = sorted(data[LEARNING_RATE].unique())
+        data["learning rate"] = data[LEARNING_RATE].map(rate_label)
         optimizers = frames.sort_runs(table, ["optimizer"])["optimizer"].unique()
         activations = frames.sort_runs(table, ["activation"])["activation"].unique()
         if len(optimizers) > 1:

@@ -36,6 +36,7 @@ from actopt.analysis.tables import (
     scored,
     tuned_runs,
 )
+from actopt.core.metric_names import BEST_EPOCH, BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
 
 
 @dataclass
@@ -64,7 +65,7 @@ def settings_section(runs: pd.DataFrame) -> str:
 
 
 def run_table_section(table: pd.DataFrame) -> str:
-    always = ("activation", "optimizer", "learning_rate")
+    always = ("activation", "optimizer", LEARNING_RATE)
     columns = [name for name in [*science_columns(table), *NUISANCE] if name in always or varying(table, [name])]
     header = ["run", *columns, "best val acc", "best epoch", "last val acc", "test acc", "epochs to 95%", "s / epoch",
               "learned", "failed"]
@@ -74,8 +75,8 @@ def run_table_section(table: pd.DataFrame) -> str:
         if row["diverged"]:
             failure = f"diverged (epoch {integer(row['diverged_epoch'])})"
         rows.append([f"{run_name(row)} `{row['run_id'][:8]}`", *(text(row[name]) for name in columns),
-                     number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["last_val_accuracy"]),
-                     number(row["test_accuracy"]), integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
+                     number(row[BEST_VAL_ACCURACY]), integer(row[BEST_EPOCH]), number(row["last_val_accuracy"]),
+                     number(row[TEST_ACCURACY]), integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
                      "yes" if row["learned"] else f"**no** (chance {row['chance']:.4f})",
                      failure if failure == "no" else f"**{failure}**"])
     return "\n".join(["## Results per run", "",
@@ -95,7 +96,7 @@ def interval_section(table: pd.DataFrame) -> str:
     if table["seed"].nunique() < 2:
         return "\n".join([title, "", "One seed per configuration: no interval can be computed. The comparisons below "
                                     "fall back to fixed margins (0.5 points of accuracy, one epoch of convergence)."])
-    columns = [*label_columns(table, science_columns(table)), "learning_rate"]
+    columns = [*label_columns(table, science_columns(table)), LEARNING_RATE]
     header = [*columns, "seeds", "failed", "best val acc", "last val acc", "test acc", "mean val acc over epochs",
               "epochs to 95% (mean, range)", "s / epoch (group share)"]
     rows = []
@@ -126,8 +127,8 @@ def best_interval(runs: pd.DataFrame, row: pd.Series, columns: list[str]) -> str
     """Mean best validation accuracy over the seeds of a configuration at its best rate, with its interval."""
     if math.isnan(row["best_learning_rate"]):
         return "–"
-    same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
-    return proportion_interval(scored(runs[same], "best_val_accuracy")).describe(digits=4)
+    same = (runs[columns] == row[columns]).all(axis=1) & (runs[LEARNING_RATE] == row["best_learning_rate"])
+    return proportion_interval(scored(runs[same], BEST_VAL_ACCURACY)).describe(digits=4)
 
 
 def best_rate_section(runs: pd.DataFrame) -> str:
