@@ -10,10 +10,10 @@ from collections.abc import Sequence
 import pandas as pd
 
 from actopt.analysis import multiplicity
+from actopt.analysis.conclusions import Study
 from actopt.analysis.decisions import MEASURES, Decision, describe_level, magnitude
 from actopt.analysis.frames import Finding, describe, label_columns, order_key, science_columns, text
 from actopt.analysis.questions import Question, varying_factors
-from actopt.analysis.tables import tuned_runs
 from actopt.core.metric_names import LEARNING_RATE
 
 
@@ -116,8 +116,8 @@ def sensitivity_answer(table: pd.DataFrame) -> str:
     return "Learning-rate sensitivity: " + "; ".join(parts) + "."
 
 
-def last_epoch_answer(table: pd.DataFrame, factor: str) -> str:
-    tuned = tuned_runs(table, keep_failed=True)
+def last_epoch_answer(tuned: pd.DataFrame, factor: str) -> str:
+    """``tuned``: every seed of each configuration at its best learning rate."""
     parts = []
     for level, rows in tuned.groupby(factor, sort=False):
         parts.append(f"{describe_level(factor, level)} best-epoch {rows['val_score'].mean():.3f}, last-epoch "
@@ -157,19 +157,19 @@ def trainability_answer(found: Sequence[Finding]) -> str:
     return " ".join(item.statement.split("; exceptions")[0].rstrip(".") + "." for item in held)
 
 
-def answer(question: Question, made: Sequence[Decision], table: pd.DataFrame, found: Sequence[Finding],
-           method: str) -> list[str]:
+def answer(question: Question, study: Study) -> list[str]:
+    judged, table, found = study.judged, study.frames.table, study.found
     sentences = []
     factors = [name for name in question.factors if name in varying_factors(table)] or list(question.factors)
     for measure in question.measures:
         if measure in MEASURES:
-            sentences.append(compared_answer(question, measure, made, method))
+            sentences.append(compared_answer(question, measure, judged.decisions, judged.method))
         elif measure == "gradient_ratio":
             sentences += [gradient_answer(table, factor) for factor in factors]
         elif measure == "lr_sensitivity":
             sentences.append(sensitivity_answer(table))
         elif measure == "last_accuracy":
-            sentences += [last_epoch_answer(table, factor) for factor in factors]
+            sentences += [last_epoch_answer(study.frames.tuned, factor) for factor in factors]
         elif measure == "failures":
             sentences += [failures_answer(table, factor) for factor in factors if factor in table]
         elif measure == "trainability":
@@ -180,18 +180,17 @@ def answer(question: Question, made: Sequence[Decision], table: pd.DataFrame, fo
     return sentences
 
 
-def answers_section(questions: Sequence[Question], made: Sequence[Decision], table: pd.DataFrame,
-                    found: Sequence[Finding], method: str) -> str:
+def answers_section(study: Study) -> str:
+    judged = study.judged
     lines = ["## Answers", "",
              f"Each question the study declares, answered from the decisions below: comparisons paired by seed, each "
              f"configuration at its own best learning rate (chosen on validation accuracy only), p-values adjusted "
-             f"over the report's {len(made)} comparisons by {multiplicity.METHODS[method]}; a bracket is the raw 95% "
-             f"interval of the difference."]
-    for question in questions:
+             f"over the report's {len(judged.decisions)} comparisons by {multiplicity.METHODS[judged.method]}; a "
+             f"bracket is the raw 95% interval of the difference."]
+    for question in judged.questions:
         lines += ["", f"**{question.text}** ([evidence](#{anchor(question)}))", ""]
-        lines += [f"- {sentence}" for sentence in answer(question, made, table, found, method)]
+        lines += [f"- {sentence}" for sentence in answer(question, study)]
     return "\n".join(lines)
-
 
 
 def decisions_section(questions: Sequence[Question], made: Sequence[Decision], method: str) -> str:

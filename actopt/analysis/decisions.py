@@ -243,9 +243,11 @@ def describe_level(factor: str, value: object) -> str:
     return str(value) if factor in ("activation", "optimizer") else f"{factor} {text(value)}"
 
 
-def unlearned_groups(questions: list[Question], table: pd.DataFrame) -> list[Finding]:
-    """The groups a question compares in which no run learned: nothing to compare, said once per group."""
-    tuned = tuned_runs(table, keep_failed=True)
+def unlearned_groups(questions: list[Question], table: pd.DataFrame, tuned: pd.DataFrame | None = None
+                     ) -> list[Finding]:
+    """The groups a question compares in which no run learned: nothing to compare, said once per group. ``tuned`` is
+    ``tuned_runs(table, keep_failed=True)`` where the caller has it already."""
+    tuned = tuned_runs(table, keep_failed=True) if tuned is None else tuned
     found, seen = [], set()
     for question in questions:
         if not any(name in MEASURES for name in question.measures):

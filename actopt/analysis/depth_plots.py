@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from actopt.analysis import depth_theory, frames  # noqa: E402
+from actopt.analysis import frames  # noqa: E402
+from actopt.analysis.derive import Frames
 from actopt.analysis.frames import metric  # noqa: E402
 from actopt.analysis.plotting import (
     WRAP,
@@ -27,7 +28,7 @@ from actopt.analysis.plotting import (
     seed_note,
     with_config,
 )
-from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.analysis.tables import tuned_runs
 from actopt.core.metric_names import EPOCH_TEST_ACCURACY, PROBE_GRAD_MAX_ABS, VAL_ACCURACY
 
 
@@ -59,7 +60,8 @@ def activation_order(data: pd.DataFrame) -> list[str]:
     return list(frames.sort_runs(data[["activation"]].drop_duplicates(), ["activation"])["activation"])
 
 
-def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def depth_accuracy_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     runs = depth_runs(table)
     values = metric(histories, EPOCH_TEST_ACCURACY)
     if values.empty:
@@ -77,7 +79,8 @@ def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
                   ("epoch", "test accuracy"), **DEPTH_TITLES)
 
 
-def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def depth_gradient_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     runs = depth_runs(table)
     values = frames.layer_values(histories, PROBE_GRAD_MAX_ABS)
     values = values[values["run_id"].isin(runs["run_id"])]
@@ -100,7 +103,8 @@ def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     return finish(grid, folder, "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
 
 
-def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     pair = table[table["activation"].isin(["tanh", "lecun_tanh"])]
     if pair["activation"].nunique() < 2:
         raise Skip("needs runs with both tanh and lecun_tanh")
@@ -122,15 +126,14 @@ def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: di
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def theory_layers(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+def theory_layers(derived: Frames) -> pd.DataFrame:
     """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration."""
-    reason = depth_theory.unavailable_reason(table, histories)
-    if reason:
-        raise Skip(reason)
-    layers = depth_theory.layer_comparison(table, histories)
-    if layers.empty:
+    theory = derived.theory
+    if theory.reason:
+        raise Skip(theory.reason)
+    if theory.layers.empty:
         raise Skip("no run has a step-0 gradient profile that the theory covers")
-    data = with_config(layers, table, ["activation", "init", "depth"])
+    data = with_config(theory.layers, derived.table, ["activation", "init", "depth"])
     data["depth"] = data["depth"].astype(int)
     return data.groupby(["activation", "init", "depth", "layer"], as_index=False).mean(numeric_only=True)
 
@@ -161,8 +164,8 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
     return figure, axes
 
 
-def theory_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    data = theory_layers(table, histories)
+def theory_gradient_plot(derived: Frames, folder: Path) -> Figure:
+    data = theory_layers(derived)
     figure, axes = theory_panels(data, "measured_log10", "predicted_log10", log_y=False)
     for axis in axes[:, 0]:
         axis.set_ylabel("log10 ‖weight gradient‖")
@@ -175,8 +178,8 @@ def theory_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histogram
     return save(figure, folder, "depth_theory_gradient.png"), title, caption
 
 
-def theory_q_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    data = theory_layers(table, histories)
+def theory_q_plot(derived: Frames, folder: Path) -> Figure:
+    data = theory_layers(derived)
     data = data[data["measured_q"] > 0]
     if data.empty:
         raise Skip("no run logged probe_preactivation_moment at step 0")

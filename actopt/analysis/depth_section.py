@@ -57,11 +57,10 @@ def decimal(value: float, digits: int) -> str:
     return "∞" if math.isinf(value) else f"{value:.{digits}f}"
 
 
-def theory_section(table: pd.DataFrame, histories: pd.DataFrame) -> Section:
-    reason = depth_theory.unavailable_reason(table, histories)
-    if reason:
-        return Section(reason=f"Not computed: {reason}.")
-    configs = depth_theory.config_comparison(table, histories)
+def theory_section(theory: depth_theory.Theory) -> Section:
+    if theory.reason:
+        return Section(reason=f"Not computed: {theory.reason}.")
+    configs = theory.configs
     if configs.empty:
         return Section(reason="Not computed: no run has a step-0 gradient profile that the theory covers.")
     header = ["activation", "init", "depth", "seeds", "RMS error (decades)", "span measured", "span predicted",

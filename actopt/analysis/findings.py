@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from actopt.analysis import decisions
+from actopt.analysis.checks import Checks, check_values
+from actopt.analysis.derive import Frames
 from actopt.analysis.frames import (
     LISTED_RUNS,
     Finding,
@@ -25,8 +27,7 @@ from actopt.analysis.frames import (
     science_columns,
     sort_runs,
 )
-from actopt.analysis.tables import best_learning_rates, tuned_runs
-from actopt.core import diagnosis, metric_names
+from actopt.core import metric_names
 from actopt.core.diagnosis import (  # the per-run rules' thresholds, shared with each run's diagnosis tags
     DEAD_FRACTION,
     EXPLODING_GROWTH,
@@ -39,8 +40,6 @@ from actopt.core.diagnosis import (  # the per-run rules' thresholds, shared wit
 from actopt.core.metric_names import GRAD_GLOBAL_NORM_PEAK, GRAD_NORM, LEARNING_RATE, PROBE_GRAD_MAX_ABS, per_layer
 from actopt.core.models import ACTIVATIONS
 
-Checks = dict[str, dict[str, diagnosis.Check]]
-
 
 def first_to_last(values: pd.DataFrame) -> pd.Series:
     """Per run: layer 1's value over the run's last layer's (runs with a single layer have none)."""
@@ -49,25 +48,6 @@ def first_to_last(values: pd.DataFrame) -> pd.Series:
     first = values[values["layer"] == 1].set_index("run_id")["value"]
     last = values.loc[values.groupby("run_id")["layer"].idxmax()].set_index("run_id")
     return (first / last["value"]).where(last["layer"] > 1).dropna()
-
-
-def run_checks(runs: pd.DataFrame, histories: pd.DataFrame) -> Checks:
-    """Per run id: ``core.diagnosis``'s checks of its history, the very rules that tagged the run when it ended."""
-    tables: dict[str, dict[int, dict[str, float]]] = {}
-    for run_id, step, key, value in zip(histories["run_id"], histories["step"], histories["key"], histories["value"]):
-        tables.setdefault(run_id, {}).setdefault(int(step), {})[key] = float(value)
-    return {run_id: diagnosis.diagnose(tables.get(run_id, {}), bool(diverged))
-            for run_id, diverged in zip(runs["run_id"], is_diverged(runs))}
-
-
-def check_values(runs: pd.DataFrame, checks: Checks, rule: str) -> pd.DataFrame:
-    """``runs`` with the rule's ``holds``, ``value`` and ``layer`` per run; runs the rule could not check dropped."""
-    found = {run_id: checks[run_id][rule] for run_id in runs["run_id"] if checks[run_id][rule].checked}
-    chosen = runs[runs["run_id"].isin(found)]
-    return chosen.assign(holds=chosen["run_id"].map(lambda run_id: found[run_id].holds).astype(bool),
-                         value=chosen["run_id"].map(lambda run_id: found[run_id].value).astype("float64"),
-                         layer=chosen["run_id"].map(lambda run_id: found[run_id].layer),
-                         evidence=chosen["run_id"].map(lambda run_id: found[run_id].evidence))
 
 
 def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame, checks: Checks) -> list[Finding]:
@@ -205,11 +185,11 @@ def divergence(runs: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
+def learning_rate_edges(runs: pd.DataFrame, best: pd.DataFrame) -> list[Finding]:
+    """``best``: ``tables.best_learning_rates(runs)``."""
     topic = "Learning-rate grid"
     rule = ("the best learning rate (mean best validation accuracy over every seed, a failed seed scoring what it "
             "reached) is the smallest or largest tried")
-    best = best_learning_rates(runs)
     if (best["grid"].map(len) < 2).all():
         return []
     best = best.dropna(subset=["best_learning_rate"])
@@ -232,15 +212,14 @@ def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
 
 
 
-
-
-def overfitting(table: pd.DataFrame) -> list[Finding]:
+def overfitting(table: pd.DataFrame, curves: pd.DataFrame) -> list[Finding]:
+    """``curves``: ``tables.tuned_runs(table)``, each configuration at its best rate without the diverged seeds."""
     topic = "Overfitting"
     rule = (f"mean over seeds of train − validation accuracy after the last epoch above {points(GAP_THRESHOLD)}, at "
             f"each configuration's best learning rate; train accuracy in eval mode on a fixed training subset "
             f"(train_eval_accuracy) where logged, else accumulated during the epoch with dropout active, which "
             f"understates the gap")
-    tuned = tuned_runs(table).dropna(subset=["final_gap"])
+    tuned = curves.dropna(subset=["final_gap"])
     if tuned.empty:
         return []
     columns = label_columns(table, science_columns(table))
@@ -263,31 +242,18 @@ def overfitting(table: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-
-def diagnosed(table: pd.DataFrame, checks: Checks) -> pd.DataFrame:
-    """``table`` with the diagnosis's per-run train − validation gap (so a run's overfitting tag and the report agree)
-    and ``gradient_ratio``, epoch 1's first-layer over output-layer gradient norm (NaN where not measured)."""
-    def value(rule: str) -> pd.Series:
-        return table["run_id"].map(lambda run_id: checks[run_id][rule].value if run_id in checks else None)
-
-    ratio = value("vanishing_gradients").astype("float64")
-    return table.assign(final_gap=value("overfitting").astype("float64"),
-                        gradient_ratio=ratio.where(ratio.abs() != float("inf")))
-
-
-def findings(table: pd.DataFrame, histories: pd.DataFrame, checks: Checks | None = None) -> list[Finding]:
-    """Every per-run and per-configuration rule applied to ``run_table``'s runs: what holds, what was checked without
+def findings(frames: Frames) -> list[Finding]:
+    """Every per-run and per-configuration rule applied to the study's run table: what holds, what was checked without
     result, what is undecided. The paired comparisons between levels are ``decisions.decide``'s."""
-    checks = run_checks(table, histories) if checks is None else checks
-    table = diagnosed(table, checks)
+    table, checks = frames.table, frames.checks
     return [
-        *vanishing_gradients(table, histories, checks),
+        *vanishing_gradients(table, frames.histories, checks),
         *exploding_gradients(table, checks),
         *(found for unit in UNIT_RULES for found in unit_fraction_findings(table, checks, unit)),
         *divergence(table),
-        *learning_rate_edges(table),
+        *learning_rate_edges(table, frames.best_rates),
         *decisions.failed_seeds(table),
         *decisions.chance_runs(table),
         *decisions.deciding_factor(table),
-        *overfitting(table),
+        *overfitting(table, frames.curves),
     ]

@@ -1,9 +1,9 @@
 """The analysis figures: DataFrames in, PNG files out, each readable without the report.
 
-Every figure function takes the run table (``tables.run_table``), the long histories and the
-gradient histograms, and returns ``(path, title, caption)``, or raises ``Skip`` saying why the data
-cannot support it, so that the report never shows a placeholder. Where seeds were repeated, lines
-are means over seeds with ± 1 standard deviation bands."""
+Every figure function takes the study's frames (``derive.Frames``: the run table, the long histories, the
+gradient histograms and what is derived from them once) and returns ``(path, title, caption)``, or raises
+``Skip`` saying why the data cannot support it, so that the report never shows a placeholder. Where seeds were
+repeated, lines are means over seeds with ± 1 standard deviation bands."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from actopt.analysis.depth_plots import (
     theory_gradient_plot,
     theory_q_plot,
 )
+from actopt.analysis.derive import Frames
 from actopt.analysis.frames import label, label_columns, science_columns  # noqa: E402
 from actopt.analysis.plotting import (
     DIVERGED_STYLE,
@@ -48,7 +49,6 @@ from actopt.analysis.plotting import (
     seed_note,
 )
 from actopt.analysis.statistics import CONFIDENCE, mean_interval  # noqa: E402
-from actopt.analysis.tables import tuned_runs  # noqa: E402
 from actopt.core.metric_names import (
     BEST_VAL_ACCURACY,
     DEAD_FRACTION,
@@ -67,11 +67,12 @@ from actopt.core.metric_names import (
 from actopt.errors import describe_error
 
 
-def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    rates = tables.learning_rate_table(table)
+def rate_heatmap(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
+    rates = derived.rates
     if len(rates) < 2:
         raise Skip("a single configuration and learning rate: nothing to compare")
-    best = tables.best_learning_rates(table)
+    best = derived.best_rates
     names = group_names(table, exclude=("optimizer",))
     rows = ordered_groups(table, names)
     optimizers = list(frames.sort_runs(table, ["optimizer"])["optimizer"].unique())
@@ -119,8 +120,9 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
     return save(figure, folder, "best_val_accuracy_heatmap.png"), "Best validation accuracy by learning rate", caption
 
 
-def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    best = tables.best_learning_rates(table).dropna(subset=["best_learning_rate"])
+def best_rate_plot(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
+    best = derived.best_rates.dropna(subset=["best_learning_rate"])
     if best.empty:
         raise Skip("every run diverged: no configuration has a feasible learning rate")
     if (best["grid"].map(len) < 2).all():
@@ -129,7 +131,7 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
     names = best.apply(lambda row: label(row, row_columns) if row_columns else "all runs", axis=1)
     rows = list(dict.fromkeys(names))
     optimizers = list(dict.fromkeys(best["optimizer"]))
-    tuned = tuned_runs(table)
+    tuned = derived.curves
     figure, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) * max(1, len(optimizers)) ** 0.5 + 2), 4.2))
     spread = 0.7 / max(len(optimizers), 1)
     colours = sns.color_palette("deep", len(optimizers))
@@ -171,7 +173,8 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
     return save(figure, folder, "best_learning_rate.png"), "Optimizers at their best learning rates", caption
 
 
-def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def optimizer_rate_plot(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
     if table.groupby("optimizer")[LEARNING_RATE].nunique().max() < 2:
         raise Skip("no optimizer was run at more than one learning rate")
     names = group_names(table, exclude=("optimizer",))
@@ -227,7 +230,8 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
 UNIT_FRACTIONS = ((DEAD_FRACTION, "dead"), (INACTIVE_FRACTION, "inactive"), (SATURATED_FRACTION, "saturated"))
 
 
-def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def unit_fraction_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     parts = [frames.layer_values(histories, prefix).assign(kind=kind) for prefix, kind in UNIT_FRACTIONS]
     values = pd.concat(parts, ignore_index=True)
     if values.empty:
@@ -260,7 +264,8 @@ def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms:
                   caption, ("epoch (0 = initialisation)", "fraction of units"), template="{col_name}")
 
 
-def histogram_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def histogram_plot(derived: Frames, folder: Path) -> Figure:
+    table, histograms = derived.table, derived.histograms
     chosen = [run_id for run_id in tables.histogram_runs(table) if run_id in histograms]
     if not chosen:
         raise Skip("no run has a gradient_histograms.json artifact (gradient statistics off?)")
@@ -311,11 +316,12 @@ def histogram_panel(axis: Any, document: dict[str, Any], layer: int) -> Any:
     return mesh
 
 
-def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def overfitting_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     if table["dropout"].nunique() < 2:
         raise Skip("dropout does not vary in these runs (the overfitting study varies it); each configuration's "
                    "train/validation gap is under Findings → Overfitting")
-    runs = tuned_runs(table)
+    runs = derived.curves
     names = group_names(runs, exclude=("dropout",))
     runs = runs.assign(group=names)
     # The train side as the gap measures it: eval mode on a fixed training subset, where the runs logged it.
@@ -362,7 +368,8 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     return save(figure, folder, "overfitting.png"), "Overfitting and dropout", caption
 
 
-def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def activation_gallery(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
     from actopt.core import derivatives
 
     ranges = derivatives.derivative_ranges()
@@ -416,9 +423,7 @@ FIGURES: dict[str, Callable[..., Figure]] = {
 }
 
 
-def draw_all(
-    table: pd.DataFrame, histories: pd.DataFrame, histograms: dict[str, dict[str, Any]], folder: Path
-) -> tuple[list[Figure], dict[str, str]]:
+def draw_all(derived: Frames, folder: Path) -> tuple[list[Figure], dict[str, str]]:
     """Every figure the data supports, and for each other one the reason it was not drawn (a figure that fails
     unexpectedly is listed with its error, so that the report is still written)."""
     drawn: list[Figure] = []
@@ -426,7 +431,7 @@ def draw_all(
     with sns.axes_style("whitegrid"):
         for name, draw in FIGURES.items():
             try:
-                drawn.append(draw(table, histories, histograms, folder))
+                drawn.append(draw(derived, folder))
             except Skip as reason:
                 skipped[name] = str(reason)
             except OSError:  # the folder cannot be written (a full disk): no figure can be, nor the report

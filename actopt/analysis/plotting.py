@@ -18,8 +18,8 @@ import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from actopt.analysis import frames  # noqa: E402
+from actopt.analysis.derive import Frames
 from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
-from actopt.analysis.tables import tuned_runs  # noqa: E402
 from actopt.core.metric_names import LEARNING_RATE
 
 GALLERY_FILE = "activation_derivatives.png"
@@ -120,7 +120,8 @@ def ordered_groups(table: pd.DataFrame, names: pd.Series) -> list[str]:
 def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
     name = f"{key}_curves.png"
 
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    def draw(derived: Frames, folder: Path) -> Figure:
+        table, histories = derived.table, derived.histories
         extra = extra_factors(table, ("activation", "optimizer"))
         if extra:
             raise Skip(f"{', '.join(extra)} {'vary' if len(extra) > 1 else 'varies'} as well; activation × optimizer "
@@ -167,11 +168,12 @@ def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> N
 
 
 def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool, caption: str) -> Callable[..., Figure]:
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    def draw(derived: Frames, folder: Path) -> Figure:
+        table, histories = derived.table, derived.histories
         values = frames.layer_values(histories, prefix)
         if values.empty:
             raise Skip(f"no run logged {prefix}/layer_NN")
-        chosen = tuned_runs(table)
+        chosen = derived.curves
         chosen = chosen.assign(group=group_names(chosen) if len(chosen) else [])
         data = values.merge(chosen[["run_id", "group"]], on="run_id")
         if data.empty:
