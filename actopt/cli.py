@@ -407,10 +407,10 @@ def start_sweep(
         if started:
             terminal_report(started)
         if budget is not None:
-            from actopt.analysis.adaptive import sweep_until_decided
+            from actopt.analysis.adaptive import Launch, sweep_until_decided
 
-            return sweep_until_decided(loaded, configs, engine, budget, quick, launcher[0] if launcher else None,
-                                       terminal_report, group_size)
+            return sweep_until_decided(loaded, configs, engine, budget,
+                                       Launch(quick, launcher[0] if launcher else None, terminal_report, group_size))
         return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report,
                          group_size)
     except UserError as error:

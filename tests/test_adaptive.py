@@ -11,7 +11,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
+from actopt.analysis.adaptive import Budget, Launch, configuration_key, report_section, sweep_until_decided
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import InlineExecutor, ensure_datasets
 from actopt.tracking import notes, records
@@ -44,7 +44,7 @@ def adaptive(folder: Path, data_dir: Path, executor, lines: list[str], max_seeds
     study = load_study(str(path))
     configs = configurations(study, data_dir=str(data_dir))
     ensure_datasets(configs)
-    return configs, sweep_until_decided(study, configs, executor, Budget(max_seeds), report=lines.append)
+    return configs, sweep_until_decided(study, configs, executor, Budget(max_seeds), Launch(report=lines.append))
 
 
 def children(parent_run_id: str) -> list:

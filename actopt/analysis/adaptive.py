@@ -140,18 +140,22 @@ def seed_values(table: pd.DataFrame, seeds: Sequence[int], column: str = MEASURE
             for key in table["configuration"].drop_duplicates()}
 
 
-def sweep_until_decided(
-    study: Study,
-    configs: Sequence[TrainConfig],
-    executor: Executor,
-    budget: Budget,
-    quick: bool = False,
-    launcher_run_id: str | None = None,
-    report: Callable[[str], None] = lambda line: None,
-    group_size: int = DEFAULT_GROUP_SIZE,
-) -> AdaptiveResult:
+@dataclass(frozen=True)
+class Launch:
+    """How each look's ``run_sweep`` runs: ``--quick``, the launching run (under ``mlflow run``), where progress
+    lines go, and how many configurations train as one group."""
+
+    quick: bool = False
+    launcher_run_id: str | None = None
+    report: Callable[[str], None] = lambda line: None
+    group_size: int = DEFAULT_GROUP_SIZE
+
+
+def sweep_until_decided(study: Study, configs: Sequence[TrainConfig], executor: Executor, budget: Budget,
+                        launch: Launch = Launch()) -> AdaptiveResult:
     """Run the declared seeds, then look, add seeds where a comparison is open, and look again, until every
     comparison is decided, none can be within the cap, the budget is spent, or a look does not finish."""
+    report = launch.report
     declared = list(configs)
     fields = varying_fields(declared)
     seeds = seed_sequence(declared, budget.max_seeds)
@@ -160,7 +164,7 @@ def sweep_until_decided(
     looks: list[sequential.Look] = []
     while True:
         current = planned_configs(declared, counts, seeds)
-        result = run_sweep(study, current, executor, quick, launcher_run_id, report, group_size)
+        result = run_sweep(study, current, executor, launch.quick, launch.launcher_run_id, report, launch.group_size)
         if result.stopped_by or result.exit_code:
             stopped = (f"stopped by {result.stopped_by} during look {len(looks)}" if result.stopped_by else
                        f"look {len(looks)} did not finish (failed runs)") + ": start the same sweep again to continue"
@@ -170,8 +174,8 @@ def sweep_until_decided(
         if pairs is None:
             pairs = needed_comparisons(table, fields)
         alpha = sequential.comparison_alpha(len(pairs))
-        seen = sequential.look(pairs, seed_values(table, seeds), counts, budget.max_seeds, alpha, len(current),
-                               budget.max_runs)
+        limits = sequential.Limits(budget.max_seeds, budget.max_runs, len(current))
+        seen = sequential.look(pairs, seed_values(table, seeds), counts, limits, alpha)
         looks.append(seen)
         report(f"look {len(looks) - 1}: {seen.reason}" + ("" if seen.stopped else "; looking again after them"))
         if seen.stopped:
