@@ -6,16 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MatplotlibFigure
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from actopt.analysis import frames  # noqa: E402
+from actopt.analysis import frames
 from actopt.analysis.derive import Frames
-from actopt.analysis.frames import metric  # noqa: E402
+from actopt.analysis.frames import metric
 from actopt.analysis.plotting import (
     WRAP,
     Figure,
@@ -146,7 +143,8 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
     depths = sorted(data["depth"].unique())
     columns = min(WRAP, len(activations))
     rows = -(-len(activations) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    figure = MatplotlibFigure(figsize=(3.6 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis, activation in zip(axes.flat, activations):
         for (init, depth), group in data[data["activation"] == activation].groupby(["init", "depth"]):
             group = group.sort_values("layer")

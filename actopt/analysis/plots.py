@@ -12,17 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from actopt.analysis import frames, tables  # noqa: E402
+from actopt.analysis import frames, tables
 from actopt.analysis.depth_plots import (
     depth_accuracy_plot,
     depth_gradient_plot,
@@ -31,13 +27,14 @@ from actopt.analysis.depth_plots import (
     theory_q_plot,
 )
 from actopt.analysis.derive import Frames
-from actopt.analysis.frames import label, label_columns, science_columns  # noqa: E402
+from actopt.analysis.frames import label, label_columns, science_columns
 from actopt.analysis.plotting import (
     DIVERGED_STYLE,
     GALLERY_FILE,
     WRAP,
     Figure,
     Skip,
+    agg_backend,
     finish,
     group_names,
     learning_curves,
@@ -48,7 +45,8 @@ from actopt.analysis.plotting import (
     save,
     seed_note,
 )
-from actopt.analysis.statistics import CONFIDENCE, mean_interval  # noqa: E402
+from actopt.analysis.statistics import CONFIDENCE, mean_interval
+from actopt.core.figures import histogram_heatmap
 from actopt.core.metric_names import (
     BEST_VAL_ACCURACY,
     DEAD_FRACTION,
@@ -299,15 +297,9 @@ def histogram_plot(derived: Frames, folder: Path) -> Figure:
 
 
 def histogram_panel(axis: Any, document: dict[str, Any], layer: int) -> Any:
-    edges = document["edges_log10"]
-    width = edges[1] - edges[0]
-    x_edges = [edges[0] - width, *edges, edges[-1] + width]
-    counts = np.asarray([step_counts[layer] for step_counts in document["counts"]], dtype=np.float64)
-    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     steps = document["steps"]
-    y_edges = [*steps, steps[-1] + 1]
-    masked = np.ma.masked_where(fractions <= 0, fractions)
-    mesh = axis.pcolormesh(x_edges, np.asarray(y_edges) - 0.5, masked, cmap="viridis", norm=LogNorm(1e-4, 1.0))
+    counts = [step_counts[layer] for step_counts in document["counts"]]
+    mesh = histogram_heatmap(axis, document["edges_log10"], np.asarray([*steps, steps[-1] + 1]) - 0.5, counts)
     axis.set_xlabel("log10 |g|", fontsize=8)
     axis.set_ylabel("epoch", fontsize=8)
     axis.set_yticks(steps if len(steps) <= 12 else steps[:: math.ceil(len(steps) / 12)])
@@ -428,7 +420,7 @@ def draw_all(derived: Frames, folder: Path) -> tuple[list[Figure], dict[str, str
     unexpectedly is listed with its error, so that the report is still written)."""
     drawn: list[Figure] = []
     skipped: dict[str, str] = {}
-    with sns.axes_style("whitegrid"):
+    with agg_backend(), sns.axes_style("whitegrid"):
         for name, draw in FIGURES.items():
             try:
                 drawn.append(draw(derived, folder))

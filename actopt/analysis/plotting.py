@@ -3,23 +3,22 @@ support."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from actopt.analysis import frames  # noqa: E402
+from actopt.analysis import frames
 from actopt.analysis.derive import Frames
-from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
+from actopt.analysis.frames import label, label_columns, metric, science_columns
 from actopt.core.metric_names import LEARNING_RATE
 
 GALLERY_FILE = "activation_derivatives.png"
@@ -40,6 +39,27 @@ Figure = tuple[Path, str, str]
 
 class Skip(Exception):
     """The data cannot support this figure; the message says why."""
+
+
+@contextlib.contextmanager
+def agg_backend() -> Iterator[None]:
+    """Draw with Agg (files only: servers and CI have no display, and a desktop session must not get windows), and
+    hand the process back the backend it had: chosen here, where the figures are drawn, never at import.
+
+    seaborn's grids make their figures through pyplot, so pyplot's backend is switched for the drawing. Where
+    nothing was chosen yet, matplotlib's own "choose on first use" is put back (``rcParams._get``/``_set``, what
+    pyplot itself uses: assigning that marker through ``rcParams[...]`` is ignored).
+    """
+    chosen = matplotlib.rcParams._get("backend")
+    default = matplotlib.rcParamsDefault._get("backend")
+    plt.switch_backend("agg")
+    try:
+        yield
+    finally:
+        if isinstance(chosen, str) and chosen.lower() != "agg":
+            plt.switch_backend(chosen)
+        matplotlib.rcParams._set("backend", chosen)
+        matplotlib.rcParamsDefault._set("backend", default)
 
 
 def save(figure: Any, folder: Path, name: str) -> Path:
