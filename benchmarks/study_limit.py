@@ -20,7 +20,7 @@ from pathlib import Path
 
 import limits
 
-from actopt.core.data import load_splits
+from actopt.core.inputs import splits
 
 GROUP_SIZE = 8
 
@@ -69,7 +69,7 @@ def measure_study_limit(data_dir: str, every: int, epochs: int | None, cores: in
     chosen_keys = {config.run_name for config in first_seed[::every]}
     chosen = [config for config in everything if config.run_name in chosen_keys]
     lead = chosen[0]
-    data = load_splits(lead.dataset, lead.data_dir, False, lead.validation_fraction, lead.seed)
+    data = splits(lead)
     sizes = (len(data.train), len(data.validation), len(data.test))
     result = StudyLimit(len(chosen), len(everything), lead.epochs, limits.study_flops(chosen, sizes))
     for _, threads in core_splits(cores):

@@ -10,45 +10,16 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import struct
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pytest
+from recording import RecordingLogger
+from services import RestartableServer, free_port, postgres_bin, postgres_owner, require, start_mlflow_server
+from synthetic_data import write_dataset
 
+# Subprocesses that a test starts import actopt from this checkout, whatever is installed.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-if str(PROJECT_ROOT) not in sys.path:
-    sys.path.insert(0, str(PROJECT_ROOT))
-
-# Small enough that a run takes a second, large enough that a real learning curve appears.
-TRAIN_EXAMPLES = 600
-TEST_EXAMPLES = 200
-
-
-def write_idx(path: Path, array: np.ndarray) -> None:
-    """Write an unsigned-byte IDX file (magic 0x08, then the dimension count) as the originals are."""
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    path.write_bytes(header + array.astype(np.uint8).tobytes())
-
-
-def make_images(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Each class lights its own band of rows, plus noise: learnable in a few steps, not trivially."""
-    images = rng.integers(0, 90, size=(len(labels), 28, 28))
-    for index, label in enumerate(labels):
-        images[index, 2 + 2 * label : 5 + 2 * label, 4:24] += 150
-    return np.clip(images, 0, 255)
-
-
-def write_dataset(root: Path, folder: str, seed: int) -> None:
-    raw = root / folder / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for prefix, count in (("train", TRAIN_EXAMPLES), ("t10k", TEST_EXAMPLES)):
-        labels = rng.integers(0, 10, size=count)
-        write_idx(raw / f"{prefix}-images-idx3-ubyte", make_images(labels, rng))
-        write_idx(raw / f"{prefix}-labels-idx1-ubyte", labels)
 
 
 @pytest.fixture(scope="session")
@@ -115,98 +86,9 @@ def small_config(data_dir: Path):
     )
 
 
-class RecordingLogger:
-    """A ``training.RunLogger`` that keeps every call, so tests can check what a run logged."""
-
-    def __init__(self) -> None:
-        self.metrics: list[tuple[int | None, dict[str, float]]] = []
-        self.tags: dict[str, str] = {}
-        self.texts: dict[str, str] = {}
-        self.dicts: dict[str, dict[str, Any]] = {}
-        self.images: list[tuple[str, int, np.ndarray]] = []
-        self.models: list[Any] = []
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        self.metrics.append((step, dict(metrics)))
-
-    def set_tags(self, tags: dict[str, str]) -> None:
-        self.tags.update(tags)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.texts[artifact_file] = text
-
-    def log_dict(self, data: dict[str, Any], artifact_file: str) -> None:
-        self.dicts[artifact_file] = data
-
-    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self.images.append((key, step, image))
-
-    def log_model(self, model: Any, input_example: np.ndarray) -> None:
-        self.models.append((model, input_example))
-
-    def series(self, key: str) -> dict[int | None, float]:
-        """Every value logged under ``key``, by step."""
-        return {step: metrics[key] for step, metrics in self.metrics if key in metrics}
-
-
 @pytest.fixture
 def recorder() -> RecordingLogger:
     return RecordingLogger()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def start_mlflow_server(folder: Path, port: int, backend_store_uri: str | None = None):
-    """A real `mlflow server` on loopback with proxied artifacts in ``folder``; its backend is a
-    sqlite file there unless ``backend_store_uri`` names another (PostgreSQL)."""
-    import subprocess
-    import time
-    import urllib.request
-
-    folder.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-               "--backend-store-uri", backend_store_uri or f"sqlite:///{folder / 'server.db'}",
-               "--artifacts-destination", str(folder / "artifacts"), "--workers", "1"]
-    log = open(folder / "server.log", "ab")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=folder)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                if response.status == 200:
-                    return process
-        except OSError:
-            time.sleep(0.5)
-        if process.poll() is not None:
-            break
-    process.kill()
-    raise RuntimeError(f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-
-
-class RestartableServer:
-    """A real `mlflow server` that a test stops and starts again on the same port, with the same
-    sqlite file and artifact folder: a server restart, or an outage, as a client sees it."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process = None
-
-    def start(self) -> None:
-        self.process = start_mlflow_server(self.folder, self.port)
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=30)
-            self.process = None
 
 
 @pytest.fixture
@@ -226,37 +108,6 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=30)
-
-
-def require(reason: str) -> None:
-    """Skip a test whose tool is missing here; in CI (``CI`` set, as .ci/run does) fail it instead,
-    so that CI never passes by skipping."""
-    if os.environ.get("CI"):
-        pytest.fail(f"CI must run this test: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
-def postgres_bin() -> Path | None:
-    """The folder of PostgreSQL's server programs: on PATH, else Debian's /usr/lib/postgresql/N/bin."""
-    found = shutil.which("initdb")
-    if found:
-        return Path(found).resolve().parent
-    installed = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda path: int(path.parts[-3]))
-    return installed[-1].parent if installed else None
-
-
-def postgres_owner() -> str | None:
-    """The user the server runs as: initdb and postgres refuse to run as root, so root lends them
-    the ``postgres`` account that the distribution's package creates."""
-    if os.geteuid() != 0:
-        return None
-    import pwd
-
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        require("running as root, and there is no postgres user to run PostgreSQL as")
-    return "postgres"
 
 
 @pytest.fixture(scope="session")

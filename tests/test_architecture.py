@@ -130,3 +130,87 @@ def test_the_metric_check_sees_a_literal_name(tmp_path):
     module.write_text('from actopt.core.metric_names import VAL_ACCURACY\n'
                       'a = VAL_ACCURACY\nb = "val_accuracy"\nc = f"grad_norm/{a}"\nd = "val accuracy"\n')
     assert metric_literals(module) == [(3, "val_accuracy"), (4, "grad_norm/")]
+
+
+TESTS = Path(__file__).resolve().parent
+
+
+def imported_top_names(source: str) -> set[str]:
+    """The first component of every module ``source`` imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module.split(".")[0])
+    return found
+
+
+def edits_sys_path(source: str) -> bool:
+    """Whether ``source`` changes ``sys.path`` (an insert, an append, an assignment or an extension)."""
+    for node in ast.walk(ast.parse(source)):
+        target = node.func.value if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) else None
+        if isinstance(node, (ast.Assign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            target = next((item for item in targets if isinstance(item, ast.Attribute)), None)
+        if isinstance(target, ast.Attribute) and target.attr == "path" and getattr(target.value, "id", "") == "sys":
+            return True
+    return False
+
+
+def modules_importing_test_modules(sources: dict[str, str]) -> dict[str, set[str]]:
+    """For each test module, the test modules (or conftest) it imports: shared helpers live in plain modules."""
+    return {name: {imported for imported in imported_top_names(source)
+                   if imported == "conftest" or imported.startswith("test_")} - {name}
+            for name, source in sources.items()}
+
+
+
+
+def test_no_test_imports_another_test_module_and_none_edits_sys_path():
+    sources = {path.stem: path.read_text() for path in sorted(TESTS.glob("*.py"))}
+    offenders = {name: sorted(found) for name, found in modules_importing_test_modules(sources).items() if found}
+    assert not offenders, f"test modules importing test modules or conftest: {offenders}"
+    assert not [name for name, source in sources.items() if edits_sys_path(source)]
+    # The checks can fail: a module importing test_sweep and conftest, and one inserting into sys.path.
+    planted = {"test_planted": "from test_sweep import write_study\nimport conftest\n",
+               "test_fine": "from sweeping import write_study\n"}
+    assert modules_importing_test_modules(planted) == {"test_planted": {"test_sweep", "conftest"}, "test_fine": set()}
+    assert edits_sys_path("import sys\nsys.path.insert(0, 'x')\n")
+    assert edits_sys_path("import sys\nsys.path = ['x']\n")
+    assert not edits_sys_path("import sys\nprint(sys.path)\n")
+
+
+# The write side's core (issue 21): modules of one concern up to 300 lines (config.py, the one configuration
+# with its parsing, validation and digest, is the exception that says so), functions up to 60 lines and
+# 6 parameters besides self.
+CORE_MAX_LINES = 300
+CORE_LONGER = {"actopt.core.config"}
+MAX_FUNCTION_LINES = 60
+MAX_PARAMETERS = 6
+
+
+def oversized_functions(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            arguments = node.args
+            named = [*arguments.posonlyargs, *arguments.args, *arguments.kwonlyargs]
+            count = len(named) + bool(arguments.vararg) + bool(arguments.kwarg)
+            count -= bool(named) and named[0].arg in ("self", "cls")
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES or count > MAX_PARAMETERS:
+                found.append(f"{node.name} ({lines} lines, {count} parameters)")
+    return found
+
+
+def test_the_core_has_short_modules_and_functions(tmp_path):
+    core = {name: path for name, path in modules().items() if layer(name) == LAYERS.index("actopt.core")}
+    long = {name: len(path.read_text().splitlines()) for name, path in core.items() if name not in CORE_LONGER}
+    assert {name: lines for name, lines in long.items() if lines > CORE_MAX_LINES} == {}
+    assert {name: found for name, path in core.items() if (found := oversized_functions(path))} == {}
+    # The check can fail: a function of seven parameters is found, a method's self is not counted.
+    sample = tmp_path / "sample.py"
+    sample.write_text("def seven(a, b, c, d, e, f, g):\n    return a\n\n\nclass C:\n"
+                      "    def six(self, a, b, c, d, e, f):\n        return a\n")
+    assert oversized_functions(sample) == ["seven (2 lines, 7 parameters)"]

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import RecordingLogger
 from mlflow.tracking import MlflowClient
+from recording import RecordingLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from actopt.core import training
+from actopt.core import evaluation, training
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits, Split
 from actopt.core.models import CLASSES, INPUT_SIZE, build_mlp
@@ -67,7 +67,7 @@ def test_epoch_flops_matches_flop_counter_on_a_training_step_and_a_validation_pa
     assert counter.get_total_flops() > 0
     assert benchmark.epoch_flops(config, config.batch_size, 0) == counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
-        training.evaluate(model, random_split(24))
+        evaluation.evaluate(model, random_split(24))
     assert benchmark.epoch_flops(config, 0, 24) == counter.get_total_flops()
 
 
@@ -152,8 +152,7 @@ def test_quick_mode_writes_every_section_and_leaves_the_users_store_alone(tmp_pa
 
 
 def test_group_sections_give_verdicts_from_the_ratios_and_a_rerun_keeps_unmeasured_sections():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    groups = importlib.import_module("groups")
+    groups = load_benchmark().groups
     result = groups.Groups(epochs=2, sequential_seconds=[30.0], group_seconds=[20.0], baseline_epoch=[1.0],
                            single_epoch=[1.06], saturating={"flushed": [1.0, 1.1], "not flushed": [1.0, 3.0]},
                            saturating_accuracy={"flushed": [0.5, 0.8], "not flushed": [0.5, 0.8001]})
@@ -164,7 +163,7 @@ def test_group_sections_give_verdicts_from_the_ratios_and_a_rerun_keeps_unmeasur
     assert "largest difference over its epochs is 0.0001" in lines
     study = groups.StudyComparison(7, 21, 10, 2, seconds={"one": 100.0, "three": 230.0}, runs={"one": 7, "three": 21})
     assert "2.30×, **missed**" in "\n".join(groups.study_section(study))
-    results_file = importlib.import_module("results_file")
+    results_file = load_benchmark().results_file
     existing = ("# results\n\nold header\n\n## 1. Training\n\nold\n\n## 5. System metrics\n\nkept\n\n"
                 "## 6. Groups\n\nstale\n")
     merged = results_file.merge(existing, "# results\n\nnew header\n\n## 6. Groups\n\nnew\n\n## 1. Training\n\nfresh\n")

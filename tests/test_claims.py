@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from test_sweep import write_study
+from sweeping import write_study
 
 from actopt.errors import UserError
 from actopt.tracking import claims, records

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from test_sweep import write_study
+from sweeping import write_study
 
 from actopt.cli import main
 from actopt.tracking import masking, runlog

@@ -12,8 +12,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import free_port
 from mlflow.tracking import MlflowClient
+from services import free_port
 
 pytestmark = pytest.mark.slow
 SCRIPT = Path(__file__).resolve().parents[1] / "deploy" / "mlflow-server.sh"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
-from test_sweep import experiment_runs, finished_per_digest, split, write_study
+from sweeping import experiment_runs, finished_per_digest, split, write_study
 
 from actopt.cli import main
 from actopt.core.config import config_digest

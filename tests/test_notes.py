@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from forcing import forcing_builder
 from mlflow.tracking import MlflowClient
-from test_unit_fractions import forcing_builder
 
 from actopt.analysis import plots, tables
 from actopt.analysis.analyze import analyze_experiment, findings_markdown

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from test_sweep import FOUR, experiment_runs, invoke, split, sweep, write_study
+from sweeping import FOUR, experiment_runs, invoke, split, sweep, write_study
 
 from actopt.analysis import analyze
 from actopt.core.config import config_digest

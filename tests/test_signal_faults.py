@@ -144,7 +144,7 @@ def test_no_hidden_layer_trains_with_gradient_statistics_on(small_config, tracki
 
 
 def test_a_signal_just_after_the_parent_exists_ends_it_killed(tmp_path, data_dir, tracking_store, monkeypatch):
-    from test_sweep import experiment_runs, split, sweep, write_study
+    from sweeping import experiment_runs, split, sweep, write_study
 
     from actopt.tracking import records
 

@@ -18,18 +18,15 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
+from sweeping import FOUR, experiment_runs, finished_per_digest, invoke, split, sweep, write_study
 
 from actopt.cli import main as cli_main
 from actopt.core.config import config_digest
 from actopt.errors import UserError
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import (
-    InlineExecutor,
-    ensure_datasets,
     parent_record,
-    run_sweep,
     summarize,
     summary_table,
 )
@@ -37,51 +34,6 @@ from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Each configuration trains in well under a second on the synthetic data.
-TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 2, "max_batches": 3, "batch_size": 32,
-        "gradient_statistics": False, "log_model": False, "device": "cpu"}
-FOUR = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.1]},
-                                                      "adam": {"learning_rate": [0.001]}}}
-
-
-def write_study(folder: Path, grid: dict, name: str = "tiny", seeds=(0,), **fixed) -> Path:
-    path = folder / f"{name}.json"
-    fixed = {key: value for key, value in {**TINY, **fixed}.items() if key not in grid}
-    document = {"description": "A tiny study for tests.", "seeds": list(seeds), "fixed": fixed, "grid": grid}
-    path.write_text(json.dumps(document, indent=2))
-    return path
-
-
-def sweep(path: Path, data_dir: Path, executor=None, report=None, group_size=8, **values):
-    study = load_study(str(path))
-    configs = configurations(study, data_dir=str(data_dir), **values)
-    ensure_datasets(configs)
-    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None),
-                       group_size=group_size)
-    return study, configs, result
-
-
-def experiment_runs(name: str = "tiny") -> list:
-    client = MlflowClient()
-    experiment = client.get_experiment_by_name(name)
-    return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
-
-
-def split(runs):
-    parents = [run for run in runs if records.PARENT_RUN_TAG not in run.data.tags]
-    children = [run for run in runs if records.PARENT_RUN_TAG in run.data.tags]
-    return parents, children
-
-
-def finished_per_digest(children) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for run in children:
-        if run.info.status == "FINISHED":
-            digest = run.data.tags[records.CONFIG_DIGEST_TAG]
-            counts[digest] = counts.get(digest, 0) + 1
-    return counts
-
-
 def record(digest, status, start, diverged=False, accuracy=None, pid=None, host=None):
     return records.SweepRun(run_id=f"{digest}-{start}", run_name=digest, status=status, start_time=start,
                              end_time=None, digest=digest, host=host, pid=pid, diverged=diverged,
@@ -319,10 +271,6 @@ def test_a_signal_inside_the_store_is_delivered_when_the_call_returns():
         finished.append("after the call")
         time.sleep(5)
     assert finished == ["store call", "after the call"]
-
-
-def invoke(*arguments: str):
-    return CliRunner().invoke(cli_main, list(arguments))
 
 
 def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):

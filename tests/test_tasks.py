@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actopt.core.training import group_key
+from actopt.core.member import group_key
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.tasks import balanced_sizes, plan_groups
 

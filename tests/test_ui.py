@@ -9,9 +9,9 @@ import json
 
 import pytest
 from browser import chromium, rendered_dom
-from conftest import require
+from forcing import forcing_builder
 from mlflow.tracking import MlflowClient
-from test_unit_fractions import forcing_builder
+from services import require
 
 from actopt.analysis.analyze import analyze_experiment
 from actopt.sweeps.study import configurations, load_study

@@ -18,33 +18,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from forcing import forcing_builder
 
 from actopt.core import training
-from actopt.core.data import load_splits
+from actopt.core.inputs import splits
 from actopt.core.models import linear_layers
-
-WEIGHT_SCALE = 1e-3
-
-
-def forcing_builder(bias: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make ``train`` build its MLP as usual, then set every hidden layer's bias to ``bias``."""
-    original = training.build_mlp
-
-    def build(*args, **kwargs):
-        model = original(*args, **kwargs)
-        with torch.no_grad():
-            for layer in linear_layers(model)[:-1]:  # the last Linear produces the logits
-                layer.weight.mul_(WEIGHT_SCALE)
-                layer.bias.fill_(bias)
-        return model
-
-    monkeypatch.setattr(training, "build_mlp", build)
 
 
 def train_forced(small_config, recorder, activation: str, bias: float, monkeypatch):
     forcing_builder(bias, monkeypatch)
     config = small_config.replace(activation=activation, optimizer="sgd", learning_rate=1e-6, epochs=1, max_batches=1)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     result = training.train(config, data, recorder)
     # The biases did stay where they were forced (result.model holds the weights after epoch 1).
     for layer in linear_layers(result.model)[:-1]:

@@ -15,7 +15,8 @@ from typing import Any
 
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits
-from actopt.core.training import group_key
+from actopt.core.inputs import DataCache
+from actopt.core.member import group_key
 from actopt.errors import describe_error
 from actopt.tracking import records, runlog, store
 
@@ -55,23 +56,12 @@ class Outcome:
 
 
 # The data of the last group, kept for the next: a study's groups mostly share dataset and seeds.
-_prepared: dict[tuple[Any, ...], tuple[Any, DatasetSplits]] = {}
-
-
-def data_key(config: TrainConfig) -> tuple[Any, ...]:
-    return (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed, config.device,
-            config.input_scaling, config.train_examples)
+_prepared = DataCache()
 
 
 def prepare_shared(configs: Sequence[TrainConfig]) -> tuple[Any, list[DatasetSplits]]:
     """Each member's data; splits already loaded for the previous group are reused, others dropped."""
-    wanted = {data_key(config): config for config in configs}
-    for key in [key for key in _prepared if key not in wanted]:
-        del _prepared[key]
-    for key, config in wanted.items():
-        if key not in _prepared:
-            _prepared[key] = runlog.prepare(config)
-    return _prepared[data_key(configs[0])][0], [_prepared[data_key(config)][1] for config in configs]
+    return _prepared.prepare(configs)
 
 
 def run_task(task: Task) -> list[Outcome]:

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from actopt.core import description, diagnosis
 from actopt.core.config import TrainConfig
-from actopt.core.training import TrainResult
+from actopt.core.member import TrainResult
 
 DESCRIPTION_TAG = "mlflow.note.content"
 DIAGNOSIS_PREFIX = "diagnosis."

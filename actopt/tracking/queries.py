@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from actopt.core.config import TrainConfig, format_value, parse_value
-from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
+from actopt.core.run_end import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
     KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
@@ -273,7 +273,7 @@ def wanted(key: str, keys: Sequence[str] | None) -> bool:
 
 
 def history_from_csv(run_id: str, text: str, keys: Sequence[str] | None) -> list[Row]:
-    """Rows of ``training.history_csv``'s table. An empty cell means "not logged at this step";
+    """Rows of ``run_end.history_csv``'s table. An empty cell means "not logged at this step";
     "nan" and "inf" are logged values and kept. (Plain csv: for tables this small it is several
     times faster than pandas' reader.)"""
     reader = csv.reader(io.StringIO(text))
