@@ -405,8 +405,7 @@ def start_sweep(options: Any) -> Any:
         if budget is not None:
             from actopt.analysis.adaptive import sweep_until_decided
 
-            return sweep_until_decided(loaded, configs, engine, budget, options.quick, options.launcher_run_id,
-                                       terminal_report, options.group_size)
+            return sweep_until_decided(loaded, configs, engine, budget, options, terminal_report)
         return run_sweep(loaded, configs, engine, options, terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None

@@ -105,6 +105,33 @@ def test_the_check_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
     assert layer("actopt.tracking.b") > layer("actopt.core.a")
 
 
+def metric_literals(path: Path) -> list[tuple[int, str]]:
+    """String literals (f-string parts included) in ``path`` that spell a registry metric name, or begin with a
+    per-layer family's ``family/``: such a name belongs in ``actopt.core.metric_names``."""
+    from actopt.core import metric_names
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            family = node.value.split("/", 1)[0] if "/" in node.value else ""
+            if node.value in metric_names.NAMES or family in metric_names.PER_LAYER_FAMILIES:
+                found.append((node.lineno, node.value))
+    return found
+
+
+def test_the_analysis_spells_metric_names_through_the_registry():
+    spelt = {name: literals for name, path in modules().items()
+             if name.startswith("actopt.analysis") and (literals := metric_literals(path))}
+    assert spelt == {}
+
+
+def test_the_metric_check_sees_a_literal_name(tmp_path):
+    module = tmp_path / "module.py"
+    module.write_text('from actopt.core.metric_names import VAL_ACCURACY\n'
+                      'a = VAL_ACCURACY\nb = "val_accuracy"\nc = f"grad_norm/{a}"\nd = "val accuracy"\n')
+    assert metric_literals(module) == [(3, "val_accuracy"), (4, "grad_norm/")]
+
+
 TESTS = Path(__file__).resolve().parent
 
 
