@@ -60,7 +60,7 @@ import study_limit  # noqa: E402
 
 from actopt.core import training  # noqa: E402
 from actopt.core.config import TrainConfig  # noqa: E402
-from actopt.core.data import load_splits  # noqa: E402
+from actopt.core.inputs import splits  # noqa: E402
 from actopt.sweeps.study import configurations, load_study  # noqa: E402
 
 # The arithmetic's counting lives in limits.py; these names are what benchmark.py and its tests use.
@@ -196,7 +196,7 @@ class Training:
 
 
 def measure_training(config: TrainConfig, repeats: int, server: str | None, report: Callable[[str], None]) -> Training:
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     result = Training(epochs=config.epochs, repeats=repeats)
     stores = ["sqlite"] + ([server] if server else [])
     for repeat in range(repeats):
@@ -245,7 +245,8 @@ def run_fixed_costs(uri: str) -> list[float]:
 
 def measure_sweep(data_dir: str, every: int, epochs: int | None, workers: int,
                   report: Callable[[str], None]) -> Sweep:
-    from actopt.sweeps.sweep import ProcessExecutor, run_sweep
+    from actopt.sweeps.executors import ProcessExecutor
+    from actopt.sweeps.sweep import run_sweep
 
     study = load_study(STUDY)
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")

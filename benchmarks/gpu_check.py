@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from actopt.core import training  # noqa: E402
 from actopt.core.config import TrainConfig  # noqa: E402
-from actopt.core.data import DatasetSplits, Split, load_splits  # noqa: E402
+from actopt.core.data import DatasetSplits, DataSpec, Split, load_splits  # noqa: E402
 from actopt.core.models import CLASSES, INPUT_SIZE  # noqa: E402
 from actopt.errors import DataError  # noqa: E402
 
@@ -90,7 +90,7 @@ def member_configs(base: TrainConfig, count: int) -> list[TrainConfig]:
 def splits_by_seed(base: TrainConfig, device: torch.device, synthetic_examples: int) -> dict[int, DatasetSplits]:
     """Each seed's split on ``device``: the real dataset when its files are there, else random data of its shape."""
     try:
-        return {seed: load_splits(base.dataset, base.data_dir, False, base.validation_fraction, seed, device)
+        return {seed: load_splits(DataSpec(base.dataset, base.data_dir, False, base.validation_fraction, seed), device)
                 for seed in SEEDS}
     except DataError:  # missing or unreadable files: random data says as much about equality and speed
         def split(examples: int, generator: torch.Generator) -> Split:

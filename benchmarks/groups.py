@@ -15,6 +15,7 @@ shared machine falls on both; the ratios are what to read.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ import torch
 
 from actopt.core import training
 from actopt.core.config import TrainConfig
-from actopt.core.data import load_splits
+from actopt.core.inputs import splits
 
 ROOT = Path(__file__).resolve().parents[1]
 GROUP_SIZE = 8
@@ -43,7 +44,11 @@ import benchmark
 from actopt.core.config import TrainConfig
 from actopt.core.data import load_splits
 config = TrainConfig.from_mapping(json.loads(sys.argv[2]))
-data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+try:  # load_splits takes a DataSpec since the core was split by concern; the older code takes its fields
+    from actopt.core.data import DataSpec
+    data = load_splits(DataSpec(config.dataset, config.data_dir, False, config.validation_fraction, config.seed))
+except ImportError:
+    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
 logger = benchmark.actopt_epochs(config, data, "sqlite")
 print(json.dumps(logger.epoch_times(logger.started)))
 """
@@ -110,16 +115,16 @@ class Saturating:
 
 def saturating_run(config: TrainConfig, flush: bool) -> Saturating:
     """sigmoid + Adam 1e-2 without MLflow; ``flush`` False keeps subnormals (the code before this change)."""
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
-    original = training.flush_subnormals
-    training.flush_subnormals = original if flush else lambda device: None  # type: ignore[assignment]
+    data = splits(config)
+    original = training.flushed_subnormals
+    if not flush:
+        training.flushed_subnormals = lambda device: contextlib.nullcontext()  # type: ignore[assignment]
     torch.set_flush_denormal(False)
     try:
         logger = MetricsLogger()
         training.train(config, data, logger)
     finally:
-        training.flush_subnormals = original  # type: ignore[assignment]
-        torch.set_flush_denormal(False)
+        training.flushed_subnormals = original  # type: ignore[assignment]
     history = [logger.history[epoch] for epoch in sorted(logger.history)]
     return Saturating([metrics["epoch_time"] for metrics in history], [metrics["val_accuracy"] for metrics in history])
 
@@ -163,8 +168,10 @@ def measure_study(data_dir: str, every: int, epochs: int | None, workers: int,
                   report: Callable[[str], None]) -> StudyComparison:
     from benchmark import STUDY, tracking_store
 
+    from actopt.sweeps.executors import ProcessExecutor
+    from actopt.sweeps.options import SweepOptions
     from actopt.sweeps.study import configurations, load_study
-    from actopt.sweeps.sweep import ProcessExecutor, run_sweep
+    from actopt.sweeps.sweep import run_sweep
 
     study = load_study(STUDY)
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")
@@ -179,7 +186,7 @@ def measure_study(data_dir: str, every: int, epochs: int | None, workers: int,
                                       ("3 seeds, groups of up to 8", three_seeds, GROUP_SIZE)):
         with tempfile.TemporaryDirectory() as folder, tracking_store(None, Path(folder)):
             started = time.perf_counter()
-            outcome = run_sweep(study, configs, ProcessExecutor(workers), group_size=group_size)
+            outcome = run_sweep(study, configs, ProcessExecutor(workers), SweepOptions(group_size=group_size))
             result.seconds[name] = time.perf_counter() - started
             result.runs[name] = len(configs)
             if outcome.exit_code:

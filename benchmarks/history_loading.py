@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 
 from actopt.analysis import analyze  # noqa: E402
 from actopt.core.config import TrainConfig  # noqa: E402
-from actopt.core.training import HISTORY_ARTIFACT, history_csv  # noqa: E402
+from actopt.core.run_end import HISTORY_ARTIFACT, history_csv  # noqa: E402
 from actopt.tracking import queries, store  # noqa: E402
 
 EPOCHS = 10

@@ -18,10 +18,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits, Split
+from actopt.core.device import build_stack
 from actopt.core.evaluation import EVALUATION_BATCH
 from actopt.core.models import CLASSES, INPUT_SIZE
 from actopt.core.probe import UNIT_PROBE_EXAMPLES, GroupProbe
-from actopt.core.training import build_stack
 
 
 def matmul_rate(size: int = 1024, repeats: int = 20) -> float:

@@ -31,7 +31,11 @@ class Silent:
     def __getattr__(self, name): return lambda *arguments, **keywords: None
 base = TrainConfig.from_mapping({"data_dir": data_dir, "download": False, "device": "cpu", "epochs": 1,
                                  "max_batches": batches, "log_model": False})
-data = load_splits(base.dataset, base.data_dir, False, base.validation_fraction, 0)
+try:  # load_splits takes a DataSpec since the core was split by concern; the older code takes its fields
+    from actopt.core.data import DataSpec
+    data = load_splits(DataSpec(base.dataset, base.data_dir, False, base.validation_fraction, 0))
+except ImportError:
+    data = load_splits(base.dataset, base.data_dir, False, base.validation_fraction, 0)
 configs = [base.replace(learning_rate=rate, seed=seed) for rate in (1e-4, 1e-3, 1e-2) for seed in (0, 1, 2)][:size]
 model = training.build_stack(configs, torch.device("cpu"))
 members = [training.Member(config, data, Silent(), torch.Generator().manual_seed(config.seed)) for config in configs]

@@ -10,7 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from actopt.core.config import TrainConfig
 from actopt.core.models import ACTIVATIONS
-from actopt.core.training import HISTORY_ARTIFACT, history_csv
+from actopt.core.run_end import HISTORY_ARTIFACT, history_csv
 from actopt.tracking import records
 
 

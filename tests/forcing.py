@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from actopt.core import training
+from actopt.core import device
 from actopt.core.models import linear_layers
 
 WEIGHT_SCALE = 1e-3
@@ -13,7 +13,7 @@ WEIGHT_SCALE = 1e-3
 
 def forcing_builder(bias: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make ``train`` build its MLP as usual, then set every hidden layer's bias to ``bias``."""
-    original = training.build_mlp
+    original = device.build_mlp
 
     def build(*args, **kwargs):
         model = original(*args, **kwargs)
@@ -23,4 +23,4 @@ def forcing_builder(bias: float, monkeypatch: pytest.MonkeyPatch) -> None:
                 layer.bias.fill_(bias)
         return model
 
-    monkeypatch.setattr(training, "build_mlp", build)
+    monkeypatch.setattr(device, "build_mlp", build)

@@ -18,7 +18,7 @@ from recording import RecordingLogger
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from actopt.core import training
+from actopt.core import evaluation, training
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits, Split
 from actopt.core.models import CLASSES, INPUT_SIZE, build_mlp
@@ -67,7 +67,7 @@ def test_epoch_flops_matches_flop_counter_on_a_training_step_and_a_validation_pa
     assert counter.get_total_flops() > 0
     assert benchmark.epoch_flops(config, config.batch_size, 0) == counter.get_total_flops()
     with FlopCounterMode(display=False) as counter:
-        training.evaluate(model, random_split(24))
+        evaluation.evaluate(model, random_split(24))
     assert benchmark.epoch_flops(config, 0, 24) == counter.get_total_flops()
 
 

@@ -10,12 +10,12 @@ import torchvision
 from synthetic_data import TEST_EXAMPLES, TRAIN_EXAMPLES
 from torchvision import transforms
 
-from actopt.core.data import DATASETS, batch_indices, load_splits, split_indices
+from actopt.core.data import DATASETS, DataSpec, batch_indices, load_splits, split_indices
 from actopt.errors import DataError
 
 
 def test_splits_have_the_expected_sizes_and_range(data_dir):
-    data = load_splits("fashion-mnist", data_dir, False, 0.1, seed=0)
+    data = load_splits(DataSpec("fashion-mnist", data_dir, False, 0.1, seed=0))
     assert (len(data.train), len(data.validation), len(data.test)) == (TRAIN_EXAMPLES - 60, 60, TEST_EXAMPLES)
     assert data.train.inputs.shape == (TRAIN_EXAMPLES - 60, 784)
     assert data.train.inputs.dtype == torch.float32 and data.train.targets.dtype == torch.int64
@@ -28,7 +28,7 @@ def test_normalization_equals_the_seed_transforms(data_dir):
         root=str(data_dir), train=False, download=False,
         transform=transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))]),
     )
-    data = load_splits("mnist", data_dir, False, 0.1, seed=0)
+    data = load_splits(DataSpec("mnist", data_dir, False, 0.1, seed=0))
     for index in (0, 17, TEST_EXAMPLES - 1):
         image, label = seed_style[index]
         assert torch.equal(data.test.inputs[index], image.reshape(-1))
@@ -55,7 +55,7 @@ def test_batches_cover_one_shuffled_epoch():
 
 def test_missing_dataset_without_download_says_where_it_looked(tmp_path):
     with pytest.raises(DataError) as raised:
-        load_splits("mnist", tmp_path / "empty", False, 0.1, 0)
+        load_splits(DataSpec("mnist", tmp_path / "empty", False, 0.1, 0))
     message = str(raised.value)
     assert str(tmp_path / "empty" / "MNIST" / "raw") in message
     assert "ACTOPT_DATA_DIR" in message and "download is off" in message
@@ -67,7 +67,7 @@ def test_failed_download_is_a_data_error(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets.MNIST, "download", offline)
     with pytest.raises(DataError) as raised:
-        load_splits("mnist", tmp_path, True, 0.1, 0)
+        load_splits(DataSpec("mnist", tmp_path, True, 0.1, 0))
     assert "the download failed" in str(raised.value) and "Name or service not known" in str(raised.value)
 
 
@@ -77,7 +77,7 @@ def test_truncated_file_names_the_file(data_dir, tmp_path):
     images = copy / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:5000])
     with pytest.raises(DataError) as raised:
-        load_splits("mnist", copy, False, 0.1, 0)
+        load_splits(DataSpec("mnist", copy, False, 0.1, 0))
     assert "train-images-idx3-ubyte" in str(raised.value)
     assert "\n" not in str(raised.value)
 
@@ -102,7 +102,7 @@ def test_a_damaged_file_is_named_with_what_is_wrong(data_dir, tmp_path, file, da
     path = copy / "MNIST" / "raw" / file
     path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(DataError) as raised:
-        load_splits("mnist", copy, False, 0.1, 0)
+        load_splits(DataSpec("mnist", copy, False, 0.1, 0))
     assert str(raised.value) == f"mnist: cannot read {path}: {problem}"
 
 
@@ -113,7 +113,7 @@ def test_registry_names_the_two_datasets():
 def test_input_scalings_and_training_subset(data_dir):
     """symmetric = 2·unit − 1 exactly; standardized has the kept training split's mean 0 and std 1;
     train_examples keeps the first examples of the same seeded training split and no validation change."""
-    splits = {scaling: load_splits("mnist", data_dir, False, 0.1, 0, "cpu", scaling)
+    splits = {scaling: load_splits(DataSpec("mnist", data_dir, False, 0.1, 0, scaling), "cpu")
               for scaling in ("symmetric", "unit", "standardized")}
     unit = splits["unit"].train.inputs
     assert float(unit.min()) >= 0.0 and float(unit.max()) <= 1.0
@@ -121,7 +121,7 @@ def test_input_scalings_and_training_subset(data_dir):
     standardized = splits["standardized"].train.inputs.double()
     assert float(standardized.mean()) == pytest.approx(0.0, abs=1e-5)
     assert float(standardized.std()) == pytest.approx(1.0, rel=1e-5)
-    small = load_splits("mnist", data_dir, False, 0.1, 0, "cpu", "unit", train_examples=50)
+    small = load_splits(DataSpec("mnist", data_dir, False, 0.1, 0, "unit", train_examples=50), "cpu")
     assert torch.equal(small.train.inputs, unit[:50])
     assert torch.equal(small.train.targets, splits["unit"].train.targets[:50])
     assert torch.equal(small.validation.inputs, splits["unit"].validation.inputs)

@@ -12,7 +12,7 @@ import torch
 from actopt.core import derivatives, diagnosis, gradstats
 from actopt.core.config import TrainConfig
 from actopt.core.description import run_description
-from actopt.core.training import TrainResult
+from actopt.core.member import TrainResult
 
 
 def norms(first: float, last: float = 1.0, step: int = 1) -> dict[int, dict[str, float]]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
 from plain_forward import forward_with_pre_activations
 
-from actopt.core import gradstats, probe, stacked, training
+from actopt.core import device, gradstats, probe, stacked, training
+from actopt.core.inputs import splits
 from actopt.core.models import build_mlp
 
 
@@ -56,6 +59,45 @@ def test_epoch_summary_is_mean_and_peak_of_steps():
     totals = [float(torch.nn.utils.get_total_norm(weights + biases)) for weights, biases in steps]
     assert summary.global_norm == pytest.approx(np.mean(totals), rel=1e-5)
     assert summary.global_norm_peak == pytest.approx(max(totals), rel=1e-5)
+
+
+def test_the_accumulator_summarizes_each_member_as_the_oracle_does():
+    """Three members' stacked gradients over five steps; each member's summary against torch on its own rows."""
+    shapes = ((12, 30), (7, 12), (4, 7))
+    generator = torch.Generator().manual_seed(8)
+    # Members of very different scales (the last one's squares would underflow in float32): rows stay apart.
+    scales = torch.tensor([1.0, 1e-3, 1e-25]).view(3, 1, 1)
+    steps = [([torch.randn(3, fan_in, fan_out, generator=generator) * scales * 10.0 ** -layer
+               for layer, (fan_out, fan_in) in enumerate(shapes)],
+              [torch.randn(3, 1, fan_out, generator=generator) for fan_out, _ in shapes]) for _ in range(5)]
+    weights = [torch.zeros(3, fan_in, fan_out) for fan_out, fan_in in shapes]
+    accumulator = gradstats.GradientAccumulator(weights)
+    assert accumulator.layout.width == 3 * len(shapes) + 1
+    for weight_gradients, bias_gradients in steps:
+        accumulator.add(weight_gradients, bias_gradients)
+    assert accumulator.steps == len(steps)
+    for member in range(3):
+        summary = accumulator.summary(member)
+        for layer in range(len(shapes)):
+            own = [weight_gradients[layer][member] for weight_gradients, _ in steps]
+            assert summary.l2_norm[layer] == pytest.approx(np.mean([float(torch.linalg.vector_norm(g)) for g in own]),
+                                                           rel=1e-5)
+            assert summary.mean_abs[layer] == pytest.approx(np.mean([float(g.abs().mean()) for g in own]), rel=1e-5)
+            assert summary.max_abs[layer] == pytest.approx(np.mean([float(g.abs().max()) for g in own]), rel=1e-6)
+            assert summary.max_abs_peak[layer] == pytest.approx(max(float(g.abs().max()) for g in own), rel=1e-6)
+        totals = [float(torch.nn.utils.get_total_norm([g[member] for g in weight_gradients + bias_gradients]))
+                  for weight_gradients, bias_gradients in steps]
+        assert summary.global_norm == pytest.approx(np.mean(totals), rel=1e-5)
+        assert summary.global_norm_peak == pytest.approx(max(totals), rel=1e-5)
+
+
+def test_the_layout_places_each_block_where_step_statistics_puts_it():
+    layout = gradstats.StatisticsLayout(3)
+    packed = layout.pack(*(torch.full((2, size), float(block)) for block, size in enumerate((3, 3, 3, 1))))
+    assert packed.shape == (2, layout.width) == (2, 10)
+    for block, place in enumerate((layout.l2_norms, layout.abs_sums, layout.max_abs)):
+        assert torch.equal(packed[:, place], torch.full((2, 3), float(block)))
+    assert torch.equal(packed[:, layout.global_norm], torch.full((2,), 3.0))
 
 
 def test_histogram_matches_numpy():
@@ -145,13 +187,11 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
     monkeypatch.setattr(stacked.StackedMLP, "__init__", instrumented)
     monkeypatch.setattr(stacked.StackedMLP, "forward", forward)
     config = small_config.replace(epochs=1, max_batches=4)
-    from actopt.core.data import load_splits
-
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     training.train(config, data, recorder)
     assert len(captured) == 4
     for layer in range(3):
-        name = training.layer_name(layer + 1)
+        name = probe.layer_name(layer + 1)
         norms = [float(torch.linalg.vector_norm(step[layer])) for step in captured]
         peaks = [float(step[layer].abs().max()) for step in captured]
         assert recorder.series(f"grad_norm/{name}")[1] == pytest.approx(np.mean(norms), rel=1e-5)
@@ -162,10 +202,8 @@ def test_logged_gradient_statistics_equal_hooked_gradients(small_config, data_di
 
 def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
     """probe_grad_max_abs at step 0 equals the max |grad| of the untrained net on the probe batch."""
-    from actopt.core.data import load_splits
-
     config = small_config.replace(epochs=1, max_batches=1)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     torch.manual_seed(config.seed)
     model = build_mlp(config.layer_sizes, config.activation, config.dropout, config.init)
     inputs, targets = probe.probe_batch(config, data)
@@ -187,7 +225,7 @@ def test_probe_gradient_is_the_fixed_minibatch_gradient(small_config, recorder):
         squares += [float(layer.weight.grad.double().pow(2).sum()) for layer in linear]
     expected_example_norms = np.sqrt(squares / len(inputs))
     training.train(config, data, recorder)
-    names = [training.layer_name(index) for index in (1, 2, 3)]
+    names = [probe.layer_name(index) for index in (1, 2, 3)]
     assert [recorder.series(f"probe_grad_max_abs/{name}")[0] for name in names] == pytest.approx(expected, rel=1e-6)
     assert [recorder.series(f"probe_grad_norm/{name}")[0] for name in names] == pytest.approx(expected_norms, rel=1e-6)
     assert [recorder.series(f"probe_example_grad_norm/{name}")[0] for name in names] == pytest.approx(
@@ -228,11 +266,9 @@ def test_vanished_gradients_are_logged_not_flushed(small_config, recorder, monke
     """Sigmoid, default init, depth 40: the first layers' gradients are near 1e-34, whose float32
     squares underflow. Every logged norm is nonzero and equals a float64 autograd oracle computed at
     the same weights on the same batches, with the CPU's subnormal flushing on and off."""
-    from actopt.core.data import load_splits
-
     config = small_config.replace(epochs=1, max_batches=3, depth=40, width=16, activation="sigmoid",
                                   gradient_statistics=True)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     steps: list[tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]] = []
     original_forward = stacked.StackedMLP.forward
     pending = [False]  # whether the next loss is a training step's
@@ -266,18 +302,24 @@ def test_vanished_gradients_are_logged_not_flushed(small_config, recorder, monke
 
     monkeypatch.setattr(training.nn.functional, "cross_entropy", cross_entropy)
     logged = {}
+    previous = device.subnormals_flushed()
     for flushing in (True, False):
         steps.clear()
         targets_seen.clear()
-        monkeypatch.setattr(training, "flush_subnormals", lambda device, flushing=flushing: torch.set_flush_denormal(
-            flushing))
+
+        @contextlib.contextmanager
+        def subnormal_mode(_device, flushing=flushing):
+            torch.set_flush_denormal(flushing)
+            yield
+
+        monkeypatch.setattr(training, "flushed_subnormals", subnormal_mode)
         run = type(recorder)()
         training.train(config, data, run)
-        logged[flushing] = [run.series(f"grad_norm/{training.layer_name(index)}")[1] for index in range(1, 42)]
+        logged[flushing] = [run.series(f"grad_norm/{probe.layer_name(index)}")[1] for index in range(1, 42)]
         assert len(steps) == len(targets_seen) == 3
         expected = np.mean([oracle_norms(*step, targets) for step, targets in zip(steps, targets_seen)], axis=0)
         assert expected[0] < 1e-25  # the case the float32 squares lost
         assert all(value > 0 for value in logged[flushing])
         assert logged[flushing] == pytest.approx(list(expected), rel=1e-3)
-    torch.set_flush_denormal(False)
+    torch.set_flush_denormal(previous)
     assert logged[True] == pytest.approx(logged[False], rel=1e-6)

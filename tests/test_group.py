@@ -8,8 +8,8 @@ import pytest
 import torch
 from recording import RecordingLogger
 
-from actopt.core import gradstats, training
-from actopt.core.data import DatasetSplits, Split, load_splits
+from actopt.core import gradstats, inputs, member, run_end, training
+from actopt.core.data import DatasetSplits, Split
 from actopt.core.models import build_mlp, linear_layers
 from actopt.core.optimizers import StackedOptimizer, build_optimizer
 from actopt.core.stacked import StackedMLP
@@ -168,7 +168,7 @@ def test_stacked_step_statistics_are_step_statistics_per_member():
 def test_each_distinct_batch_is_copied_once_and_every_row_gets_its_own():
     shared, other = (Split(torch.randn(10, 3), torch.arange(10)) for _ in range(2))
     data = [DatasetSplits("x", "memory", "none", split, split, split) for split in (shared, shared, other)]
-    group = [training.Member(None, item, None, None) for item in data]
+    group = [member.Member(None, item, None, None) for item in data]
     same_order, other_order = [torch.tensor([3, 1]), torch.tensor([0, 2])], [torch.tensor([4, 2]), torch.tensor([1, 0])]
     orders = [same_order, [order.clone() for order in same_order], other_order]
     sources, rows_of = training.distinct_batches(group, orders)
@@ -181,7 +181,7 @@ def test_each_distinct_batch_is_copied_once_and_every_row_gets_its_own():
 
 
 def splits(config):
-    return load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    return inputs.splits(config)
 
 
 def test_a_member_logs_the_same_alone_and_in_a_group_of_four(small_config):
@@ -225,7 +225,7 @@ def test_a_diverging_member_stops_alone_and_the_others_train_on(small_config):
     assert loggers[1].tags["diverged_epoch"] == str(diverged.diverged_epoch)
     assert max(loggers[1].series("train_loss")) == diverged.diverged_epoch
     assert not math.isfinite(loggers[1].series("train_loss")[diverged.diverged_epoch])
-    assert training.HISTORY_ARTIFACT in loggers[1].texts
+    assert run_end.HISTORY_ARTIFACT in loggers[1].texts
     assert finished == [1, 0, 2]  # the diverged member's run can close as soon as it stops
     for index in (0, 2):
         assert not results[index].diverged and results[index].epochs_completed == 4
@@ -237,8 +237,8 @@ def test_a_diverging_member_stops_alone_and_the_others_train_on(small_config):
 
 def test_configurations_that_shape_the_computation_differently_are_not_one_group(small_config):
     with pytest.raises(ConfigError, match="activation"):
-        training.check_group([small_config, small_config.replace(activation="tanh")])
-    training.check_group([small_config, small_config.replace(learning_rate=0.1, seed=4, init="xavier")])
+        member.check_group([small_config, small_config.replace(activation="tanh")])
+    member.check_group([small_config, small_config.replace(learning_rate=0.1, seed=4, init="xavier")])
 
 
 def test_a_single_configuration_trains_through_the_group(small_config, monkeypatch):

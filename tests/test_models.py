@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from actopt.core.models import (
     ACTIVATIONS,
@@ -75,3 +76,14 @@ def test_initialisation_scales(init, expected_std):
     if init != "default":
         assert float(layer.bias.detach().abs().max()) == 0.0
     assert set(INITIALIZATIONS) == {"default", "xavier", "kaiming", "lecun"}
+
+
+def test_the_activation_constants_are_torchs_own():
+    from actopt.core.activation_constants import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
+
+    negative = torch.linspace(-4, -0.1, 50, dtype=torch.float64)
+    torch.testing.assert_close(nn.SELU()(negative), SELU_SCALE * SELU_ALPHA * torch.expm1(negative))
+    torch.testing.assert_close(nn.SELU()(-negative), SELU_SCALE * -negative)
+    torch.testing.assert_close(nn.LeakyReLU()(negative), LEAKY_SLOPE * negative)
+    # LeCun's choice: f(±1) = ±1 to four decimals.
+    assert float(LeCunTanh()(torch.tensor(1.0))) == pytest.approx(1.0, abs=1e-4)

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from actopt.analysis import frames, tables
 from actopt.cli import main
-from actopt.core import training
+from actopt.core import run_end
 from actopt.tracking import queries
 
 
@@ -70,7 +70,7 @@ def test_a_history_csv_that_is_empty_cut_or_garbage_is_not_the_whole_history(cli
     table = history("relu", epochs=4)
     run_id = log_run(client, "study", {"activation": "relu", "epochs": 4}, table, with_history_csv=False)
     cut = {step: row for step, row in table.items() if step <= 2}
-    client.log_text(run_id, training.history_csv(cut) if text == "cut" else text, training.HISTORY_ARTIFACT)
+    client.log_text(run_id, run_end.history_csv(cut) if text == "cut" else text, run_end.HISTORY_ARTIFACT)
     long = queries.load_histories(queries.load_runs("study"))
     assert sorted(long.loc[long["key"] == "val_accuracy", "step"]) == [1, 2, 3, 4]  # from the metric store
     assert long.attrs["history_problems"] == {run_id: f"{problem}; read from the metric store"}
@@ -94,7 +94,7 @@ def test_a_run_logged_by_another_tool_is_left_out_with_its_reason(client):
 
 def test_a_corrupt_gradient_histogram_file_is_left_out_not_a_traceback(client):
     run_id = log_run(client, "study", {"activation": "relu"}, history("relu"))
-    client.log_text(run_id, '{"counts": [[1, 2', training.HISTOGRAM_ARTIFACT)
+    client.log_text(run_id, '{"counts": [[1, 2', run_end.HISTOGRAM_ARTIFACT)
     assert queries.load_gradient_histograms(queries.load_runs("study")) == {}
 
 

@@ -11,8 +11,8 @@ import torch
 from plain_forward import forward_with_pre_activations
 
 from actopt.analysis import propagation
-from actopt.core import training
-from actopt.core.data import load_splits
+from actopt.core import probe, training
+from actopt.core.inputs import splits
 from actopt.core.models import ACTIVATIONS, build_mlp, linear_layers
 
 # Decades per layer below which a profile counts as flat (as in the analysis' agreement rule).
@@ -144,9 +144,9 @@ def test_logged_step_zero_norms_agree_with_the_prediction(small_config, recorder
     depth = 12
     config = small_config.replace(depth=depth, width=256, batch_size=256, epochs=1, max_batches=1,
                                   activation=activation, init=init)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     training.train(config, data, recorder)
-    names = [training.layer_name(index) for index in range(1, depth + 1)]
+    names = [probe.layer_name(index) for index in range(1, depth + 1)]
 
     def logged(prefix):
         return np.array([recorder.series(f"{prefix}/{name}")[0] for name in names])

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from actopt.cli import main
-from actopt.core import training
+from actopt.core import run_end
 from actopt.tracking import records, runlog
 
 pytestmark = pytest.mark.slow
@@ -32,7 +32,7 @@ def test_training_over_http_logs_the_same_run(small_config, mlflow_server, track
     assert remote_result.best_epoch == local_result.best_epoch
     remote_client = MlflowClient(mlflow_server)
     assert {item.path for item in remote_client.list_artifacts(remote_run_id)} >= {
-        training.HISTORY_ARTIFACT, training.HISTOGRAM_ARTIFACT}
+        run_end.HISTORY_ARTIFACT, run_end.HISTOGRAM_ARTIFACT}
     steps = [point.step for point in remote_client.get_metric_history(remote_run_id, "probe_grad_max_abs/layer_02")]
     assert steps == [0, 1, 2, 3]
 

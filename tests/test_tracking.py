@@ -15,7 +15,7 @@ import torch
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
-from actopt.core import training
+from actopt.core import member, run_end
 from actopt.core.config import config_digest
 from actopt.tracking import records, runlog, store
 
@@ -43,8 +43,8 @@ def test_a_run_holds_params_metrics_tags_input_and_artifacts(small_config, track
     assert run.data.metrics["best_val_accuracy"] == result.best_val_accuracy
     assert [dataset.dataset.name for dataset in run.inputs.dataset_inputs] == ["mnist"]
     artifacts = {item.path for item in client.list_artifacts(run_id)}
-    assert {training.HISTORY_ARTIFACT, training.HISTOGRAM_ARTIFACT, "images"} <= artifacts
-    with open(client.download_artifacts(run_id, training.HISTOGRAM_ARTIFACT)) as stream:
+    assert {run_end.HISTORY_ARTIFACT, run_end.HISTOGRAM_ARTIFACT, "images"} <= artifacts
+    with open(client.download_artifacts(run_id, run_end.HISTOGRAM_ARTIFACT)) as stream:
         histograms = json.load(stream)
     assert histograms["steps"] == [0, 1, 2, 3]
     images = [item.path for item in client.list_artifacts(run_id, "images") if item.path.endswith(".png")]
@@ -181,7 +181,7 @@ def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, 
 
 def test_a_group_that_fails_ends_every_unfinished_member_failed(small_config, tracking_store, monkeypatch):
     def broken(configs, datas, loggers, device, report, finished):
-        finished(0, training.TrainResult())
+        finished(0, member.TrainResult())
         raise RuntimeError("out of memory")
 
     monkeypatch.setattr(runlog, "train_group", broken)

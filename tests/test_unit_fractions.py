@@ -21,14 +21,14 @@ import torch
 from forcing import forcing_builder
 
 from actopt.core import training
-from actopt.core.data import load_splits
+from actopt.core.inputs import splits
 from actopt.core.models import linear_layers
 
 
 def train_forced(small_config, recorder, activation: str, bias: float, monkeypatch):
     forcing_builder(bias, monkeypatch)
     config = small_config.replace(activation=activation, optimizer="sgd", learning_rate=1e-6, epochs=1, max_batches=1)
-    data = load_splits(config.dataset, config.data_dir, False, config.validation_fraction, config.seed)
+    data = splits(config)
     result = training.train(config, data, recorder)
     # The biases did stay where they were forced (result.model holds the weights after epoch 1).
     for layer in linear_layers(result.model)[:-1]:

@@ -27,6 +27,7 @@ import pandas as pd
 
 from actopt.analysis import sequential
 from actopt.core.config import TrainConfig, config_digest
+from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import Study
 from actopt.sweeps.sweep import DIVERGED, FINISHED, Executor, Row, SweepResult, run_sweep
 from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE
@@ -159,7 +160,8 @@ def sweep_until_decided(
     looks: list[sequential.Look] = []
     while True:
         current = planned_configs(declared, counts, seeds)
-        result = run_sweep(study, current, executor, quick, launcher_run_id, report, group_size)
+        options = SweepOptions(quick=quick, launcher_run_id=launcher_run_id, group_size=group_size)
+        result = run_sweep(study, current, executor, options, report)
         if result.stopped_by or result.exit_code:
             stopped = (f"stopped by {result.stopped_by} during look {len(looks)}" if result.stopped_by else
                        f"look {len(looks)} did not finish (failed runs)") + ": start the same sweep again to continue"

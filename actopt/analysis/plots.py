@@ -2,8 +2,9 @@
 
 Every figure function takes the run table (``tables.run_table``), the long histories and the
 gradient histograms, and returns ``(path, title, caption)``, or raises ``Skip`` saying why the data
-cannot support it, so that the report never shows a placeholder. Where seeds were repeated, lines
-are means over seeds with ± 1 standard deviation bands."""
+cannot support it, so that the report never shows a placeholder. Where seeds were repeated, the learning curves,
+the learning-rate, unit-fraction and overfitting figures draw every seed and the mean with its 95% Student-t
+interval (``seed_bands``); the gradient-norm and depth figures still draw means with ± 1 standard deviation bands."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from actopt.analysis import frames, tables  # noqa: E402
+from actopt.analysis import frames, seed_bands, tables  # noqa: E402
 from actopt.analysis.depth_plots import (
     depth_accuracy_plot,
     depth_gradient_plot,
@@ -37,6 +39,8 @@ from actopt.analysis.plotting import (
     WRAP,
     Figure,
     Skip,
+    band_title,
+    failed_runs,
     finish,
     group_names,
     learning_curves,
@@ -45,7 +49,7 @@ from actopt.analysis.plotting import (
     plain_log_ticks,
     rate_label,
     save,
-    seed_note,
+    seed_grid,
 )
 from actopt.analysis.statistics import CONFIDENCE, mean_interval  # noqa: E402
 from actopt.analysis.tables import tuned_runs  # noqa: E402
@@ -161,29 +165,18 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
         raise Skip("no optimizer was run at more than one learning rate")
     names = group_names(table, exclude=("optimizer",))
     columns = ordered_groups(table, names)
-    data = table.assign(group=names)
+    # A seed's line joins its runs across learning rates (same seed: same split and batch order).
+    data = table.assign(group=names, seed_line=table["optimizer"] + " seed " + table["seed"].astype(str))
     figure, axes = plt.subplots(2, len(columns), figsize=(3.2 * len(columns) + 1, 6.2), squeeze=False, sharex=True)
     optimizers = list(frames.sort_runs(table, ["optimizer"])["optimizer"].unique())
     colours = dict(zip(optimizers, sns.color_palette("deep", len(optimizers))))
     finite_loss = data.loc[~data["diverged"] & np.isfinite(data["last_train_loss"]), "last_train_loss"]
     for j, group in enumerate(columns):
         part = data[data["group"] == group]
-        panels = (("last_train_loss", "final train loss"), ("best_val_accuracy", "best val accuracy"))
-        for i, (column, ylabel) in enumerate(panels):
+        for i, (column, ylabel) in enumerate((("last_train_loss", "final train loss"),
+                                               ("val_score", "best val accuracy"))):
             axis = axes[i][j]
-            fine = part[~part["diverged"] & np.isfinite(part[column])]
-            if not fine.empty:
-                sns.lineplot(fine, x="learning_rate", y=column, hue="optimizer", palette=colours, marker="o",
-                             errorbar="sd", ax=axis, legend=(i == 0 and j == 0))
-            bad = part[part["diverged"]]
-            if not bad.empty:
-                y = bad[column].where(np.isfinite(bad[column]))
-                if column == "last_train_loss":
-                    # Diverged losses are NaN, inf or huge: marked on the top edge.
-                    axis.scatter(bad["learning_rate"], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
-                                 **DIVERGED_STYLE, label="diverged")
-                else:
-                    axis.scatter(bad["learning_rate"], y.fillna(0.0), **DIVERGED_STYLE, label="diverged")
+            rate_panel(axis, part, column, colours)
             axis.set_xscale("log")
             axis.set_ylabel(ylabel if j == 0 else "")
             axis.set_xlabel("learning rate" if i == 1 else "")
@@ -193,19 +186,45 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
                 plain_log_ticks(axis)
             if i == 0:
                 axis.set_title(group)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if axes[0][0].get_legend():
-        axes[0][0].get_legend().remove()
-    if not any(text == "diverged" for text in labels):
-        handles.append(axes[0][0].scatter([], [], **DIVERGED_STYLE))
-        labels.append("diverged")
-    figure.legend(handles, labels, loc="upper right", bbox_to_anchor=(1.0, 1.02), ncol=len(labels))
-    figure.suptitle("Optimizers across learning rates (SGD vs Adam and the others present)", y=1.04)
+    seed_bands.fit_single_x(axes[0][0], data["learning_rate"], log_x=True)
+    handles = [Line2D([], [], color=colours[name], **seed_bands.MEAN_STYLE) for name in optimizers]
+    handles.append(axes[0][0].scatter([], [], **DIVERGED_STYLE))
+    texts = [*optimizers, "diverged"]
+    more, more_texts = seed_bands.legend_entries()
+    figure.legend([*handles, *more], [*texts, *more_texts], loc="upper right", bbox_to_anchor=(1.0, 1.02),
+                  ncol=min(4, len(texts) + len(more_texts)), fontsize=8)
+    figure.suptitle(f"Optimizers across learning rates ({band_title(table)})", y=1.06)
     figure.tight_layout()
-    caption = ("Top: training loss of the last epoch; bottom: best validation accuracy; x: learning rate (log). "
-               "Diverged runs are kept and marked with a red × (loss: on the top edge; accuracy: at their best "
-               f"accuracy before diverging, or 0).{seed_note(table)}")
+    caption = ("Top: training loss of the last epoch (diverged runs left out of the mean, marked with a red × on the "
+               "top edge); bottom: best validation accuracy, a diverged run counted, as in the decisions, with the "
+               "accuracy it reached before diverging, or the chance rate (red ×); x: learning rate (log). A seed's "
+               "thin line joins its runs across learning rates; a failed run (collapsed or did not learn) is a "
+               "hollow triangle."
+               f"{seed_bands.caption('proportion') if table['seed'].nunique() > 1 else ''}")
     return save(figure, folder, "optimizers_vs_learning_rate.png"), "Optimizers across learning rates", caption
+
+
+def rate_panel(axis: Any, part: pd.DataFrame, column: str, colours: dict[str, Any]) -> None:
+    """One panel of ``optimizer_rate_plot``: per optimizer, each seed across learning rates and the mean."""
+    loss = column == "last_train_loss"
+    usable = part[~part["diverged"] & np.isfinite(part[column])] if loss else part
+    for optimizer, colour in colours.items():
+        runs = usable[usable["optimizer"] == optimizer]
+        if runs.empty:
+            continue
+        lines = runs[["seed_line", "learning_rate", column]].rename(columns={"seed_line": "run_id"})
+        seed_bands.draw(axis, lines, "learning_rate", column, set(), colour=colour,
+                        scale="log" if loss else "proportion")
+        failed = runs[runs["failed"] & ~runs["diverged"]]
+        axis.scatter(failed["learning_rate"], failed[column], **seed_bands.failed_point_style(colour))
+    bad = part[part["diverged"]]
+    if not bad.empty:
+        if loss:
+            # Diverged losses are NaN, inf or huge: marked on the top edge.
+            axis.scatter(bad["learning_rate"], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
+                         **DIVERGED_STYLE)
+        else:
+            axis.scatter(bad["learning_rate"], bad[column], **DIVERGED_STYLE)
 
 
 # ReLU units die (zero derivative); other rectifiers' units go inactive; bounded activations saturate.
@@ -226,22 +245,21 @@ def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms:
         # Colour shows the learning rate, so only the first and the last hidden layer are drawn (solid, dashed).
         edge = data.groupby("run_id")["layer"].transform("max")
         data = data[(data["layer"] == 1) | (data["layer"] == edge)]
-        data["layer"] = np.where(data["layer"] == 1, "first hidden", "last hidden")
+        data["linestyle"] = np.where(data["layer"] == 1, "-", "--")
         data["learning rate"] = data["learning_rate"].map(rate_label)
-        style = dict(hue="learning rate", hue_order=[rate_label(rate) for rate in rates], palette="viridis",
-                     style="layer", style_order=["first hidden", "last hidden"])
+        style = dict(hue="learning rate", hue_order=[rate_label(rate) for rate in rates], palette="viridis")
         legend = "colour = learning rate; solid: first hidden layer, dashed: last hidden layer"
     else:
-        style = dict(hue="layer", palette="viridis")
+        style = dict(hue="layer", hue_order=sorted(data["layer"].unique()), palette="viridis")
         legend = "colour = hidden layer (1 = nearest the input)"
-    grid = sns.relplot(data, x="step", y="value", col="panel", col_order=order, col_wrap=min(WRAP, len(order)),
-                       kind="line", errorbar="sd", height=2.4, aspect=1.3, **style)
+    grid = seed_grid(data, failed_runs(table), "linear", dict(col="panel", col_order=order,
+                                                               col_wrap=min(WRAP, len(order))), **style)
     grid.set(ylim=(-0.03, 1.03))
     caption = ("Dead: share of a layer's units never active on 2,048 validation examples; saturated: share of outputs "
                "within 2.5% of the activation's bounds, where its derivative is below about a tenth of its peak; "
-               f"{legend}.{seed_note(table)}")
+               f"{legend}.{seed_bands.caption('linear')}")
     return finish(grid, folder, "unit_fractions.png",
-                  "Dead (ReLU family) and saturated (sigmoid, tanh) units per layer",
+                  f"Dead (ReLU family) and saturated (sigmoid, tanh) units per layer ({band_title(table)})",
                   caption, ("epoch (0 = initialisation)", "fraction of units"), template="{col_name}")
 
 
@@ -300,7 +318,8 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     if table["dropout"].nunique() < 2:
         raise Skip("dropout does not vary in these runs (the overfitting study varies it); each configuration's "
                    "train/validation gap is under Findings → Overfitting")
-    runs = tuned_runs(table)
+    # Every seed, failed ones included (marked): a figure without them would show only the seeds that trained.
+    runs = tuned_runs(table, keep_failed=True)
     names = group_names(runs, exclude=("dropout",))
     runs = runs.assign(group=names)
     # The train side as the gap measures it: eval mode on a fixed training subset, where the runs logged it.
@@ -315,36 +334,43 @@ def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: d
     rates = sorted(wide["dropout"].unique())
     palette = dict(zip(rates, sns.color_palette("flare", len(rates))))
     figure, axes = plt.subplots(len(order), 3, figsize=(13, 3.0 * len(order) + 0.5), squeeze=False)
+    failed = failed_runs(runs)
     for i, group in enumerate(order):
         part = wide[wide["group"] == group]
-        panels = (("accuracy", "accuracy"), ("loss", "loss"), ("gap", "train − val accuracy"))
-        for j, (measure, ylabel) in enumerate(panels):
-            axis = axes[i][j]
-            if measure == "gap":
-                sns.lineplot(part, x="step", y="gap", hue="dropout", palette=palette, errorbar="sd", ax=axis,
-                             legend=False)
-                axis.axhline(0, color="0.6", linewidth=0.8)
-            else:
-                long = part.melt(id_vars=["run_id", "step", "dropout"], value_vars=[f"train_{measure}",
-                                                                                    f"val_{measure}"],
-                                 var_name="split", value_name=measure)
-                long["split"] = long["split"].str.split("_").str[0].map({"train": "train", "val": "validation"})
-                sns.lineplot(long, x="step", y=measure, hue="dropout", palette=palette, style="split",
-                             style_order=["train", "validation"], errorbar="sd", ax=axis, legend=(i == 0 and j == 0))
-            axis.set_ylabel(ylabel)
-            axis.set_xlabel("epoch")
-            axis.set_title(f"{group}: {measure}", fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    axes[0][0].get_legend().remove()
-    figure.legend(handles, labels, loc="center right")
-    figure.suptitle("Overfitting: train vs validation, and dropout's effect on the gap", y=1.0)
-    figure.tight_layout(rect=(0, 0, 0.88, 1))
+        for j, measure in enumerate(("accuracy", "loss", "gap")):
+            overfitting_panel(axes[i][j], part, measure, palette, failed)
+            axes[i][j].set_title(f"{group}: {measure}", fontsize=9)
+            seed_bands.fit_single_x(axes[i][j], part["step"])
+    handles = [Line2D([], [], color=colour, **seed_bands.MEAN_STYLE) for colour in palette.values()]
+    texts = [f"dropout {rate:g}" for rate in palette]
+    handles += [Line2D([], [], color="0.35", linestyle=style) for style in ("-", "--")]
+    texts += ["train", "validation"]
+    more, more_texts = seed_bands.legend_entries()
+    figure.legend([*handles, *more], [*texts, *more_texts], loc="center left", bbox_to_anchor=(0.8, 0.5), fontsize=8)
+    figure.suptitle(f"Overfitting: train vs validation, and dropout's effect on the gap ({band_title(table)})",
+                    y=1.0)
+    figure.tight_layout(rect=(0, 0, 0.79, 1))
     measured = ("measured after each epoch in eval mode on a fixed training subset as large as the validation split"
                 if evaluated else "averages over the epoch with dropout active, which understate the gap")
     caption = ("Per epoch, train (solid) and validation (dashed) accuracy and loss, and their accuracy gap, coloured "
                f"by dropout; each configuration at its best learning rate. Train values are {measured}."
-               f"{seed_note(table)}")
+               f"{seed_bands.caption('linear')} Accuracy intervals are on the logit scale.")
     return save(figure, folder, "overfitting.png"), "Overfitting and dropout", caption
+
+
+def overfitting_panel(axis: Any, part: pd.DataFrame, measure: str, palette: dict[float, Any], failed: set[str]) -> None:
+    """One panel of ``overfitting_plot``: per dropout rate, each seed and the mean, of train and validation (solid,
+    dashed) or of their gap."""
+    splits = (("gap", "-"),) if measure == "gap" else ((f"train_{measure}", "-"), (f"val_{measure}", "--"))
+    for dropout, colour in palette.items():
+        rows = part[part["dropout"] == dropout]
+        for column, linestyle in splits:
+            seed_bands.draw(axis, rows, "step", column, failed, colour=colour, linestyle=linestyle,
+                            scale="proportion" if measure == "accuracy" else "linear")
+    if measure == "gap":
+        axis.axhline(0, color="0.6", linewidth=0.8)
+    axis.set_ylabel("train − val accuracy" if measure == "gap" else measure)
+    axis.set_xlabel("epoch")
 
 
 def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:

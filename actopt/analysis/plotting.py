@@ -17,8 +17,9 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
-from actopt.analysis import frames  # noqa: E402
+from actopt.analysis import frames, seed_bands  # noqa: E402
 from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
+from actopt.analysis.statistics import CONFIDENCE  # noqa: E402
 from actopt.analysis.tables import tuned_runs  # noqa: E402
 
 GALLERY_FILE = "activation_derivatives.png"
@@ -118,6 +119,7 @@ def ordered_groups(table: pd.DataFrame, names: pd.Series) -> list[str]:
 
 def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
     name = f"{key}_curves.png"
+    scale = "log" if log_y else "proportion" if key.endswith("accuracy") else "linear"
 
     def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
         extra = extra_factors(table, ("activation", "optimizer"))
@@ -137,20 +139,57 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
             facets = dict(row="activation", col="optimizer", row_order=activations, col_order=optimizers)
         else:
             facets = dict(col="activation", col_wrap=min(WRAP, len(activations)), col_order=activations)
-        grid = sns.relplot(data, x="step", y="value", hue="learning rate", hue_order=[rate_label(r) for r in rates],
-                           palette="viridis", kind="line", marker="o", markersize=4, height=2.3, **bands(log_y),
-                           aspect=1.35, facet_kws={"sharey": True, "margin_titles": True}, **facets)
+        grid = seed_grid(data, failed_runs(table), scale, facets, hue="learning rate",
+                         hue_order=[rate_label(r) for r in rates], palette="viridis")
         mark_divergence(grid, table, facets)
         if log_y:
             grid.set(yscale="log")
         caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at "
-                   "the "
-                   f"top of a panel: a run diverged in that epoch (its later values are missing)."
-                   f"{seed_note(table, log_y)}")
-        return finish(grid, folder, name, title, caption, ("epoch", key))
+                   "the top of a panel: a run diverged in that epoch (its later values are missing)."
+                   f"{seed_bands.caption(scale)}")
+        return finish(grid, folder, name, f"{title} ({band_title(table)})", caption, ("epoch", key))
 
     draw.__name__ = name
     return draw
+
+
+def failed_runs(table: pd.DataFrame) -> set[str]:
+    return set(table.loc[table["failed"], "run_id"]) if "failed" in table else set()
+
+
+def band_title(table: pd.DataFrame) -> str:
+    """What a figure's lines and bands are, for its title."""
+    if table["seed"].nunique() < 2:
+        return "one seed: no interval"
+    return f"thin: each seed; thick: mean, band {CONFIDENCE:.0%} t interval"
+
+
+def seed_grid(data: pd.DataFrame, failed: set[str], scale: str, facets: dict[str, Any], **hue: Any) -> Any:
+    """A facet grid of ``data`` (``run_id, step, value`` and the facet columns) with every seed and the mean with its
+    interval (``seed_bands.draw``), per ``hue`` level (``hue``, ``hue_order``, ``palette``), and a legend that says
+    which line is which. ``data`` may carry a ``linestyle`` column: the runs' lines of each style drawn apart."""
+    grid = sns.FacetGrid(data, height=2.3, aspect=1.35, sharey=True, margin_titles="row" in facets, **facets, **hue)
+    grid.map_dataframe(draw_facet, failed=failed, scale=scale)
+    for axis in grid.axes.flat:
+        seed_bands.fit_single_x(axis, data["step"])
+    found: dict[str, Any] = {}
+    for axis in grid.axes.flat:
+        for handle, text in zip(*axis.get_legend_handles_labels()):
+            found.setdefault(text, handle)
+    entries = {str(level): found[str(level)] for level in hue.get("hue_order") or found if str(level) in found}
+    handles, texts = seed_bands.legend_entries()
+    legend = {**entries, **dict(zip(texts, handles))}
+    grid.add_legend(legend_data=legend, label_order=list(legend), title=hue["hue"])
+    return grid
+
+
+def draw_facet(data: pd.DataFrame, failed: set[str], scale: str, color: Any = None, label: str | None = None,
+               **_: Any) -> None:
+    """One hue level of one facet (FacetGrid.map_dataframe's call)."""
+    styles = data.groupby("linestyle", sort=False) if "linestyle" in data else [("-", data)]
+    for index, (linestyle, part) in enumerate(styles):
+        seed_bands.draw(plt.gca(), part, "step", "value", failed, colour=color, scale=scale,
+                        label=label if index == 0 else None, linestyle=linestyle)
 
 
 def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> None:

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from actopt.core.activation_constants import LEAKY_SLOPE, LECUN_SCALE, LECUN_SLOPE, SELU_ALPHA, SELU_SCALE
+
 # The expectations over z ~ N(0, 1) are composite Gauss–Legendre sums with the normal density as an
 # explicit weight: 8 nodes per panel, panels split at x = 0 (where ReLU′, ELU′ and SELU′ jump or kink)
 # and no wider than 0.25 in x = √q·z (where tanh′ and sigmoid′ have their features), over |z| ≤ 12
@@ -46,9 +48,6 @@ TRAINABLE_DEPTH_SCALES = 6.0
 
 _LEGENDRE_NODES, _LEGENDRE_WEIGHTS = np.polynomial.legendre.leggauss(PANEL_NODES)
 
-LECUN_SCALE, LECUN_SLOPE = 1.7159, 2.0 / 3.0
-SELU_ALPHA, SELU_SCALE = 1.6732632423543772, 1.0507009873554805
-LEAKY_SLOPE = 0.01  # nn.LeakyReLU's default
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -163,35 +163,48 @@ def split_indices(count: int, validation_fraction: float, seed: int) -> tuple[to
     return order[validation_count:], order[:validation_count]
 
 
-def load_splits(
-    name: str, data_dir: str | os.PathLike, download: bool, validation_fraction: float, seed: int,
-    device: torch.device | str = "cpu", input_scaling: str = "symmetric", train_examples: int = 0,
-) -> DatasetSplits:
-    """Read, scale and split a dataset once; every tensor ends on ``device``.
+@dataclass(frozen=True)
+class DataSpec:
+    """Which dataset a run reads and how it is cut: everything ``load_splits`` needs but the device.
 
     ``train_examples`` > 0 keeps that many of the training split (its seeded order's first ones);
-    the validation split is the same whatever it is. "standardized" takes the statistics of the
-    training split that is kept, so that nothing of the validation or test images enters.
+    the validation split is the same whatever it is.
     """
-    train_images, train_labels, test_images, test_labels = load_raw(name, data_dir, download)
+
+    name: str
+    data_dir: str | os.PathLike
+    download: bool = False
+    validation_fraction: float = 0.1
+    seed: int = 0
+    input_scaling: str = "symmetric"
+    train_examples: int = 0
+
+
+def load_splits(spec: DataSpec, device: torch.device | str = "cpu") -> DatasetSplits:
+    """Read, scale and split a dataset once; every tensor ends on ``device``.
+
+    "standardized" takes the statistics of the training split that is kept, so that nothing of the
+    validation or test images enters.
+    """
+    train_images, train_labels, test_images, test_labels = load_raw(spec.name, spec.data_dir, spec.download)
     digest = hashlib.sha256()
     for tensor in (train_images, train_labels, test_images, test_labels):
         digest.update(tensor.numpy().tobytes())
-    train_indices, validation_indices = split_indices(len(train_labels), validation_fraction, seed)
-    if train_examples:
-        train_indices = train_indices[:train_examples]
-    train_inputs = scaled_inputs(train_images[train_indices], train_images, input_scaling)
+    train_indices, validation_indices = split_indices(len(train_labels), spec.validation_fraction, spec.seed)
+    if spec.train_examples:
+        train_indices = train_indices[:spec.train_examples]
+    train_inputs = scaled_inputs(train_images[train_indices], train_images, spec.input_scaling)
 
     def on_device(inputs: torch.Tensor, targets: torch.Tensor) -> Split:
         return Split(inputs.to(device), targets.to(torch.int64).to(device))
 
     return DatasetSplits(
-        name=name,
-        source=str(raw_folder(name, data_dir)),
+        name=spec.name,
+        source=str(raw_folder(spec.name, spec.data_dir)),
         digest=digest.hexdigest()[:16],
         train=on_device(train_inputs[train_indices], train_labels[train_indices]),
         validation=on_device(train_inputs[validation_indices], train_labels[validation_indices]),
-        test=on_device(scaled_inputs(train_images[train_indices], test_images, input_scaling), test_labels),
+        test=on_device(scaled_inputs(train_images[train_indices], test_images, spec.input_scaling), test_labels),
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from actopt.core.activation_constants import LEAKY_SLOPE, SELU_ALPHA, SELU_SCALE
 from actopt.core.models import ACTIVATIONS, LeCunTanh
 
 # The grid: wide enough that every bounded derivative is near its limit at the ends, dense
@@ -22,8 +23,6 @@ GRID_STEP = 5e-4
 # A derivative that takes at most this many distinct values on the grid is shown as a set.
 MAX_SET_SIZE = 3
 
-_SELU_SCALE = 1.0507009873554805
-_SELU_ALPHA = 1.6732632423543772
 
 
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
@@ -43,12 +42,13 @@ CLOSED_FORMS: dict[str, tuple[str, Callable[[torch.Tensor], torch.Tensor]]] = {
         lambda x: LeCunTanh.scale * LeCunTanh.slope * (1 - torch.tanh(LeCunTanh.slope * x) ** 2),
     ),
     "relu": ("1 if x > 0, else 0", lambda x: (x > 0).to(x.dtype)),
-    "leaky_relu": ("1 if x > 0, else 0.01", lambda x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, 0.01))),
+    "leaky_relu": ("1 if x > 0, else 0.01",
+                   lambda x: torch.where(x > 0, torch.ones_like(x), torch.full_like(x, LEAKY_SLOPE))),
     "elu": ("1 if x > 0, else eˣ", lambda x: torch.where(x > 0, torch.ones_like(x), torch.exp(x))),
     "gelu": ("Φ(x) + x·φ(x)  (Φ, φ: standard normal cdf and density)", lambda x: _normal_cdf(x) + x * _normal_pdf(x)),
     "selu": (
         "λ if x > 0, else λ·α·eˣ  (λ ≈ 1.0507, α ≈ 1.6733)",
-        lambda x: torch.where(x > 0, _SELU_SCALE * torch.ones_like(x), _SELU_SCALE * _SELU_ALPHA * torch.exp(x)),
+        lambda x: torch.where(x > 0, SELU_SCALE * torch.ones_like(x), SELU_SCALE * SELU_ALPHA * torch.exp(x)),
     ),
     "silu": ("σ(x)·(1 + x·(1 − σ(x)))", lambda x: torch.sigmoid(x) * (1 + x * (1 - torch.sigmoid(x)))),
 }

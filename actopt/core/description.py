@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from actopt.core.config import TrainConfig
 from actopt.core.diagnosis import RULES, TITLES, Check
-from actopt.core.training import TrainResult
+from actopt.core.member import TrainResult
 
 # The rules' home, named in every description so that a reader can look up a threshold.
 RULES_SOURCE = "actopt/core/diagnosis.py"

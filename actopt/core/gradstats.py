@@ -29,15 +29,51 @@ SATURATION_MARGIN = 0.025
 INACTIVE_LEVEL = 0.1
 
 
+@dataclass(frozen=True)
+class StatisticsLayout:
+    """Where each value sits in one step's statistics vector of 3·L + 1 values (L = number of layers).
+
+    This is the one place that knows the layout: the L2 norms of the weight gradients, then the sums
+    of |g| (divided by the element count for the mean), then max |g|, then the global L2 norm over
+    all weight and bias gradients. ``stacked_step_statistics`` packs through it, ``summarize_epoch``
+    and ``GradientAccumulator`` read through it.
+    """
+
+    layers: int
+
+    @property
+    def width(self) -> int:
+        return 3 * self.layers + 1
+
+    @property
+    def l2_norms(self) -> slice:
+        return slice(0, self.layers)
+
+    @property
+    def abs_sums(self) -> slice:
+        return slice(self.layers, 2 * self.layers)
+
+    @property
+    def max_abs(self) -> slice:
+        return slice(2 * self.layers, 3 * self.layers)
+
+    @property
+    def global_norm(self) -> int:
+        return 3 * self.layers
+
+    def pack(self, l2_norms: torch.Tensor, abs_sums: torch.Tensor, max_abs: torch.Tensor,
+             global_norm: torch.Tensor) -> torch.Tensor:
+        """(K, L), (K, L), (K, L) and (K, 1) float64 blocks as the (K, width) statistics."""
+        return torch.cat([l2_norms, abs_sums, max_abs, global_norm], dim=1)
+
+
 def step_statistics(
     weight_gradients: list[torch.Tensor],
     bias_gradients: list[torch.Tensor],
     scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """One step's statistics as one float64 vector of 3·L + 1 values (L = number of layers).
+    """One step's statistics as one float64 vector laid out by ``StatisticsLayout``.
 
-    Layout: L2 norms of the weight gradients, then sums of |g| (divide by the element count for
-    the mean), then max |g|, then the global L2 norm over all weight and bias gradients.
     ``scratch`` (tensors shaped like the weight gradients) saves an allocation per layer per step.
     It is ``stacked_step_statistics`` of a stack of one.
     """
@@ -80,7 +116,8 @@ def stacked_step_statistics(
     bias_flat = [gradient.reshape(members, -1).to(torch.float64) for gradient in bias_gradients]
     bias_squares = torch.stack([torch.linalg.vecdot(values, values) for values in bias_flat], dim=1)
     total = weight_squares.sum(dim=1, keepdim=True) + bias_squares.sum(dim=1, keepdim=True)
-    return torch.cat([weight_squares.sqrt(), sums.to(torch.float64), peaks.to(torch.float64), total.sqrt()], dim=1)
+    return StatisticsLayout(len(weight_gradients)).pack(weight_squares.sqrt(), sums.to(torch.float64),
+                                                        peaks.to(torch.float64), total.sqrt())
 
 
 @dataclass(frozen=True)
@@ -99,17 +136,44 @@ def summarize_epoch(
     sums: torch.Tensor, maxima: torch.Tensor, steps: int, element_counts: list[int]
 ) -> EpochGradientStatistics:
     """Turn an epoch's running sums and maxima of ``step_statistics`` vectors into per-layer values."""
-    layers = len(element_counts)
+    layout = StatisticsLayout(len(element_counts))
     means = (sums / max(steps, 1)).tolist()
     peaks = maxima.tolist()
     return EpochGradientStatistics(
-        l2_norm=means[:layers],
-        mean_abs=[total / count for total, count in zip(means[layers : 2 * layers], element_counts)],
-        max_abs=means[2 * layers : 3 * layers],
-        max_abs_peak=peaks[2 * layers : 3 * layers],
-        global_norm=means[3 * layers],
-        global_norm_peak=peaks[3 * layers],
+        l2_norm=means[layout.l2_norms],
+        mean_abs=[total / count for total, count in zip(means[layout.abs_sums], element_counts)],
+        max_abs=means[layout.max_abs],
+        max_abs_peak=peaks[layout.max_abs],
+        global_norm=means[layout.global_norm],
+        global_norm_peak=peaks[layout.global_norm],
     )
+
+
+class GradientAccumulator:
+    """An epoch's running sums and maxima of every member's per-step statistics, kept on the device.
+
+    ``add`` is two element-wise operations per step whatever the depth and reads nothing back to the
+    host; ``summary(row)`` reads member ``row``'s values once, at the end of the epoch. ``weights``
+    are the stack's weights, (K, ...) each: they give the members, the layers and the scratch buffers.
+    """
+
+    def __init__(self, weights: list[torch.Tensor]) -> None:
+        members, device = weights[0].shape[0], weights[0].device
+        self.layout = StatisticsLayout(len(weights))
+        self.element_counts = [weight[0].numel() for weight in weights]
+        self.sums = torch.zeros(members, self.layout.width, dtype=torch.float64, device=device)
+        self.maxima = torch.zeros(members, self.layout.width, dtype=torch.float64, device=device)
+        self.scratch = [torch.empty_like(weight) for weight in weights]
+        self.steps = 0
+
+    def add(self, weight_gradients: list[torch.Tensor], bias_gradients: list[torch.Tensor]) -> None:
+        step = stacked_step_statistics(weight_gradients, bias_gradients, self.scratch)
+        self.sums += step
+        torch.maximum(self.maxima, step, out=self.maxima)
+        self.steps += 1
+
+    def summary(self, row: int) -> EpochGradientStatistics:
+        return summarize_epoch(self.sums[row], self.maxima[row], self.steps, self.element_counts)
 
 
 def listed(scalars: list[torch.Tensor]) -> list[float]:

@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from actopt.core.activation_constants import LECUN_SCALE, LECUN_SLOPE
 from actopt.errors import choose
 
 
 class LeCunTanh(nn.Module):
     """LeCun's scaled tanh, 1.7159·tanh(2x/3): unit variance outputs for unit variance inputs."""
 
-    scale = 1.7159
-    slope = 2.0 / 3.0
+    scale = LECUN_SCALE
+    slope = LECUN_SLOPE
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.scale * torch.tanh(self.slope * inputs)

@@ -18,10 +18,11 @@ from typing import Any
 import pandas as pd
 
 from actopt.core.config import TrainConfig, format_value, parse_value
-from actopt.core.training import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
+from actopt.core.run_end import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
     KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
+    search_all,
 )
 from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis runs
     StoreError,
@@ -89,16 +90,7 @@ def load_runs(
     with store_errors(tracking_uri()):
         client = connect()  # a sqlite store opens here: a path that cannot hold it fails here
         found = find_experiment(client, experiment)
-        runs = []
-        token = None
-        while True:
-            page = client.search_runs(
-                [found.experiment_id], search_filter(parent_run_id, filter_string), max_results=1000, page_token=token
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        runs = search_all(client, found.experiment_id, search_filter(parent_run_id, filter_string), order_by=())
     table = runs_frame(runs)
     if kinds is not None:
         table = table[table["kind"].isin(list(kinds))].reset_index(drop=True)
@@ -273,7 +265,7 @@ def wanted(key: str, keys: Sequence[str] | None) -> bool:
 
 
 def history_from_csv(run_id: str, text: str, keys: Sequence[str] | None) -> list[Row]:
-    """Rows of ``training.history_csv``'s table. An empty cell means "not logged at this step";
+    """Rows of ``run_end.history_csv``'s table. An empty cell means "not logged at this step";
     "nan" and "inf" are logged values and kept. (Plain csv: for tables this small it is several
     times faster than pandas' reader.)"""
     reader = csv.reader(io.StringIO(text))

@@ -24,8 +24,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT, MLFLOW_PARENT_RUN_I
 from torch import nn
 
 from actopt.core.config import TrainConfig, config_digest
-from actopt.core.data import DatasetSplits, load_splits
-from actopt.core.training import TrainResult, resolve_device, train_group
+from actopt.core.data import DatasetSplits
+from actopt.core.inputs import prepare, prepare_group
+from actopt.core.member import TrainResult
+from actopt.core.training import train_group
 from actopt.errors import mask_credentials
 from actopt.tracking import notes
 from actopt.tracking.records import CONFIG_DIGEST_TAG, GROUP_TAG, ensure_experiment, process_tags, run_name
@@ -235,27 +237,6 @@ def end_all(loggers: Sequence[MlflowRunLogger], status: str, quick: bool = False
             failure = failure or error
     if failure is not None:
         raise failure
-
-
-def prepare(config: TrainConfig) -> tuple[torch.device, DatasetSplits]:
-    """Everything that can fail on bad input, done before any run exists."""
-    device = resolve_device(config.device)
-    data = load_splits(config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
-                       device, config.input_scaling, config.train_examples)
-    return device, data
-
-
-def prepare_group(configs: Sequence[TrainConfig]) -> tuple[torch.device, list[DatasetSplits]]:
-    """Each member's data, loaded once per distinct split (members of one seed share it)."""
-    loaded: dict[tuple[object, ...], tuple[torch.device, DatasetSplits]] = {}
-    for config in configs:
-        key = (config.dataset, config.data_dir, config.download, config.validation_fraction, config.seed,
-               config.device, config.input_scaling, config.train_examples)
-        if key not in loaded:
-            loaded[key] = prepare(config)
-    device = next(iter(loaded.values()))[0]
-    return device, [loaded[(c.dataset, c.data_dir, c.download, c.validation_fraction, c.seed, c.device,
-                            c.input_scaling, c.train_examples)][1] for c in configs]
 
 
 def run_group(

@@ -1,0 +1,154 @@
+"""What the seed figures hold: one thin line per seed, failed seeds marked, and the mean's band equal to a Student-t
+interval computed here with scipy alone; and a figure with one x value draws without a warning."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from fake_runs import history, log_run
+from scipy import special, stats
+
+from actopt.analysis import plots, plotting, seed_bands, tables
+from actopt.tracking import queries
+
+
+def t_oracle(values: list[float], scale: str = "linear") -> tuple[float, float, float]:
+    """scipy's t interval of the mean, on the logits for proportions and on log10 for the log scale."""
+    array = np.asarray(values, dtype=float)
+    forward, back = {"linear": (lambda v: v, lambda v: v), "log": (np.log10, lambda v: 10**v),
+                     "proportion": (special.logit, special.expit)}[scale]
+    moved = forward(array)
+    low, high = stats.t.interval(0.95, len(moved) - 1, loc=moved.mean(), scale=stats.sem(moved))
+    centre = array.mean() if scale != "log" else back(moved.mean())
+    return float(centre), float(back(low)), float(back(high))
+
+
+@pytest.mark.parametrize("scale", seed_bands.SCALES)
+def test_the_band_is_scipys_t_interval(scale):
+    values = pd.DataFrame({"run_id": list("abcabc"), "step": [1, 1, 1, 2, 2, 2],
+                           "value": [0.80, 0.86, 0.30, 0.84, 0.88, 0.41]})
+    band = seed_bands.band(values, "step", "value", scale).set_index("step")
+    for step in (1, 2):
+        mean, low, high = t_oracle(values.loc[values["step"] == step, "value"].tolist(), scale)
+        assert band.loc[step, ["mean", "low", "high"]].tolist() == pytest.approx([mean, low, high], rel=1e-9)
+        assert band.loc[step, "count"] == 3
+
+
+def test_one_value_has_a_mean_and_no_band():
+    band = seed_bands.band(pd.DataFrame({"run_id": ["a"], "step": [1], "value": [0.5]}), "step", "value")
+    assert band["mean"].tolist() == [0.5] and math.isnan(band["low"].iloc[0]) and band["count"].tolist() == [1]
+
+
+@pytest.fixture
+def captured(monkeypatch) -> list:
+    """The figure objects the figure functions save (closing a figure keeps its artists)."""
+    figures: list = []
+
+    def keep(figure, folder, name):
+        figures.append(figure)
+        return original(figure, folder, name)
+
+    original = plotting.save
+    monkeypatch.setattr(plotting, "save", keep)
+    monkeypatch.setattr(plots, "save", keep)
+    return figures
+
+
+def three_seeds(collapsed_best: float = 0.3, **config) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Three seeds of relu-adam, the third collapsed far below the others (a bimodal outcome), logged and read back."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for seed, best in ((1, 0.85), (2, 0.87), (3, collapsed_best)):
+        log_run(client, "seeds", {"activation": "relu", "seed": seed, **config}, history("relu", best=best))
+    runs = queries.load_runs("seeds")
+    histories = queries.load_histories(runs)
+    return tables.run_table(runs, histories), histories
+
+
+def parts(axis, gid: str) -> list:
+    return [artist for artist in [*axis.lines, *axis.collections] if artist.get_gid() == gid]
+
+
+def test_validation_curves_draw_each_seed_the_failed_one_marked_and_the_t_band(captured, tmp_path):
+    table, histories = three_seeds()
+    assert sorted(table["failure"]) == ["", "", "collapsed"]
+    path, title, caption = plots.FIGURES["validation accuracy curves"](table, histories, {}, tmp_path)
+    assert path.exists() and "95% t interval" in title and "Student-t" in caption
+    [axis] = [axis for axis in captured[0].axes if axis.lines]
+    seeds = parts(axis, seed_bands.SEED_GID)
+    assert len(seeds) == 3  # one line per seed
+    assert sorted(line.get_marker() for line in seeds) == ["None", "None", "v"]  # the collapsed seed is marked
+    [mean] = parts(axis, seed_bands.MEAN_GID)
+    [band] = parts(axis, seed_bands.BAND_GID)
+    values = {(run_id, step): value for run_id, step, value in
+              histories.loc[histories["key"] == "val_accuracy", ["run_id", "step", "value"]].itertuples(index=False)}
+    vertices = band.get_paths()[0].vertices
+    for step, drawn in zip(mean.get_xdata(), mean.get_ydata()):
+        seeds_at = [values[(run_id, step)] for run_id in table["run_id"]]
+        centre, low, high = t_oracle(seeds_at, "proportion")
+        assert drawn == pytest.approx(centre)
+        at_step = vertices[np.isclose(vertices[:, 0], step), 1]
+        assert at_step.min() == pytest.approx(low) and at_step.max() == pytest.approx(high)
+    legend = [text.get_text() for text in captured[0].legends[0].get_texts()]
+    assert seed_bands.FAILED_LABEL in legend and "mean, 95% t interval" in legend
+
+
+def test_unit_fractions_draw_one_line_per_seed_and_layer(captured, tmp_path):
+    table, histories = three_seeds()
+    plots.unit_fraction_plot(table, histories, {}, tmp_path)
+    [axis] = [axis for axis in captured[0].axes if axis.lines]
+    assert len(parts(axis, seed_bands.SEED_GID)) == 3 * 2  # three seeds × two hidden layers
+    assert len(parts(axis, seed_bands.MEAN_GID)) == 2 and len(parts(axis, seed_bands.BAND_GID)) == 2
+
+
+def test_overfitting_keeps_the_failed_seed_and_draws_every_seed(captured, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for dropout in (0.0, 0.5):
+        for seed, best in ((1, 0.85), (2, 0.87), (3, 0.3 if dropout == 0.5 else 0.86)):
+            log_run(client, "overfit", {"activation": "relu", "dropout": dropout, "seed": seed},
+                    history("relu", best=best, gap=0.05))
+    runs = queries.load_runs("overfit")
+    histories = queries.load_histories(runs)
+    table = tables.run_table(runs, histories)
+    plots.overfitting_plot(table, histories, {}, tmp_path)
+    accuracy, loss, gap = captured[0].axes[:3]
+    for axis, splits in ((accuracy, 2), (loss, 2), (gap, 1)):
+        seeds = parts(axis, seed_bands.SEED_GID)
+        assert len(seeds) == 2 * 3 * splits  # two dropout rates × three seeds × (train, validation)
+        assert sum(line.get_marker() == "v" for line in seeds) == splits  # the collapsed seed, not left out
+    [gap_mean, _] = parts(gap, seed_bands.MEAN_GID)
+    assert gap_mean.get_ydata() == pytest.approx([0.05] * len(gap_mean.get_ydata()))
+
+
+def test_a_learning_rate_figure_with_one_rate_in_a_panel_draws_without_a_warning(captured, tmp_path):
+    """The layout of test_analysis's small study, where matplotlib warned of identical low and high x limits."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    log_run(client, "rates", {"activation": "relu", "optimizer": "sgd", "learning_rate": 0.1}, history("relu"))
+    log_run(client, "rates", {"activation": "tanh", "optimizer": "sgd", "learning_rate": 0.1}, history("tanh"))
+    log_run(client, "rates", {"activation": "relu", "optimizer": "adam", "learning_rate": 0.001}, history("relu"))
+    log_run(client, "rates", {"activation": "relu", "optimizer": "sgd", "learning_rate": 10.0}, history("relu"),
+            diverged_epoch=1)
+    runs = queries.load_runs("rates")
+    histories = queries.load_histories(runs)
+    table = tables.run_table(runs, histories)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.optimizer_rate_plot(table, histories, {}, tmp_path)
+        first_epoch = histories[histories["step"] <= 1]  # one x value: epoch 1
+        plots.FIGURES["validation accuracy curves"](table, first_epoch, {}, tmp_path)
+    panels = {axis.get_title(): axis for axis in captured[0].axes[:2]}
+    relu_loss, tanh_loss = panels["relu"], panels["tanh"]
+    assert relu_loss.get_xlim()[0] < 0.001 and relu_loss.get_xlim()[1] > 10
+    # tanh: one sgd run, its seed line and its mean; relu: adam's and sgd's non-diverged run.
+    assert len(parts(tanh_loss, seed_bands.SEED_GID)) == 1 and len(parts(relu_loss, seed_bands.SEED_GID)) == 2
+    curves = [axis for axis in captured[1].axes if axis.lines]
+    assert curves and all(axis.get_xlim()[0] < 1 < axis.get_xlim()[1] for axis in curves)
