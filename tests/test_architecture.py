@@ -194,3 +194,27 @@ def test_no_test_imports_another_test_module_and_none_edits_sys_path():
     assert edits_sys_path("import sys\nsys.path = ['x']\n")
     assert not edits_sys_path("import sys\nprint(sys.path)\n")
 
+
+
+def unmapped_modules(readme: str, paths: list[str]) -> list[str]:
+    """The module paths (``actopt/core/data.py``) that the README's module map does not name: a line names a module
+    by its whole path, or by its file name on a line that names another module of the same folder."""
+    lines = readme.splitlines()
+    missing = []
+    for path in paths:
+        folder, file = path.rsplit("/", 1)
+        named = any(path in line or (f"`{folder}/" in line and f"`{file}`" in line) for line in lines)
+        if not named:
+            missing.append(path)
+    return missing
+
+
+def test_the_readme_module_map_lists_every_module():
+    paths = [path.relative_to(PACKAGE.parent).as_posix() for path in sorted(PACKAGE.rglob("*.py"))
+             if path.name != "__init__.py"]
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert unmapped_modules(readme, paths) == []
+    # The check can fail: a module named nowhere, and one named only by its file name beside another folder.
+    sample = "- `actopt/core/data.py`, `models.py`: data and models.\n- `actopt/tracking/store.py`: the store.\n"
+    assert unmapped_modules(sample, ["actopt/core/models.py", "actopt/core/device.py", "actopt/sweeps/store.py"]) == [
+        "actopt/core/device.py", "actopt/sweeps/store.py"]
