@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -274,7 +273,7 @@ def train_one(config: TrainConfig, prepared: Any) -> Any:
 
 
 def process_executor(workers: int, ray_address: str) -> Any:
-    from actopt.sweeps.sweep import InlineExecutor, ProcessExecutor
+    from actopt.sweeps.executors import InlineExecutor, ProcessExecutor
 
     if ray_address:
         raise UserError(f"--ray-address {ray_address} needs --executor ray")
@@ -299,8 +298,8 @@ EXECUTORS = {"process": process_executor, "ray": ray_executor}
 def start_executor(executor: Any) -> str | None:
     """Start what the executor needs before any run exists, so that a Ray cluster that cannot be
     reached is a one-line error; returns what to tell the user about it."""
+    from actopt.sweeps.executors import ProcessExecutor
     from actopt.sweeps.ray_executor import RayExecutor
-    from actopt.sweeps.sweep import ProcessExecutor
 
     if isinstance(executor, RayExecutor):
         return executor.connect().describe(executor.cpus_per_task)
@@ -353,32 +352,26 @@ def complete_study(ctx: click.Context, param: click.Parameter, incomplete: str) 
 @click.option("--max-runs", type=int, default=0,
               help="With --until-decided: runs in all at most, declared ones included [default: the study file's, "
                    "else no limit].")
-def sweep_command(
-    study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
-    download: bool, device: str | None, experiment_name: str | None, until_decided: bool, max_seeds: int,
-    max_runs: int,
-) -> None:
+def sweep_command(**given: Any) -> None:
     """Run a study: one parent MLflow run with one child run per configuration.
 
     STUDY is a preset's name (see `actopt studies`) or the path of a study file. Starting the same
     study again continues it: finished configurations are skipped, failed and killed ones run again.
     """
+    from actopt.sweeps.options import SweepOptions
+
+    options = SweepOptions(**given, epoch_lines=sys.stderr.isatty())
     with stopped_by_signals("the sweep stopped before any configuration started"):
-        result = start_sweep(study, workers, group_size, executor, ray_address, quick, data_dir, download, device,
-                             experiment_name, (until_decided, max_seeds, max_runs))
+        result = start_sweep(options)
+    from actopt.sweeps.summary import next_step
+
     click.echo(summary_table_of(result))
-    if result.exit_code == 1:
-        terminal_report("some configurations did not finish: start the same sweep again to run them")
-    elif result.exit_code == 0:
-        experiment = result.rows[0].config.experiment_name
-        experiment_id = next((row.run.experiment_id for row in result.rows if row.run), "<id>")
-        click.echo(f"next: actopt analyze --experiment {shlex.quote(experiment)}   (and the runs in the UI: "
-                   f"#/experiments/{experiment_id}/runs?viewStateShareKey=study, README)")
+    click.echo(next_step(result.rows, options.study))
     sys.exit(result.exit_code)
 
 
 def summary_table_of(result: Any) -> str:
-    from actopt.sweeps.sweep import summary_table
+    from actopt.sweeps.summary import summary_table
 
     looks = getattr(result, "looks", None)
     if looks is None:
@@ -388,28 +381,31 @@ def summary_table_of(result: Any) -> str:
     return summary_table(result.sweep.rows) + "\n\n" + looks_summary(result.pairs, result.looks, result.stopped)
 
 
-def start_sweep(
-    study: str, workers: int, group_size: int, executor: str, ray_address: str, quick: bool, data_dir: str | None,
-    download: bool, device: str | None, experiment_name: str | None, adaptive: tuple[bool, int, int] = (False, 0, 0),
-) -> Any:
+def start_sweep(options: Any) -> Any:
+    """The sweep that ``options`` (a ``SweepOptions``) asks for, its first line said before the slow imports."""
+    import dataclasses
+
     from actopt.errors import choose
+    from actopt.sweeps.options import first_line
     from actopt.sweeps.study import configurations, load_study
-    from actopt.sweeps.sweep import ensure_datasets, run_sweep
-    from actopt.tracking import (  # imports mlflow and torch: slow, and not needed for --help
-        records,
-        store,
-    )
+    from actopt.tracking import store  # imports mlflow: not needed for --help
 
     try:
-        engine = choose(EXECUTORS, executor, "executor")(workers, ray_address)
-        loaded = load_study(study)
-        budget = adaptive_budget(loaded, *adaptive)
+        loaded = load_study(options.study)
+        terminal_report(first_line(loaded.name, len(loaded.runs), options, store.shown_uri()))
+        from actopt.sweeps.sweep import ensure_datasets, run_sweep  # imports torch: seconds
+        from actopt.tracking import records
+
+        engine = choose(EXECUTORS, options.executor, "executor")(options.workers, options.ray_address)
+        budget = adaptive_budget(loaded, options.until_decided, options.max_seeds, options.max_runs)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
-        if launcher and experiment_name and experiment_name != launcher[1]:
+        if launcher and options.experiment_name and options.experiment_name != launcher[1]:
             raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "
                             "give --experiment-name to mlflow run instead")
-        configs = configurations(loaded, data_dir=data_dir or None, download=download, device=device or None,
-                                 experiment_name=launcher[1] if launcher else experiment_name, quick=quick)
+        configs = configurations(loaded, data_dir=options.data_dir or None, download=options.download,
+                                 device=options.device or None, quick=options.quick,
+                                 experiment_name=launcher[1] if launcher else options.experiment_name)
+        options = dataclasses.replace(options, launcher_run_id=launcher[0] if launcher else None)
         store.check_store(terminal_report)
         records.check_experiment(configs[0].experiment_name)
         ensure_datasets(configs)
@@ -419,10 +415,8 @@ def start_sweep(
         if budget is not None:
             from actopt.analysis.adaptive import sweep_until_decided
 
-            return sweep_until_decided(loaded, configs, engine, budget, quick, launcher[0] if launcher else None,
-                                       terminal_report, group_size)
-        return run_sweep(loaded, configs, engine, quick, launcher[0] if launcher else None, terminal_report,
-                         group_size)
+            return sweep_until_decided(loaded, configs, engine, budget, options, terminal_report)
+        return run_sweep(loaded, configs, engine, options, terminal_report)
     except UserError as error:
         raise click.ClickException(str(error)) from None
     except Exception as error:  # the store or the artifact location failed

@@ -245,7 +245,8 @@ def run_fixed_costs(uri: str) -> list[float]:
 
 def measure_sweep(data_dir: str, every: int, epochs: int | None, workers: int,
                   report: Callable[[str], None]) -> Sweep:
-    from actopt.sweeps.sweep import ProcessExecutor, run_sweep
+    from actopt.sweeps.executors import ProcessExecutor
+    from actopt.sweeps.sweep import run_sweep
 
     study = load_study(STUDY)
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")

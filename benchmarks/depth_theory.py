@@ -43,9 +43,9 @@ def acceptance_table(store: Path) -> str:
     runs = queries.load_runs(EXPERIMENT)
     histories = queries.load_histories(runs)
     table = tables.run_table(runs, histories)
-    configs = depth_theory.config_comparison(table, histories)
-    runs_by_config = depth_theory.run_comparison(table, histories)
-    layers = depth_theory.layer_comparison(table, histories)
+    theory = depth_theory.derive_theory(table, histories)
+    configs, layers = theory.configs, theory.layers
+    runs_by_config = depth_theory.run_comparison(table, layers, depth_theory.predictions(table, histories))
     last = layers.loc[layers.groupby("run_id")["layer"].idxmax()].merge(table[["run_id", "activation", "init"]])
     header = ["activation", "init", "seeds", "decay measured (minibatch)", "seed range", "decay measured (per example)",
               "decay predicted", "error", "within 20%", "span measured", "span predicted", "q^20 measured",

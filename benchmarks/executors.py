@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from history_loading import start_server  # noqa: E402  (this folder is on sys.path when run as a script)
 
 from actopt.core.data import load_raw  # noqa: E402
+from actopt.sweeps.executors import ProcessExecutor  # noqa: E402
 from actopt.sweeps.ray_executor import RayExecutor  # noqa: E402
 from actopt.sweeps.study import configurations, load_study  # noqa: E402
-from actopt.sweeps.sweep import ProcessExecutor, ensure_datasets, run_sweep  # noqa: E402
+from actopt.sweeps.sweep import ensure_datasets, run_sweep  # noqa: E402
 from actopt.tracking import records  # noqa: E402
 
 CPUS = 2

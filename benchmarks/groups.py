@@ -168,8 +168,10 @@ def measure_study(data_dir: str, every: int, epochs: int | None, workers: int,
                   report: Callable[[str], None]) -> StudyComparison:
     from benchmark import STUDY, tracking_store
 
+    from actopt.sweeps.executors import ProcessExecutor
+    from actopt.sweeps.options import SweepOptions
     from actopt.sweeps.study import configurations, load_study
-    from actopt.sweeps.sweep import ProcessExecutor, run_sweep
+    from actopt.sweeps.sweep import run_sweep
 
     study = load_study(STUDY)
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")
@@ -184,7 +186,7 @@ def measure_study(data_dir: str, every: int, epochs: int | None, workers: int,
                                       ("3 seeds, groups of up to 8", three_seeds, GROUP_SIZE)):
         with tempfile.TemporaryDirectory() as folder, tracking_store(None, Path(folder)):
             started = time.perf_counter()
-            outcome = run_sweep(study, configs, ProcessExecutor(workers), group_size=group_size)
+            outcome = run_sweep(study, configs, ProcessExecutor(workers), SweepOptions(group_size=group_size))
             result.seconds[name] = time.perf_counter() - started
             result.runs[name] = len(configs)
             if outcome.exit_code:

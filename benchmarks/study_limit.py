@@ -21,6 +21,7 @@ from pathlib import Path
 import limits
 
 from actopt.core.inputs import splits
+from actopt.sweeps.options import SweepOptions
 
 GROUP_SIZE = 8
 
@@ -58,8 +59,9 @@ def measure_study_limit(data_dir: str, every: int, epochs: int | None, cores: in
                         report: Callable[[str], None]) -> StudyLimit:
     from benchmark import STUDY, run_fixed_costs, tracking_store
 
+    from actopt.sweeps.executors import ProcessExecutor
     from actopt.sweeps.study import configurations, load_study
-    from actopt.sweeps.sweep import ProcessExecutor, run_sweep
+    from actopt.sweeps.sweep import run_sweep
 
     study = load_study(STUDY)
     everything = configurations(study, data_dir=data_dir, download=False, device="cpu")
@@ -92,7 +94,8 @@ def sweep_once(study, chosen, plan: Split, result: StudyLimit, executor, run_swe
                run_fixed_costs) -> None:
     with tempfile.TemporaryDirectory() as folder, tracking_store(None, Path(folder)) as uri:
         started = time.perf_counter()
-        outcome = run_sweep(study, chosen, executor(plan.workers, plan.threads), group_size=plan.group_size)
+        options = SweepOptions(group_size=plan.group_size)
+        outcome = run_sweep(study, chosen, executor(plan.workers, plan.threads), options)
         plan.seconds = time.perf_counter() - started
         if outcome.exit_code:
             raise SystemExit(f"the benchmark sweep failed: {[row.status for row in outcome.rows]}")

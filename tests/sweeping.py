@@ -9,8 +9,10 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from actopt.cli import main as cli_main
+from actopt.sweeps.executors import InlineExecutor
+from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import records
 
 # Each configuration trains in well under a second on the synthetic data.
@@ -32,8 +34,8 @@ def sweep(path: Path, data_dir: Path, executor=None, report=None, group_size=8, 
     study = load_study(str(path))
     configs = configurations(study, data_dir=str(data_dir), **values)
     ensure_datasets(configs)
-    result = run_sweep(study, configs, executor or InlineExecutor(), report=report or (lambda line: None),
-                       group_size=group_size)
+    result = run_sweep(study, configs, executor or InlineExecutor(), SweepOptions(group_size=group_size),
+                       report or (lambda line: None))
     return study, configs, result
 
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets
+from actopt.sweeps.sweep import ensure_datasets
 from actopt.tracking import notes, records
 
 TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 1, "max_batches": 2, "batch_size": 32,
@@ -29,8 +30,11 @@ class StopAfter:
     def __init__(self, count: int) -> None:
         self.left = count
 
-    def run(self, tasks):
-        for outcome in InlineExecutor().run(tasks):
+    def starting(self, tasks):
+        return None
+
+    def run(self, tasks, progress=lambda event: None):
+        for outcome in InlineExecutor().run(tasks, progress):
             yield outcome
             self.left -= 1
             if self.left == 0:

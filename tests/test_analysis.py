@@ -10,8 +10,10 @@ from click.testing import CliRunner
 from fake_runs import history, log_run
 from mlflow.tracking import MlflowClient
 
-from actopt.analysis import decisions, findings, plots, report, tables
-from actopt.analysis.report import write_analysis
+from actopt.analysis import conclusions, decisions, findings, plots, tables
+from actopt.analysis.analyze import write_analysis
+from actopt.analysis.derive import Frames, Logged, derive_frames
+from actopt.analysis.report import Source
 from actopt.cli import main
 from actopt.tracking import queries, records, runlog, store
 
@@ -21,6 +23,19 @@ def analysed(experiment: str = "study") -> tuple:
     histories = queries.load_histories(runs)
     table = tables.run_table(runs, histories)
     return table, histories
+
+
+def derived(experiment: str = "study") -> Frames:
+    """The experiment's frames, derived once as the analysis derives them."""
+    runs = queries.load_runs(experiment)
+    return derive_frames(Logged(runs, runs.iloc[:0], queries.load_histories(runs), {}))
+
+
+def written(experiment: str, folder):
+    """``write_analysis`` on every run of the experiment, with its default questions."""
+    runs = queries.load_runs(experiment)
+    study = conclusions.conclude(Logged(runs, runs.iloc[:0], queries.load_histories(runs), {}))
+    return write_analysis(study, folder, Source(experiment))
 
 
 def statements(found: list[findings.Finding], topic: str, kind: str = "holds") -> list[str]:
@@ -66,7 +81,7 @@ def test_best_learning_rate_counts_a_diverged_run_with_what_it_reached_and_flags
 def test_vanishing_gradient_finding(client, ratio, holds):
     log_run(client, "study", {"activation": "sigmoid"}, history("sigmoid", ratio=ratio))
     log_run(client, "study", {"activation": "relu"}, history("relu", ratio=0.5))
-    found = findings.findings(*analysed())
+    found = findings.findings(derived())
     found_now = statements(found, "Vanishing gradients")
     if holds:
         assert found_now == ["sigmoid: the first layer's gradient norm was below 0.01 × the output layer's in epoch 1 "
@@ -82,7 +97,7 @@ def test_dead_and_saturated_unit_findings(client, fraction, holds):
             history("relu", unit_fraction=fraction))
     log_run(client, "study", {"activation": "tanh", "optimizer": "sgd", "learning_rate": 0.5},
             history("tanh", unit_fraction=fraction))
-    found = findings.findings(*analysed())
+    found = findings.findings(derived())
     dead, saturated = statements(found, "Dead units"), statements(found, "Saturation")
     if holds:
         assert dead == ["relu: more than 50% of a hidden layer's units were dead after the last epoch in 1 of 1 runs "
@@ -102,7 +117,7 @@ def test_divergence_finding(client, diverges, holds):
         for activation in ("relu", "tanh"):
             log_run(client, "study", {"activation": activation, "optimizer": "sgd", "learning_rate": rate},
                     history(activation), diverged_epoch=2 if diverges and rate == 1.0 else None)
-    found = findings.findings(*analysed())
+    found = findings.findings(derived())
     if holds:
         finding = next(item for item in found if item.topic == "Divergence")
         assert finding.statement == ("sgd diverged in every run at learning rate ≥ 1 (2 runs: tanh, relu) and in none "
@@ -119,7 +134,7 @@ def test_learning_rate_edge_finding(client, best_rate, holds):
     for rate in (0.0001, 0.001, 0.01):
         log_run(client, "study", {"activation": "relu", "optimizer": "adam", "learning_rate": rate},
                 history("relu", best=0.9 if rate == best_rate else 0.8))
-    found = statements(findings.findings(*analysed()), "Learning-rate grid")
+    found = statements(findings.findings(derived()), "Learning-rate grid")
     if holds:
         assert found == ["relu: the best learning rate 0.01 is the largest tried (0.0001, 0.001, 0.01); the optimum "
                          "may lie beyond the grid."]
@@ -129,7 +144,7 @@ def test_learning_rate_edge_finding(client, best_rate, holds):
 
 def verdicts(experiment: str = "study", measure: str | None = None) -> list[str]:
     """The report's decisions on the experiment's runs (its default questions), as sentences."""
-    judged = report.judge(analysed(experiment)[0])
+    judged = conclusions.judge(derived(experiment))
     return [decisions.verdict(item, judged.method) for item in judged.decisions
             if measure is None or item.contrast.measure == measure]
 
@@ -149,7 +164,7 @@ def test_convergence_speed_is_the_area_under_the_validation_curve(client, sigmoi
 def test_a_run_at_chance_is_named_and_counted_as_failed(client):
     log_run(client, "study", {"activation": "relu"}, history("relu", epochs=5, reach=3))
     log_run(client, "study", {"activation": "sigmoid"}, history("sigmoid", epochs=5, best=0.112, reach=1))
-    found = findings.findings(*analysed())
+    found = findings.findings(derived())
     assert statements(found, "Runs that did not learn") == ["sigmoid: 1 of 1 runs did not learn (chance 0.1000)."]
     assert statements(found, "Failed seeds") == ["sigmoid · lr 0.001: 1 of 1 seeds failed (1 did not learn)."]
 
@@ -157,7 +172,7 @@ def test_a_run_at_chance_is_named_and_counted_as_failed(client):
 def test_overfitting_and_dropout_findings(client):
     log_run(client, "study", {"activation": "relu", "dropout": 0.0}, history("relu", gap=0.08))
     log_run(client, "study", {"activation": "relu", "dropout": 0.5}, history("relu", gap=0.01))
-    found = findings.findings(*analysed())
+    found = findings.findings(derived())
     assert statements(found, "Overfitting") == [
         "relu · dropout 0: train accuracy exceeded validation accuracy by 8.0 points after the last epoch."]
     assert "dropout 0.5 has a narrower train/validation gap than dropout 0 by 7.0 points (1 seed: a lead of more " \
@@ -168,7 +183,7 @@ def test_dropout_effect_is_undecided_without_dropout_runs_and_gap_absent_when_sm
     log_run(client, "study", {"activation": "relu"}, history("relu", gap=0.08))
     assert verdicts(measure="gap") == []  # dropout does not vary: no question asked
     log_run(client, "other", {"activation": "relu"}, history("relu", gap=0.005))
-    found = findings.findings(*analysed("other"))
+    found = findings.findings(derived("other"))
     assert statements(found, "Overfitting") == []
     assert statements(found, "Overfitting", "absent")[0].startswith("No configuration's gap exceeded 2.0 points")
 
@@ -346,9 +361,7 @@ def test_depth_and_overfitting_studies_get_their_figures(client, tmp_path):
             log_run(client, "depth", {"activation": activation, "depth": depth, "init": init, "optimizer": "sgd",
                                       "learning_rate": 0.01, "test_every_epoch": True},
                     history(activation, ratio=0.001 if depth == 20 else 0.5, test_every_epoch=True))
-    runs = queries.load_runs("depth")
-    histories = queries.load_histories(runs)
-    result = write_analysis(runs, runs.iloc[:0], histories, {}, tmp_path / "depth", {"experiment": "depth"})
+    result = written("depth", tmp_path / "depth")
     names = {path.name for path in result.figures}
     assert {"depth_test_accuracy.png", "depth_max_gradient.png", "lecun_tanh_vs_tanh.png"} <= names
     assert "training loss curves" in result.skipped and "depth, init vary as well" in result.skipped["training loss "
@@ -360,9 +373,7 @@ def test_depth_and_overfitting_studies_get_their_figures(client, tmp_path):
         for dropout in (0.0, 0.2):
             log_run(client, "overfit", {"activation": activation, "dropout": dropout},
                     history(activation, gap=0.05 - dropout / 5))
-    runs = queries.load_runs("overfit")
-    result = write_analysis(runs, runs.iloc[:0], queries.load_histories(runs), {}, tmp_path / "overfit",
-                                     {"experiment": "overfit"})
+    result = written("overfit", tmp_path / "overfit")
     assert "overfitting.png" in {path.name for path in result.figures}
     assert all(path.stat().st_size > 10_000 for path in result.figures)
     text = result.report.read_text()

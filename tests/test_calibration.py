@@ -51,7 +51,7 @@ def simulated_study(rng: np.random.Generator, seeds: int, relu_gain: float = 0.0
 
 
 def report_decisions(table: pd.DataFrame) -> list[decisions.Decision]:
-    """What write_analysis decides (``report.judge``), the tuned runs computed once."""
+    """What write_analysis decides (``conclusions.judge``), the tuned runs computed once."""
     tuned = tables.tuned_runs(table, keep_failed=True)
     return decisions.decide(comparisons_needed(QUESTIONS, table, tuned), table, "holm", tuned=tuned)
 

@@ -12,7 +12,8 @@ import pytest
 from fake_runs import history, log_run
 from scipy import special, stats
 
-from actopt.analysis import plots, plotting, seed_bands, tables
+from actopt.analysis import plots, plotting, seed_bands
+from actopt.analysis.derive import Frames, Logged, derive_frames
 from actopt.tracking import queries
 
 
@@ -58,7 +59,12 @@ def captured(monkeypatch) -> list:
     return figures
 
 
-def three_seeds(collapsed_best: float = 0.3, **config) -> tuple[pd.DataFrame, pd.DataFrame]:
+def framed(runs: pd.DataFrame, histories: pd.DataFrame) -> Frames:
+    """The frames the figures read, derived as the analysis derives them."""
+    return derive_frames(Logged(runs, runs.iloc[:0], histories, {}))
+
+
+def three_seeds(collapsed_best: float = 0.3, **config) -> Frames:
     """Three seeds of relu-adam, the third collapsed far below the others (a bimodal outcome), logged and read back."""
     from mlflow.tracking import MlflowClient
 
@@ -66,8 +72,7 @@ def three_seeds(collapsed_best: float = 0.3, **config) -> tuple[pd.DataFrame, pd
     for seed, best in ((1, 0.85), (2, 0.87), (3, collapsed_best)):
         log_run(client, "seeds", {"activation": "relu", "seed": seed, **config}, history("relu", best=best))
     runs = queries.load_runs("seeds")
-    histories = queries.load_histories(runs)
-    return tables.run_table(runs, histories), histories
+    return framed(runs, queries.load_histories(runs))
 
 
 def parts(axis, gid: str) -> list:
@@ -75,9 +80,10 @@ def parts(axis, gid: str) -> list:
 
 
 def test_validation_curves_draw_each_seed_the_failed_one_marked_and_the_t_band(captured, tmp_path):
-    table, histories = three_seeds()
+    frames = three_seeds()
+    table, histories = frames.table, frames.histories
     assert sorted(table["failure"]) == ["", "", "collapsed"]
-    path, title, caption = plots.FIGURES["validation accuracy curves"](table, histories, {}, tmp_path)
+    path, title, caption = plots.FIGURES["validation accuracy curves"](frames, tmp_path)
     assert path.exists() and "95% t interval" in title and "Student-t" in caption
     [axis] = [axis for axis in captured[0].axes if axis.lines]
     seeds = parts(axis, seed_bands.SEED_GID)
@@ -99,8 +105,7 @@ def test_validation_curves_draw_each_seed_the_failed_one_marked_and_the_t_band(c
 
 
 def test_unit_fractions_draw_one_line_per_seed_and_layer(captured, tmp_path):
-    table, histories = three_seeds()
-    plots.unit_fraction_plot(table, histories, {}, tmp_path)
+    plots.unit_fraction_plot(three_seeds(), tmp_path)
     [axis] = [axis for axis in captured[0].axes if axis.lines]
     assert len(parts(axis, seed_bands.SEED_GID)) == 3 * 2  # three seeds × two hidden layers
     assert len(parts(axis, seed_bands.MEAN_GID)) == 2 and len(parts(axis, seed_bands.BAND_GID)) == 2
@@ -116,8 +121,7 @@ def test_overfitting_keeps_the_failed_seed_and_draws_every_seed(captured, tmp_pa
                     history("relu", best=best, gap=0.05))
     runs = queries.load_runs("overfit")
     histories = queries.load_histories(runs)
-    table = tables.run_table(runs, histories)
-    plots.overfitting_plot(table, histories, {}, tmp_path)
+    plots.overfitting_plot(framed(runs, histories), tmp_path)
     accuracy, loss, gap = captured[0].axes[:3]
     for axis, splits in ((accuracy, 2), (loss, 2), (gap, 1)):
         seeds = parts(axis, seed_bands.SEED_GID)
@@ -139,12 +143,11 @@ def test_a_learning_rate_figure_with_one_rate_in_a_panel_draws_without_a_warning
             diverged_epoch=1)
     runs = queries.load_runs("rates")
     histories = queries.load_histories(runs)
-    table = tables.run_table(runs, histories)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        plots.optimizer_rate_plot(table, histories, {}, tmp_path)
+        plots.optimizer_rate_plot(framed(runs, histories), tmp_path)
         first_epoch = histories[histories["step"] <= 1]  # one x value: epoch 1
-        plots.FIGURES["validation accuracy curves"](table, first_epoch, {}, tmp_path)
+        plots.FIGURES["validation accuracy curves"](framed(runs, first_epoch), tmp_path)
     panels = {axis.get_title(): axis for axis in captured[0].axes[:2]}
     relu_loss, tanh_loss = panels["relu"], panels["tanh"]
     assert relu_loss.get_xlim()[0] < 0.001 and relu_loss.get_xlim()[1] > 10

@@ -12,8 +12,9 @@ from mlflow.tracking import MlflowClient
 from actopt.analysis import plots, tables
 from actopt.analysis.analyze import analyze_experiment, findings_markdown
 from actopt.core import diagnosis
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import notes, queries, runlog
 
 TOPICS = {"divergence": "Divergence", "vanishing_gradients": "Vanishing gradients",
@@ -172,3 +173,24 @@ def test_the_analysis_description_fits_the_real_limit_and_ends_where_its_text_en
     client.set_tag(run_id, "too.long", "x" * (MAX_TAG_VAL_LENGTH + 1))
     tags = client.get_run(run_id).data.tags
     assert tags[notes.DESCRIPTION_TAG] == description and len(tags["too.long"]) == MAX_TAG_VAL_LENGTH
+
+
+def test_the_study_view_opens_its_chart_view_on_validation_accuracy_and_the_histograms():
+    """The run page orders charts itself (prefix sections first); the study's shared view carries a chart layout
+    that MLflow 3.17's chart view follows (seen in Chromium; the README's UI section)."""
+    from mlflow.utils.validation import MAX_EXPERIMENT_TAG_VAL_LENGTH
+
+    from actopt.core.run_end import HISTOGRAM_IMAGE_KEY
+
+    varying = [f"parameter_{index:02d}" for index in range(30)]  # far more than any study varies
+    text = notes.study_view("0" * 32, varying)
+    view = json.loads(text)
+    charts = view["compareRunCharts"]
+    assert [chart.get("metricKey") for chart in charts][:2] == ["val_accuracy", "val_loss"]
+    assert charts[-1]["imageKeys"] == [HISTOGRAM_IMAGE_KEY] and charts[-1]["showRunParams"] is False
+    [section] = view["compareRunSections"]
+    assert {chart["metricSectionId"] for chart in charts} == {section["uuid"]} and view["isAccordionReordered"]
+    assert len({chart["uuid"] for chart in charts}) == len(charts)
+    assert len(text) < MAX_EXPERIMENT_TAG_VAL_LENGTH
+    assert notes.study_page_url("http://h:5000/", "7", charts=True).endswith(
+        "viewStateShareKey=study&workflowType=machine_learning&compareRunsMode=CHART")

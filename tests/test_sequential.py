@@ -89,7 +89,7 @@ def simulate(means: list[float], rng: np.random.Generator, naive: bool) -> tuple
                     decided[index] = float(differences.mean())
     else:
         while True:
-            seen = sequential.look(pairs, values, counts, CAP, alpha)
+            seen = sequential.look(pairs, values, counts, sequential.Limits(CAP), alpha)
             for index, verdict in enumerate(seen.verdicts):
                 if verdict.state == sequential.DECIDED:
                     decided[index] = verdict.interval.mean
@@ -142,19 +142,20 @@ def test_a_look_adds_seeds_only_to_the_configurations_of_open_comparisons_and_st
               "c": [0.85, 0.83, 0.86, 0.84, 0.85, 0.86], "d": [0.85, 0.86, 0.84, 0.85, 0.84, 0.86]}
     pairs = [Pair("x", "a", "b", "a vs b"), Pair("x", "c", "d", "c vs d")]
     counts = dict.fromkeys(values, 6)
-    seen = sequential.look(pairs, values, counts, CAP, ALPHA / 2)
+    seen = sequential.look(pairs, values, counts, sequential.Limits(CAP), ALPHA / 2)
     assert [verdict.state for verdict in seen.verdicts] == [sequential.DECIDED, sequential.OPEN]
     assert seen.next_counts == {"a": 6, "b": 6, "c": 9, "d": 9} and not seen.stopped
-    assert sequential.look(pairs, values, dict.fromkeys(values, 3), CAP, ALPHA / 2).verdicts[0].state == "open"
-    stopped = sequential.look(pairs, values, counts, CAP, ALPHA / 2, runs=24, max_runs=29)
+    early = sequential.look(pairs, values, dict.fromkeys(values, 3), sequential.Limits(CAP), ALPHA / 2)
+    assert early.verdicts[0].state == "open"
+    stopped = sequential.look(pairs, values, counts, sequential.Limits(CAP, max_runs=29, runs=24), ALPHA / 2)
     assert stopped.stopped and "budget of 29 runs" in stopped.reason
-    capped = sequential.look(pairs, values, counts, 6, ALPHA / 2)
+    capped = sequential.look(pairs, values, counts, sequential.Limits(6), ALPHA / 2)
     assert capped.stopped and "1 undecided at the cap of 6 seeds" in capped.reason
 
 
 def test_the_seeds_docs_analysis_states():
     """The fewest seeds at which anything is decided, and the table of median seeds to decide (9 comparisons)."""
     assert [sequential.fewest_seeds(ALPHA / m) for m in (1, 3, 9)] == [5, 6, 7]
-    table = [sequential.seeds_to_decide(effect, spread, ALPHA / 9, limit=200)
+    table = [sequential.seeds_to_decide(effect, spread, ALPHA / 9, simulation=sequential.Simulation(limit=200))
              for effect, spread in ((0.005, 0.005), (0.005, 0.003), (0.01, 0.005), (0.01, 0.003))]
     assert table == [20, 11, 10, 8]

@@ -25,11 +25,7 @@ from actopt.cli import main as cli_main
 from actopt.core.config import config_digest
 from actopt.errors import UserError
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import (
-    parent_record,
-    summarize,
-    summary_table,
-)
+from actopt.sweeps.summary import parent_record, summarize, summary_table
 from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
 

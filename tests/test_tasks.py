@@ -32,3 +32,36 @@ def test_the_flagship_study_plans_groups_two_workers_finish_together(tmp_path):
     assert [config for task in tasks for config in task.configs] == list(configs)  # study order, each once
     for task in tasks:
         assert len({group_key(config) for config in task.configs}) == 1
+
+
+def test_the_epoch_of_a_training_line_alone_or_named_in_a_group():
+    from actopt.sweeps.tasks import epoch_of
+
+    assert epoch_of("epoch 3/10  train_loss 0.5000  train_acc 0.8000  val_loss 0.6  val_acc 0.7  0.12s") == 3
+    assert epoch_of("relu-sgd-lr0.1 seed 2: epoch 12/20  train_loss 0.5  ...") == 12
+    assert epoch_of("run abc left RUNNING by process 12: marked FAILED") is None
+
+
+def test_a_group_reports_each_epoch_once_timed_from_its_start(tmp_path):
+    from actopt.sweeps.tasks import EpochDone, epoch_reporter
+
+    configs = configurations(load_study("fashion-activations"), data_dir=str(tmp_path), download=False, device="cpu")
+    task = plan_groups(configs, "parent", 8)[0]
+    sent: list[EpochDone] = []
+    report = epoch_reporter(task, sent.append)
+    for line in ("a seed 0: epoch 1/10  x", "b seed 1: epoch 1/10  x", "a seed 0: epoch 2/10  x", "other"):
+        report(line)
+    assert [(event.task, event.epoch) for event in sent] == [(task.digests[0], 1), (task.digests[0], 2)]
+    assert all(0 <= event.seconds < 5 for event in sent)
+
+
+def test_a_members_own_time_is_its_share_of_each_epoch_not_the_groups_time():
+    from actopt.core.training import TrainResult
+    from actopt.sweeps.tasks import finished_outcome
+
+    # Step 0 is the measurement before training (no epoch_time); two members shared epochs of 3 s and 2 s.
+    result = TrainResult(history={0: {"grad_norm": 1.0}, 1: {"epoch_time": 1.5}, 2: {"epoch_time": 1.0}},
+                         best_val_accuracy=0.8)
+    outcome = finished_outcome("digest", "run", result, seconds=9.0)
+    assert (outcome.status, outcome.train_seconds, outcome.epochs, outcome.seconds) == ("FINISHED", 2.5, 2, 9.0)
+    assert outcome.best_val_accuracy == 0.8 and not outcome.diverged

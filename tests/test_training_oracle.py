@@ -21,9 +21,10 @@ OPTIMIZERS = {
     "sgd": lambda parameters, config: torch.optim.SGD(parameters, lr=config.learning_rate, momentum=config.momentum,
                                                       weight_decay=config.weight_decay),
 }
-# Float32 through batched matmuls (the stack) against nn.Linear's addmm, the same sums in another order, differ
-# by about 1e-7 relative after three epochs; a learning rate 1% off moves the losses by 4e-3 or more.
-TOLERANCE = dict(rel=1e-5, abs=1e-7)
+# Float32 through batched matmuls (the stack) against nn.Linear's addmm, the same sums in another order:
+# after three epochs the losses differ by about 1e-7 relative (SGD) and up to 1.5e-5 (Adam at 1e-2, whose
+# normalised steps carry rounding further); a learning rate 1% off moves them by 2.5e-3 or more.
+TOLERANCE = dict(rel=1e-4, abs=1e-6)
 
 
 def plain_losses(config, data) -> tuple[dict[int, float], dict[int, float]]:

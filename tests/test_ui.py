@@ -14,8 +14,9 @@ from mlflow.tracking import MlflowClient
 from services import require
 
 from actopt.analysis.analyze import analyze_experiment
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.sweep import InlineExecutor, ensure_datasets, run_sweep
+from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.tracking import notes
 
 DEAD = "tags.`diagnosis.dead_units` = 'true'"
@@ -56,6 +57,9 @@ def test_the_ui_shows_the_diagnosis_and_opens_on_the_runs(tmp_path, data_dir, ml
     assert ">relu-sgd-lr1e-06-seed0<" in study_page and ">tanh-sgd-lr1e-06-seed0<" in study_page
     assert "<strong>2</strong> matching runs" in study_page  # folded under the parent, they would not show
     assert ">best_val_accuracy<" in study_page and ">seed<" in study_page
+    # Its chart view opens on the headline section (a run page orders its charts itself: README).
+    charts_page = rendered_dom(notes.study_page_url(mlflow_server, experiment.experiment_id, charts=True))
+    assert "Headline: accuracy, loss, gradient histograms" in charts_page
 
     runs_page = rendered_dom(notes.runs_page_url(mlflow_server, experiment.experiment_id))
     # The runs table, not the GenAI overview: the sweep's parent, which folds its two children, and a footer

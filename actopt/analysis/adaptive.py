@@ -27,15 +27,18 @@ import pandas as pd
 
 from actopt.analysis import sequential
 from actopt.core.config import TrainConfig, config_digest
+from actopt.core.metric_names import BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
+from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import Study
 from actopt.sweeps.sweep import DIVERGED, FINISHED, Executor, Row, SweepResult, run_sweep
-from actopt.sweeps.tasks import DEFAULT_GROUP_SIZE
 from actopt.tracking import records
 
 # The measure compared, as the report compares configurations; the learning rate is chosen on the other.
-MEASURE = "test_accuracy"
-CHOICE = "best_val_accuracy"
-NUISANCE = "learning_rate"
+MEASURE = TEST_ACCURACY
+CHOICE = BEST_VAL_ACCURACY
+# A sweep of the declared seeds with actopt sweep's defaults, for callers that give no options.
+DEFAULT_OPTIONS = SweepOptions()
+NUISANCE = LEARNING_RATE
 
 
 @dataclass(frozen=True)
@@ -139,16 +142,9 @@ def seed_values(table: pd.DataFrame, seeds: Sequence[int], column: str = MEASURE
             for key in table["configuration"].drop_duplicates()}
 
 
-def sweep_until_decided(
-    study: Study,
-    configs: Sequence[TrainConfig],
-    executor: Executor,
-    budget: Budget,
-    quick: bool = False,
-    launcher_run_id: str | None = None,
-    report: Callable[[str], None] = lambda line: None,
-    group_size: int = DEFAULT_GROUP_SIZE,
-) -> AdaptiveResult:
+def sweep_until_decided(study: Study, configs: Sequence[TrainConfig], executor: Executor, budget: Budget,
+                        options: SweepOptions = DEFAULT_OPTIONS,
+                        report: Callable[[str], None] = lambda line: None) -> AdaptiveResult:
     """Run the declared seeds, then look, add seeds where a comparison is open, and look again, until every
     comparison is decided, none can be within the cap, the budget is spent, or a look does not finish."""
     declared = list(configs)
@@ -159,7 +155,7 @@ def sweep_until_decided(
     looks: list[sequential.Look] = []
     while True:
         current = planned_configs(declared, counts, seeds)
-        result = run_sweep(study, current, executor, quick, launcher_run_id, report, group_size)
+        result = run_sweep(study, current, executor, options, report)
         if result.stopped_by or result.exit_code:
             stopped = (f"stopped by {result.stopped_by} during look {len(looks)}" if result.stopped_by else
                        f"look {len(looks)} did not finish (failed runs)") + ": start the same sweep again to continue"
@@ -169,8 +165,8 @@ def sweep_until_decided(
         if pairs is None:
             pairs = needed_comparisons(table, fields)
         alpha = sequential.comparison_alpha(len(pairs))
-        seen = sequential.look(pairs, seed_values(table, seeds), counts, budget.max_seeds, alpha, len(current),
-                               budget.max_runs)
+        limits = sequential.Limits(budget.max_seeds, budget.max_runs, len(current))
+        seen = sequential.look(pairs, seed_values(table, seeds), counts, limits, alpha)
         looks.append(seen)
         report(f"look {len(looks) - 1}: {seen.reason}" + ("" if seen.stopped else "; looking again after them"))
         if seen.stopped:

@@ -8,8 +8,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actopt.analysis import adaptive, frames, questions, report, tables
-from actopt.analysis.report import AnalysisResult
+from actopt.analysis import adaptive, frames, questions, tables
+from actopt.analysis.conclusions import Study, conclude
+from actopt.analysis.derive import Logged
+from actopt.analysis.frames import Finding
+from actopt.analysis.report import Drawn, Source, render_report
+from actopt.core.metric_names import FINDINGS, RUNS_ANALYZED
 from actopt.errors import UserError, describe_error
 from actopt.tracking import notes, queries, records, signals
 from actopt.tracking.records import (
@@ -98,6 +102,31 @@ def log_analysis_run(experiment: str, directory: Path, params: dict[str, str], m
 
 
 @dataclass
+class AnalysisResult:
+    """What ``write_analysis`` wrote: the report, the figures, those not drawn (with why), the findings that hold."""
+
+    report: Path
+    figures: list[Path]
+    skipped: dict[str, str]
+    findings: list[Finding] = field(default_factory=list)
+
+
+def write_analysis(study: Study, folder: Path, source: Source, adaptive_section: str = "") -> AnalysisResult:
+    """Draw the study's figures and render ``report.md`` into ``folder`` (replacing earlier PNGs there)."""
+    from actopt.analysis import plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.png"):
+        old.unlink()
+    drawn, skipped = plots.draw_all(study.frames, folder)
+    gallery = next((path for path, *_ in drawn if path.name == plots.GALLERY_FILE), None)
+    figures = tuple(item for item in drawn if item[0] != gallery)
+    report = folder / REPORT_FILE
+    report.write_text(render_report(study, Drawn(figures, skipped, gallery), source, adaptive_section))
+    return AnalysisResult(report, [path for path, *_ in drawn], skipped, study.holding())
+
+
+@dataclass
 class Outcome:
     """What ``analyze_experiment`` wrote, how many runs it analysed, and its analysis run (None without logging)."""
 
@@ -116,29 +145,35 @@ def analyze_experiment(
 ) -> Outcome:
     """Read an experiment's runs, write ``<output_dir>/<experiment>/report.md`` and figures, log them."""
     folder = check_output_paths(Path(output_dir), experiment)
-
-    everything = queries.load_runs(experiment, parent_run_id, filter_string, kinds=None)
-    scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
-                     f" matching filter {filter_string!r}" if filter_string else ""])
-    runs, left_out = frames.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
-    histories = queries.load_histories(runs)
-    histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
-    source = {"experiment": experiment, "tracking_uri": shown_uri(), "parent_run_id": parent_run_id or "",
-              "filter": filter_string or ""}
+    logged = load(experiment, parent_run_id, filter_string)
+    runs = logged.runs
+    source = Source(experiment, shown_uri(), parent_run_id or "", filter_string or "")
     asked, method = questions.declared(str(runs["study"].fillna("").iloc[0]))
     parents = sorted(set(runs["parent_run_id"].dropna()) - {""})
+    study = conclude(logged, asked, method)
     try:
-        written = report.write_analysis(runs, left_out, histories, histograms, folder, source,
-                                        adaptive.report_section(records.sweep_looks(parents)), asked, method)
+        written = write_analysis(study, folder, source, adaptive.report_section(records.sweep_looks(parents)))
     except OSError as error:  # a full disk, a folder made read-only meanwhile: nothing is logged
         raise UserError(f"cannot write the analysis to {folder}: {describe_error(error)}") from None
     run_id = None
     if log:
         params = {"experiment": experiment, "parent_run_id": parent_run_id or "", "filter": filter_string or "",
                   "output_dir": str(output_dir)}
-        metrics = {"runs_analyzed": float(len(runs)), "findings": float(len(written.findings))}
+        metrics = {RUNS_ANALYZED: float(len(runs)), FINDINGS: float(len(written.findings))}
         run_id = log_analysis_run(experiment, folder, params, metrics, written.report.read_text(encoding="utf-8"))
-    return Outcome(written, len(runs), run_id, histories.attrs.get("history_problems", {}))
+    return Outcome(written, len(runs), run_id, logged.histories.attrs.get("history_problems", {}))
+
+
+def load(experiment: str, parent_run_id: str | None, filter_string: str | None) -> Logged:
+    """The runs to analyse from the store (the others with why each is left out), their histories, and the
+    gradient histograms of the runs the figures show."""
+    everything = queries.load_runs(experiment, parent_run_id, filter_string, kinds=None)
+    scope = "".join([f" under parent run {parent_run_id}" if parent_run_id else "",
+                     f" matching filter {filter_string!r}" if filter_string else ""])
+    runs, left_out = frames.select_runs(everything, experiment, os.environ.get(RUN_ID_VARIABLE), scope)
+    histories = queries.load_histories(runs)
+    histograms = queries.load_gradient_histograms(runs[runs["run_id"].isin(tables.histogram_runs(runs))])
+    return Logged(runs, left_out, histories, histograms)
 
 
 def check_output_paths(output_dir: Path, experiment: str) -> Path:
@@ -146,7 +181,7 @@ def check_output_paths(output_dir: Path, experiment: str) -> Path:
     folder ``output_dir/<experiment>`` and its ``report.md`` can be made and written. Returns the folder."""
     folder = output_dir / safe_folder_name(experiment)
     existing = nearest_existing(folder.absolute())
-    report_file = folder / "report.md"
+    report_file = folder / REPORT_FILE
     if not existing.is_dir():
         problem = f"{existing} is a file, not a folder"
     elif report_file.is_dir():

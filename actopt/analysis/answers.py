@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import pandas as pd
 
 from actopt.analysis import multiplicity
+from actopt.analysis.conclusions import Study
 from actopt.analysis.decisions import MEASURES, Decision, describe_level, magnitude
 from actopt.analysis.frames import Finding, describe, label_columns, order_key, science_columns, text
 from actopt.analysis.questions import Question, varying_factors
-from actopt.analysis.tables import tuned_runs
+from actopt.core.metric_names import LEARNING_RATE
 
 
 def anchor(question: Question) -> str:
@@ -79,7 +80,7 @@ def gradient_answer(table: pd.DataFrame, factor: str) -> str:
     order = ordered(medians, factor)
     values = " < ".join(f"{describe_level(factor, level)} {medians[level]:.2g}"
                         for level in medians.sort_values().index)
-    others = [name for name in [*label_columns(rows, science_columns(rows)), "learning_rate"]
+    others = [name for name in [*label_columns(rows, science_columns(rows)), LEARNING_RATE]
               if name != factor and rows[name].astype(str).nunique() > 1]
     cells = list(rows.groupby(others, sort=False, dropna=False)) if others else [((), rows)]
     cells = [cell for _, cell in cells if cell[factor].nunique() == medians.size]
@@ -107,16 +108,16 @@ def sensitivity_answer(table: pd.DataFrame) -> str:
     """Each optimizer's spread of mean best validation accuracy over its learning-rate grid, and its failures."""
     parts = []
     for optimizer, rows in table.groupby("optimizer", sort=False):
-        columns = [*label_columns(rows, science_columns(rows)), "learning_rate"]
+        columns = [*label_columns(rows, science_columns(rows)), LEARNING_RATE]
         means = rows.groupby(columns, dropna=False)["val_score"].mean()
-        rates = ", ".join(text(rate) for rate in sorted(rows["learning_rate"].unique()))
+        rates = ", ".join(text(rate) for rate in sorted(rows[LEARNING_RATE].unique()))
         parts.append(f"{optimizer}: mean best validation accuracy {means.min():.3f}–{means.max():.3f} over its grid "
                      f"(rates {rates}), {int(rows['failed'].sum())} of {len(rows)} runs failed")
     return "Learning-rate sensitivity: " + "; ".join(parts) + "."
 
 
-def last_epoch_answer(table: pd.DataFrame, factor: str) -> str:
-    tuned = tuned_runs(table, keep_failed=True)
+def last_epoch_answer(tuned: pd.DataFrame, factor: str) -> str:
+    """``tuned``: every seed of each configuration at its best learning rate."""
     parts = []
     for level, rows in tuned.groupby(factor, sort=False):
         parts.append(f"{describe_level(factor, level)} best-epoch {rows['val_score'].mean():.3f}, last-epoch "
@@ -156,19 +157,19 @@ def trainability_answer(found: Sequence[Finding]) -> str:
     return " ".join(item.statement.split("; exceptions")[0].rstrip(".") + "." for item in held)
 
 
-def answer(question: Question, made: Sequence[Decision], table: pd.DataFrame, found: Sequence[Finding],
-           method: str) -> list[str]:
+def answer(question: Question, study: Study) -> list[str]:
+    judged, table, found = study.judged, study.frames.table, study.found
     sentences = []
     factors = [name for name in question.factors if name in varying_factors(table)] or list(question.factors)
     for measure in question.measures:
         if measure in MEASURES:
-            sentences.append(compared_answer(question, measure, made, method))
+            sentences.append(compared_answer(question, measure, judged.decisions, judged.method))
         elif measure == "gradient_ratio":
             sentences += [gradient_answer(table, factor) for factor in factors]
         elif measure == "lr_sensitivity":
             sentences.append(sensitivity_answer(table))
         elif measure == "last_accuracy":
-            sentences += [last_epoch_answer(table, factor) for factor in factors]
+            sentences += [last_epoch_answer(study.frames.tuned, factor) for factor in factors]
         elif measure == "failures":
             sentences += [failures_answer(table, factor) for factor in factors if factor in table]
         elif measure == "trainability":
@@ -179,18 +180,17 @@ def answer(question: Question, made: Sequence[Decision], table: pd.DataFrame, fo
     return sentences
 
 
-def answers_section(questions: Sequence[Question], made: Sequence[Decision], table: pd.DataFrame,
-                    found: Sequence[Finding], method: str) -> str:
+def answers_section(study: Study) -> str:
+    judged = study.judged
     lines = ["## Answers", "",
              f"Each question the study declares, answered from the decisions below: comparisons paired by seed, each "
              f"configuration at its own best learning rate (chosen on validation accuracy only), p-values adjusted "
-             f"over the report's {len(made)} comparisons by {multiplicity.METHODS[method]}; a bracket is the raw 95% "
-             f"interval of the difference."]
-    for question in questions:
+             f"over the report's {len(judged.decisions)} comparisons by {multiplicity.METHODS[judged.method]}; a "
+             f"bracket is the raw 95% interval of the difference."]
+    for question in judged.questions:
         lines += ["", f"**{question.text}** ([evidence](#{anchor(question)}))", ""]
-        lines += [f"- {sentence}" for sentence in answer(question, made, table, found, method)]
+        lines += [f"- {sentence}" for sentence in answer(question, study)]
     return "\n".join(lines)
-
 
 
 def decisions_section(questions: Sequence[Question], made: Sequence[Decision], method: str) -> str:

@@ -45,6 +45,7 @@ from actopt.analysis.statistics import (
     seeds_needed,
 )
 from actopt.analysis.tables import CHANCE_MARGIN, COLLAPSE_MARGIN, LOSS_GROWTH, tuned_runs
+from actopt.core.metric_names import BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
 
 # One seed only: accuracy differences below half a point count as noise (seed-to-seed standard
 # deviations of these MLPs are typically 0.1 to 0.3 points). Not a test: the report calls itself a smoke test then.
@@ -89,9 +90,9 @@ def magnitude(interval: Interval) -> Interval:
 # differ (``val_area``); and the train − validation gap after the last epoch (a diverged seed has none: left out,
 # and counted).
 MEASURES = {
-    "test_accuracy": Measure("test_score", "test accuracy", True, 100.0, "points", ACCURACY_NOISE,
+    TEST_ACCURACY: Measure("test_score", "test accuracy", True, 100.0, "points", ACCURACY_NOISE,
                              "beats {other} on test accuracy", "higher"),
-    "best_val_accuracy": Measure("val_score", "best validation accuracy", True, 100.0, "points", ACCURACY_NOISE,
+    BEST_VAL_ACCURACY: Measure("val_score", "best validation accuracy", True, 100.0, "points", ACCURACY_NOISE,
                                  "beats {other} on best validation accuracy", "higher"),
     "val_area": Measure("val_area", "mean validation accuracy over the epochs (area under the validation curve)",
                         True, 100.0, "points", ACCURACY_NOISE,
@@ -242,9 +243,11 @@ def describe_level(factor: str, value: object) -> str:
     return str(value) if factor in ("activation", "optimizer") else f"{factor} {text(value)}"
 
 
-def unlearned_groups(questions: list[Question], table: pd.DataFrame) -> list[Finding]:
-    """The groups a question compares in which no run learned: nothing to compare, said once per group."""
-    tuned = tuned_runs(table, keep_failed=True)
+def unlearned_groups(questions: list[Question], table: pd.DataFrame, tuned: pd.DataFrame | None = None
+                     ) -> list[Finding]:
+    """The groups a question compares in which no run learned: nothing to compare, said once per group. ``tuned`` is
+    ``tuned_runs(table, keep_failed=True)`` where the caller has it already."""
+    tuned = tuned_runs(table, keep_failed=True) if tuned is None else tuned
     found, seen = [], set()
     for question in questions:
         if not any(name in MEASURES for name in question.measures):
@@ -275,7 +278,7 @@ def failed_seeds(table: pd.DataFrame) -> list[Finding]:
     failed = table[table["failed"]]
     if failed.empty:
         return [Finding(topic, f"No seed failed ({len(table)} runs).", rule, kind="absent")]
-    columns = [*label_columns(table, science_columns(table)), "learning_rate"]
+    columns = [*label_columns(table, science_columns(table)), LEARNING_RATE]
     found = []
     for _, group in table.groupby(columns, sort=False, dropna=False):
         bad = group[group["failed"]]
@@ -296,8 +299,8 @@ def chance_runs(table: pd.DataFrame) -> list[Finding]:
             f"rate (chance_accuracy, logged by each run); a diverged run without a finished epoch counts too")
     stuck = table[~table["learned"]]
     if stuck.empty:
-        lowest = table.loc[table["best_val_accuracy"].idxmin()]
-        return [Finding(topic, f"Every run learned (lowest best validation accuracy {lowest['best_val_accuracy']:.4f} "
+        lowest = table.loc[table[BEST_VAL_ACCURACY].idxmin()]
+        return [Finding(topic, f"Every run learned (lowest best validation accuracy {lowest[BEST_VAL_ACCURACY]:.4f} "
                                f"against chance {lowest['chance']:.4f}).", rule, kind="absent")]
     columns = label_columns(table, science_columns(table))
     found = []
@@ -307,7 +310,7 @@ def chance_runs(table: pd.DataFrame) -> list[Finding]:
             continue
         statement = (f"{label(group.iloc[0], columns)}: {len(low)} of {len(group)} runs did not learn (chance "
                      f"{low['chance'].iloc[0]:.4f}).")
-        numbers = "; ".join(f"{run_name(row)}: best val {row['best_val_accuracy']:.4f}" for _, row in low.iterrows())
+        numbers = "; ".join(f"{run_name(row)}: best val {row[BEST_VAL_ACCURACY]:.4f}" for _, row in low.iterrows())
         found.append(Finding(topic, statement, rule, numbers, listed(references(low))))
     return found
 
@@ -343,7 +346,7 @@ def deciding_factor(table: pd.DataFrame) -> list[Finding]:
             found.append(Finding(topic, statement, rule, numbers, (), "undecided"))
             continue
         levels = "; ".join(f"{describe_level(best, level)}: {int(group['learned'].sum())} of {len(group)} learned"
-                           f" (mean best val {group['best_val_accuracy'].mean():.3f})"
+                           f" (mean best val {group[BEST_VAL_ACCURACY].mean():.3f})"
                            for level, group in sort_levels(rows, best))
         exceptions = exception_runs(rows, best)
         statement = sentence(f"{prefix}{best} decides whether runs learned: {levels}"

@@ -6,15 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure as MatplotlibFigure
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from actopt.analysis import depth_theory, frames  # noqa: E402
-from actopt.analysis.frames import metric  # noqa: E402
+from actopt.analysis import frames
+from actopt.analysis.derive import Frames
+from actopt.analysis.frames import metric
 from actopt.analysis.plotting import (
     WRAP,
     Figure,
@@ -27,7 +25,8 @@ from actopt.analysis.plotting import (
     seed_note,
     with_config,
 )
-from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.analysis.tables import tuned_runs
+from actopt.core.metric_names import EPOCH_TEST_ACCURACY, PROBE_GRAD_MAX_ABS, VAL_ACCURACY
 
 
 def depth_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -58,9 +57,10 @@ def activation_order(data: pd.DataFrame) -> list[str]:
     return list(frames.sort_runs(data[["activation"]].drop_duplicates(), ["activation"])["activation"])
 
 
-def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def depth_accuracy_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     runs = depth_runs(table)
-    values = metric(histories, "epoch_test_accuracy")
+    values = metric(histories, EPOCH_TEST_ACCURACY)
     if values.empty:
         raise Skip("no run logged epoch_test_accuracy (train with --test-every-epoch true)")
     data = with_config(values, runs, ["activation", "depth", "init"])
@@ -76,9 +76,10 @@ def depth_accuracy_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
                   ("epoch", "test accuracy"), **DEPTH_TITLES)
 
 
-def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def depth_gradient_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     runs = depth_runs(table)
-    values = frames.layer_values(histories, "probe_grad_max_abs")
+    values = frames.layer_values(histories, PROBE_GRAD_MAX_ABS)
     values = values[values["run_id"].isin(runs["run_id"])]
     if values.empty:
         raise Skip("the depth-study runs did not log probe_grad_max_abs (gradient statistics off?)")
@@ -99,13 +100,14 @@ def depth_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
     return finish(grid, folder, "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
 
 
-def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     pair = table[table["activation"].isin(["tanh", "lecun_tanh"])]
     if pair["activation"].nunique() < 2:
         raise Skip("needs runs with both tanh and lecun_tanh")
     runs = tuned_runs(pair)
-    tested = metric(histories, "epoch_test_accuracy")["run_id"].isin(runs["run_id"]).any()
-    key = "epoch_test_accuracy" if tested else "val_accuracy"
+    tested = metric(histories, EPOCH_TEST_ACCURACY)["run_id"].isin(runs["run_id"]).any()
+    key = EPOCH_TEST_ACCURACY if tested else VAL_ACCURACY
     names = group_names(runs, exclude=("activation",))
     data = with_config(metric(histories, key), runs.assign(group=names), ["activation", "group"])
     order = list(dict.fromkeys(names))
@@ -121,15 +123,14 @@ def lecun_tanh_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: di
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
-def theory_layers(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+def theory_layers(derived: Frames) -> pd.DataFrame:
     """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration."""
-    reason = depth_theory.unavailable_reason(table, histories)
-    if reason:
-        raise Skip(reason)
-    layers = depth_theory.layer_comparison(table, histories)
-    if layers.empty:
+    theory = derived.theory
+    if theory.reason:
+        raise Skip(theory.reason)
+    if theory.layers.empty:
         raise Skip("no run has a step-0 gradient profile that the theory covers")
-    data = with_config(layers, table, ["activation", "init", "depth"])
+    data = with_config(theory.layers, derived.table, ["activation", "init", "depth"])
     data["depth"] = data["depth"].astype(int)
     return data.groupby(["activation", "init", "depth", "layer"], as_index=False).mean(numeric_only=True)
 
@@ -142,7 +143,8 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
     depths = sorted(data["depth"].unique())
     columns = min(WRAP, len(activations))
     rows = -(-len(activations) // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.0 * rows), squeeze=False)
+    figure = MatplotlibFigure(figsize=(3.6 * columns, 3.0 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False)
     for axis, activation in zip(axes.flat, activations):
         for (init, depth), group in data[data["activation"] == activation].groupby(["init", "depth"]):
             group = group.sort_values("layer")
@@ -160,8 +162,8 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
     return figure, axes
 
 
-def theory_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    data = theory_layers(table, histories)
+def theory_gradient_plot(derived: Frames, folder: Path) -> Figure:
+    data = theory_layers(derived)
     figure, axes = theory_panels(data, "measured_log10", "predicted_log10", log_y=False)
     for axis in axes[:, 0]:
         axis.set_ylabel("log10 ‖weight gradient‖")
@@ -174,8 +176,8 @@ def theory_gradient_plot(table: pd.DataFrame, histories: pd.DataFrame, histogram
     return save(figure, folder, "depth_theory_gradient.png"), title, caption
 
 
-def theory_q_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    data = theory_layers(table, histories)
+def theory_q_plot(derived: Frames, folder: Path) -> Figure:
+    data = theory_layers(derived)
     data = data[data["measured_q"] > 0]
     if data.empty:
         raise Skip("no run logged probe_preactivation_moment at step 0")

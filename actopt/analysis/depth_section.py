@@ -10,6 +10,7 @@ import pandas as pd
 from actopt.analysis import depth_theory
 from actopt.analysis.depth_theory import RMS_TOLERANCE, SPAN_TOLERANCE
 from actopt.analysis.propagation import TRAINABLE_DEPTH_SCALES
+from actopt.core.metric_names import BEST_VAL_ACCURACY
 
 TITLE = "## Signal propagation at initialisation: theory against measurement"
 
@@ -56,11 +57,10 @@ def decimal(value: float, digits: int) -> str:
     return "∞" if math.isinf(value) else f"{value:.{digits}f}"
 
 
-def theory_section(table: pd.DataFrame, histories: pd.DataFrame) -> Section:
-    reason = depth_theory.unavailable_reason(table, histories)
-    if reason:
-        return Section(reason=f"Not computed: {reason}.")
-    configs = depth_theory.config_comparison(table, histories)
+def theory_section(theory: depth_theory.Theory) -> Section:
+    if theory.reason:
+        return Section(reason=f"Not computed: {theory.reason}.")
+    configs = theory.configs
     if configs.empty:
         return Section(reason="Not computed: no run has a step-0 gradient profile that the theory covers.")
     header = ["activation", "init", "depth", "seeds", "RMS error (decades)", "span measured", "span predicted",
@@ -76,7 +76,7 @@ def theory_section(table: pd.DataFrame, histories: pd.DataFrame) -> Section:
                      decimal(row["measured_decay"], 3), decimal(row["predicted_decay"], 3),
                      f"{row['q_star']:.3g}", f"{row['chi_star']:.3g}", decimal(row["correlation_scale"], 2),
                      decimal(row["trainable_depth"], 1) + f" ({predicted})",
-                     decimal(row["best_val_accuracy"], 4),
+                     decimal(row[BEST_VAL_ACCURACY], 4),
                      ("yes" if row["trained"] else "no") + f" (chance {row['chance']:.2f})",
                      verdict + (" (smoke test)" if row["smoke"] else "")])
     text = INTRODUCTION

@@ -5,15 +5,22 @@ rules that compare them."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from actopt.analysis import propagation
-from actopt.analysis.findings import Finding
-from actopt.analysis.frames import layer_values, listed, metric, references, sort_runs, varying
+from actopt.analysis.frames import Finding, layer_values, listed, metric, references, sort_runs, varying
 from actopt.analysis.propagation import TRAINABLE_DEPTH_SCALES
 from actopt.analysis.tables import CHANCE_MARGIN
+from actopt.core.metric_names import (
+    BEST_VAL_ACCURACY,
+    PROBE_EXAMPLE_GRAD_NORM,
+    PROBE_GRAD_NORM,
+    PROBE_INPUT_MOMENT,
+    PROBE_PREACTIVATION_MOMENT,
+)
 from actopt.core.models import CLASSES, INPUT_SIZE
 
 # Agreement is judged on the norms themselves, in decades (log10), relative to the last hidden layer:
@@ -35,7 +42,7 @@ def unavailable_reason(table: pd.DataFrame, histories: pd.DataFrame) -> str:
     """Why this study gets no theory comparison, or "" when it does."""
     if "depth" not in table or not varying(table[table["depth"].fillna(0) > 0], ["depth"]):
         return "the runs do not vary depth (the comparison belongs to depth studies such as mnist-depth)"
-    if metric(histories, "probe_input_moment").empty or layer_values(histories, "probe_grad_norm").empty:
+    if metric(histories, PROBE_INPUT_MOMENT).empty or layer_values(histories, PROBE_GRAD_NORM).empty:
         return ("the runs did not log probe_grad_norm and probe_input_moment at step 0 (logged with "
                 "--gradient-statistics true since the signal-propagation comparison was added)")
     return ""
@@ -51,7 +58,7 @@ def hidden_widths(row: pd.Series) -> tuple[int, ...]:
 
 def predictions(table: pd.DataFrame, histories: pd.DataFrame) -> dict[str, propagation.Prediction]:
     """Each run's prediction from its own step-0 input moment (runs without one, or without a theory, are absent)."""
-    moments = metric(histories, "probe_input_moment")
+    moments = metric(histories, PROBE_INPUT_MOMENT)
     moments = moments[moments["step"] == 0].set_index("run_id")["value"]
     found = {}
     for _, row in table.iterrows():
@@ -76,19 +83,18 @@ def log10_relative(norms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return logs, logs - logs[-1]
 
 
-def layer_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+def layer_comparison(predicted: dict[str, propagation.Prediction], histories: pd.DataFrame) -> pd.DataFrame:
     """Per run and hidden layer at step 0: measured and predicted log10 gradient norm and q.
 
     ``measured_log10`` is the absolute log10 of the minibatch gradient's norm (probe_grad_norm);
     ``measured_relative`` and ``predicted_relative`` are relative to the run's last hidden layer, and
     ``predicted_log10`` is the prediction anchored there (the theory fixes the profile, not the
     scale the loss sets). ``example_relative`` is the same for the RMS of each example's own
-    gradient norm (probe_example_grad_norm, NaN for runs that did not log it).
+    gradient norm (probe_example_grad_norm, NaN for runs that did not log it). ``predicted``: ``predictions``.
     """
-    predicted = predictions(table, histories)
-    norms = layer_values(histories, "probe_grad_norm")
-    examples = layer_values(histories, "probe_example_grad_norm")
-    moments = layer_values(histories, "probe_preactivation_moment")
+    norms = layer_values(histories, PROBE_GRAD_NORM)
+    examples = layer_values(histories, PROBE_EXAMPLE_GRAD_NORM)
+    moments = layer_values(histories, PROBE_PREACTIVATION_MOMENT)
     frames = []
     for run_id, prediction in predicted.items():
         hidden = len(prediction.q)
@@ -111,10 +117,10 @@ def rms_decades(measured: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.sqrt(np.mean(difference**2))) if len(difference) else 0.0
 
 
-def run_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
-    """Per run: measured and predicted decay and span, the RMS and span errors in decades, and whether it learned."""
-    layers = layer_comparison(table, histories)
-    predicted = predictions(table, histories)
+def run_comparison(table: pd.DataFrame, layers: pd.DataFrame, predicted: dict[str, propagation.Prediction]
+                   ) -> pd.DataFrame:
+    """Per run: measured and predicted decay and span, the RMS and span errors in decades, and whether it learned
+    (``layers``: ``layer_comparison``; ``predicted``: ``predictions``)."""
     rows = []
     for _, row in table.iterrows():
         if row["run_id"] not in predicted:
@@ -137,7 +143,7 @@ def run_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame
             "example_rms_error": rms_decades(example, measured["predicted_relative"]) if example_known else math.nan,
             "missed_layers": tuple(int(layer) for layer in misses["layer"]),
             "max_batches": row.get("max_batches", 0), "epochs": row.get("epochs", math.nan),
-            "best_val_accuracy": row["best_val_accuracy"], "chance": row["chance"], "learned": bool(row["learned"]),
+            BEST_VAL_ACCURACY: row[BEST_VAL_ACCURACY], "chance": row["chance"], "learned": bool(row["learned"]),
         })
     return pd.DataFrame(rows)
 
@@ -152,15 +158,15 @@ def is_smoke_test(group: pd.DataFrame) -> bool:
     return len(group) < 2 or bool((batches > 0).any())
 
 
-def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
+def config_comparison(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """Per activation × init × depth: means over seeds, agreement, and predicted vs observed trainability.
 
     The trainable depth is Schoenholz et al.'s 6 ξ_c at the fixed point of the configuration's hidden
     layers (``propagation.init_fixed_point``): one number per activation × init × width, whatever the
     depth of the net. ``trained``: most of the configuration's runs learned (``tables.run_table``'s
     ``learned``: best validation accuracy more than CHANCE_MARGIN above the split's majority-class rate).
+    ``runs``: ``run_comparison``.
     """
-    runs = run_comparison(table, histories)
     if runs.empty:
         return runs
     rows = []
@@ -181,7 +187,7 @@ def config_comparison(table: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFr
             "trainable_depth": fixed.trainable_depth(),
             "predicted_trainable": bool(key[2] <= fixed.trainable_depth()),
             "smoke": is_smoke_test(group),
-            "best_val_accuracy": group["best_val_accuracy"].mean(), "chance": group["chance"].mean(),
+            BEST_VAL_ACCURACY: group[BEST_VAL_ACCURACY].mean(), "chance": group["chance"].mean(),
             "trained": bool(group["learned"].mean() > 0.5),
             "runs": references(table[table["run_id"].isin(group["run_id"])]),
         })
@@ -217,14 +223,34 @@ def smoke_prefix(row: pd.Series) -> str:
 def fixed_point_numbers(row: pd.Series) -> str:
     return (f"q* = {row['q_star']:.4g}, χ* = {row['chi_star']:.4g}, χ_c = {row['chi_c']:.4g}, ξ_c = "
             f"{row['correlation_scale']:.3g} layers (width {row['width']}); best val accuracy "
-            f"{row['best_val_accuracy']:.4f}, chance {row['chance']:.4f}")
+            f"{row[BEST_VAL_ACCURACY]:.4f}, chance {row['chance']:.4f}")
 
 
-def theory_findings(table: pd.DataFrame, histories: pd.DataFrame) -> list[Finding]:
+@dataclass(frozen=True, eq=False)
+class Theory:
+    """The theory against the runs, computed once: why there is none (``reason``), or per layer
+    (``layer_comparison``) and per configuration (``config_comparison``)."""
+
+    reason: str = ""
+    layers: pd.DataFrame = field(default_factory=pd.DataFrame)
+    configs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def derive_theory(table: pd.DataFrame, histories: pd.DataFrame) -> Theory:
+    """Each run's prediction once, then the per-layer, per-run and per-configuration comparisons built on it."""
+    reason = unavailable_reason(table, histories)
+    if reason:
+        return Theory(reason)
+    predicted = predictions(table, histories)
+    layers = layer_comparison(predicted, histories)
+    return Theory("", layers, config_comparison(table, run_comparison(table, layers, predicted)))
+
+
+def theory_findings(theory: Theory) -> list[Finding]:
     """Theory vs measurement per configuration, and predicted vs observed trainability; [] outside depth studies."""
-    if unavailable_reason(table, histories):
+    if theory.reason:
         return []
-    configs = config_comparison(table, histories)
+    configs = theory.configs
     if configs.empty:
         return []
     rule = (f"step-0 weight-gradient norms relative to the last hidden layer, log10, mean over seeds: RMS of "

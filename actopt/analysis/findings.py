@@ -4,10 +4,13 @@ decide."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import pandas as pd
 
 from actopt.analysis import decisions
+from actopt.analysis.checks import Checks, check_values
+from actopt.analysis.derive import Frames
 from actopt.analysis.frames import (
     LISTED_RUNS,
     Finding,
@@ -24,8 +27,7 @@ from actopt.analysis.frames import (
     science_columns,
     sort_runs,
 )
-from actopt.analysis.tables import best_learning_rates, tuned_runs
-from actopt.core import diagnosis
+from actopt.core import metric_names
 from actopt.core.diagnosis import (  # the per-run rules' thresholds, shared with each run's diagnosis tags
     DEAD_FRACTION,
     EXPLODING_GROWTH,
@@ -35,9 +37,8 @@ from actopt.core.diagnosis import (  # the per-run rules' thresholds, shared wit
     SATURATED_FRACTION,
     VANISHING_RATIO,
 )
+from actopt.core.metric_names import GRAD_GLOBAL_NORM_PEAK, GRAD_NORM, LEARNING_RATE, PROBE_GRAD_MAX_ABS, per_layer
 from actopt.core.models import ACTIVATIONS
-
-Checks = dict[str, dict[str, diagnosis.Check]]
 
 
 def first_to_last(values: pd.DataFrame) -> pd.Series:
@@ -49,30 +50,11 @@ def first_to_last(values: pd.DataFrame) -> pd.Series:
     return (first / last["value"]).where(last["layer"] > 1).dropna()
 
 
-def run_checks(runs: pd.DataFrame, histories: pd.DataFrame) -> Checks:
-    """Per run id: ``core.diagnosis``'s checks of its history, the very rules that tagged the run when it ended."""
-    tables: dict[str, dict[int, dict[str, float]]] = {}
-    for run_id, step, key, value in zip(histories["run_id"], histories["step"], histories["key"], histories["value"]):
-        tables.setdefault(run_id, {}).setdefault(int(step), {})[key] = float(value)
-    return {run_id: diagnosis.diagnose(tables.get(run_id, {}), bool(diverged))
-            for run_id, diverged in zip(runs["run_id"], is_diverged(runs))}
-
-
-def check_values(runs: pd.DataFrame, checks: Checks, rule: str) -> pd.DataFrame:
-    """``runs`` with the rule's ``holds``, ``value`` and ``layer`` per run; runs the rule could not check dropped."""
-    found = {run_id: checks[run_id][rule] for run_id in runs["run_id"] if checks[run_id][rule].checked}
-    chosen = runs[runs["run_id"].isin(found)]
-    return chosen.assign(holds=chosen["run_id"].map(lambda run_id: found[run_id].holds).astype(bool),
-                         value=chosen["run_id"].map(lambda run_id: found[run_id].value).astype("float64"),
-                         layer=chosen["run_id"].map(lambda run_id: found[run_id].layer),
-                         evidence=chosen["run_id"].map(lambda run_id: found[run_id].evidence))
-
-
 def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame, checks: Checks) -> list[Finding]:
     topic = "Vanishing gradients"
-    rule = (f"grad_norm/layer_01 ÷ grad_norm of the output layer, both the mean over epoch 1's steps, "
+    rule = (f"{per_layer(GRAD_NORM, 1)} ÷ {GRAD_NORM} of the output layer, both the mean over epoch 1's steps, "
             f"below {VANISHING_RATIO:g}")
-    probes = layer_values(histories, "probe_grad_max_abs")
+    probes = layer_values(histories, PROBE_GRAD_MAX_ABS)
     at_init = first_to_last(probes[probes["step"] == 0])
     table = check_values(runs, checks, "vanishing_gradients").rename(columns={"value": "ratio"})
     table = table.assign(probe_ratio=table["run_id"].map(at_init))
@@ -104,9 +86,9 @@ def vanishing_gradients(runs: pd.DataFrame, histories: pd.DataFrame, checks: Che
 
 def exploding_gradients(runs: pd.DataFrame, checks: Checks) -> list[Finding]:
     topic = "Exploding gradients"
-    rule = (f"grad_norm/layer_01 ÷ grad_norm of the output layer in epoch 1 above {EXPLODING_RATIO:g}, or an epoch's "
-            f"largest step global gradient norm (grad_global_norm_peak) above {EXPLODING_GROWTH:g} × epoch 1's mean "
-            f"step norm or not finite")
+    rule = (f"{per_layer(GRAD_NORM, 1)} ÷ {GRAD_NORM} of the output layer in epoch 1 above {EXPLODING_RATIO:g}, "
+            f"or an epoch's largest step global gradient norm ({GRAD_GLOBAL_NORM_PEAK}) above "
+            f"{EXPLODING_GROWTH:g} × epoch 1's mean step norm or not finite")
     table = check_values(runs, checks, "exploding_gradients")
     if table.empty:
         return []
@@ -124,10 +106,10 @@ def findings_per_group(table: pd.DataFrame, columns: list[str], topic: str, rule
     runs, at which learning rates, and each listed run's ``evidence``."""
     findings = []
     for _, group in table.groupby(columns, sort=False, dropna=False):
-        high = sort_runs(group[group["holds"]], ["learning_rate"])
+        high = sort_runs(group[group["holds"]], [LEARNING_RATE])
         if high.empty:
             continue
-        rates = ", ".join(f"{rate:g}" for rate in sorted(high["learning_rate"].unique()))
+        rates = ", ".join(f"{rate:g}" for rate in sorted(high[LEARNING_RATE].unique()))
         statement = (f"{label(group.iloc[0], columns)}: {what} in {len(high)} of {len(group)} runs "
                      f"(learning rates {rates}).")
         numbers = "; ".join(f"{run_name(row)}: {evidence(row)}" for _, row in high.head(LISTED_RUNS).iterrows())
@@ -135,9 +117,32 @@ def findings_per_group(table: pd.DataFrame, columns: list[str], topic: str, rule
     return findings
 
 
-def unit_fraction_findings(runs: pd.DataFrame, checks: Checks, rule_name: str, prefix: str, threshold: float,
-                           topic: str, what: str) -> list[Finding]:
-    rule = f"{prefix}/layer_NN after the last epoch above {threshold:g} in at least one hidden layer"
+@dataclass(frozen=True)
+class UnitRule:
+    """A per-run rule on a per-layer unit fraction: its diagnosis rule, metric family, threshold and words."""
+
+    rule_name: str
+    family: str
+    threshold: float
+    topic: str
+    what: str
+
+
+UNIT_RULES = (
+    UnitRule("dead_units", metric_names.DEAD_FRACTION, DEAD_FRACTION, "Dead units",
+             f"more than {DEAD_FRACTION:.0%} of a hidden layer's units were dead after the last epoch"),
+    UnitRule("inactive_units", metric_names.INACTIVE_FRACTION, INACTIVE_FRACTION, "Inactive units",
+             f"more than {INACTIVE_FRACTION:.0%} of a hidden layer's units were inactive (|f′| below a tenth of "
+             f"its peak on every probe example) after the last epoch"),
+    UnitRule("saturation", metric_names.SATURATED_FRACTION, SATURATED_FRACTION, "Saturation",
+             f"more than {SATURATED_FRACTION:.0%} of a hidden layer's outputs were saturated after the last epoch"),
+)
+
+
+def unit_fraction_findings(runs: pd.DataFrame, checks: Checks, unit: UnitRule) -> list[Finding]:
+    rule_name, threshold, topic, what = unit.rule_name, unit.threshold, unit.topic, unit.what
+    rule = (f"{metric_names.family_pattern(unit.family)} after the last epoch above {threshold:g} in at least one "
+            f"hidden layer")
     table = check_values(runs, checks, rule_name).rename(columns={"value": "fraction"})
     if table.empty:
         return []
@@ -157,18 +162,18 @@ def divergence(runs: pd.DataFrame) -> list[Finding]:
     diverged = is_diverged(runs)
     if not diverged.any():
         largest = ", ".join(f"{name} {rate:g}" for name, rate in
-                            runs.groupby("optimizer", sort=False)["learning_rate"].max().items())
+                            runs.groupby("optimizer", sort=False)[LEARNING_RATE].max().items())
         return [Finding(topic, f"No run diverged (largest learning rate tried: {largest}).", rule, kind="absent")]
     findings = []
     for optimizer, group in sort_runs(runs, ["optimizer"]).groupby("optimizer", sort=False):
         flags = is_diverged(group)
         if not flags.any():
             continue
-        lowest = group.loc[flags, "learning_rate"].min()
-        above = group[group["learning_rate"] >= lowest]
-        below = group[group["learning_rate"] < lowest]
+        lowest = group.loc[flags, LEARNING_RATE].min()
+        above = group[group[LEARNING_RATE] >= lowest]
+        below = group[group[LEARNING_RATE] < lowest]
         counts = "; ".join(f"lr {rate:g}: {int(is_diverged(rows).sum())} of {len(rows)}"
-                           for rate, rows in group.groupby("learning_rate"))
+                           for rate, rows in group.groupby(LEARNING_RATE))
         activations = ", ".join(sorted(group.loc[flags, "activation"].unique(), key=list(ACTIVATIONS).index))
         if is_diverged(above).all():
             statement = (f"{optimizer} diverged in every run at learning rate ≥ {lowest:g} ({len(above)} runs: "
@@ -180,11 +185,11 @@ def divergence(runs: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
+def learning_rate_edges(runs: pd.DataFrame, best: pd.DataFrame) -> list[Finding]:
+    """``best``: ``tables.best_learning_rates(runs)``."""
     topic = "Learning-rate grid"
     rule = ("the best learning rate (mean best validation accuracy over every seed, a failed seed scoring what it "
             "reached) is the smallest or largest tried")
-    best = best_learning_rates(runs)
     if (best["grid"].map(len) < 2).all():
         return []
     best = best.dropna(subset=["best_learning_rate"])
@@ -197,7 +202,7 @@ def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
         grid = ", ".join(f"{rate:g}" for rate in row["grid"])
         statement = (f"{label(row, columns)}: the best learning rate {row['best_learning_rate']:g} is the "
                      f"{row['edge']} tried ({grid}); the optimum may lie beyond the grid.")
-        same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
+        same = (runs[columns] == row[columns]).all(axis=1) & (runs[LEARNING_RATE] == row["best_learning_rate"])
         numbers = f"mean best val accuracy {row['mean']:.4f}"
         findings.append(Finding(topic, statement, rule, numbers, listed(references(runs[same]))))
     if not findings:
@@ -207,15 +212,14 @@ def learning_rate_edges(runs: pd.DataFrame) -> list[Finding]:
 
 
 
-
-
-def overfitting(table: pd.DataFrame) -> list[Finding]:
+def overfitting(table: pd.DataFrame, curves: pd.DataFrame) -> list[Finding]:
+    """``curves``: ``tables.tuned_runs(table)``, each configuration at its best rate without the diverged seeds."""
     topic = "Overfitting"
     rule = (f"mean over seeds of train − validation accuracy after the last epoch above {points(GAP_THRESHOLD)}, at "
             f"each configuration's best learning rate; train accuracy in eval mode on a fixed training subset "
             f"(train_eval_accuracy) where logged, else accumulated during the epoch with dropout active, which "
             f"understates the gap")
-    tuned = tuned_runs(table).dropna(subset=["final_gap"])
+    tuned = curves.dropna(subset=["final_gap"])
     if tuned.empty:
         return []
     columns = label_columns(table, science_columns(table))
@@ -238,39 +242,18 @@ def overfitting(table: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-
-def diagnosed(table: pd.DataFrame, checks: Checks) -> pd.DataFrame:
-    """``table`` with the diagnosis's per-run train − validation gap (so a run's overfitting tag and the report agree)
-    and ``gradient_ratio``, epoch 1's first-layer over output-layer gradient norm (NaN where not measured)."""
-    def value(rule: str) -> pd.Series:
-        return table["run_id"].map(lambda run_id: checks[run_id][rule].value if run_id in checks else None)
-
-    ratio = value("vanishing_gradients").astype("float64")
-    return table.assign(final_gap=value("overfitting").astype("float64"),
-                        gradient_ratio=ratio.where(ratio.abs() != float("inf")))
-
-
-def findings(table: pd.DataFrame, histories: pd.DataFrame, checks: Checks | None = None) -> list[Finding]:
-    """Every per-run and per-configuration rule applied to ``run_table``'s runs: what holds, what was checked without
+def findings(frames: Frames) -> list[Finding]:
+    """Every per-run and per-configuration rule applied to the study's run table: what holds, what was checked without
     result, what is undecided. The paired comparisons between levels are ``decisions.decide``'s."""
-    dead = f"more than {DEAD_FRACTION:.0%} of a hidden layer's units were dead after the last epoch"
-    inactive = (f"more than {INACTIVE_FRACTION:.0%} of a hidden layer's units were inactive (|f′| below a tenth of "
-                f"its peak on every probe example) after the last epoch")
-    saturated = f"more than {SATURATED_FRACTION:.0%} of a hidden layer's outputs were saturated after the last epoch"
-    checks = run_checks(table, histories) if checks is None else checks
-    table = diagnosed(table, checks)
+    table, checks = frames.table, frames.checks
     return [
-        *vanishing_gradients(table, histories, checks),
+        *vanishing_gradients(table, frames.histories, checks),
         *exploding_gradients(table, checks),
-        *unit_fraction_findings(table, checks, "dead_units", "dead_fraction", DEAD_FRACTION, "Dead units", dead),
-        *unit_fraction_findings(table, checks, "inactive_units", "inactive_fraction", INACTIVE_FRACTION,
-                                "Inactive units", inactive),
-        *unit_fraction_findings(table, checks, "saturation", "saturated_fraction", SATURATED_FRACTION, "Saturation",
-                                saturated),
+        *(found for unit in UNIT_RULES for found in unit_fraction_findings(table, checks, unit)),
         *divergence(table),
-        *learning_rate_edges(table),
+        *learning_rate_edges(table, frames.best_rates),
         *decisions.failed_seeds(table),
         *decisions.chance_runs(table),
         *decisions.deciding_factor(table),
-        *overfitting(table),
+        *overfitting(table, frames.curves),
     ]

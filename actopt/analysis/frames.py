@@ -12,6 +12,7 @@ import pandas as pd
 
 from actopt.analysis.seeds import distinct_seeds
 from actopt.core.config import TrainConfig, format_value
+from actopt.core.metric_names import LEARNING_RATE
 from actopt.core.models import ACTIVATIONS
 from actopt.core.optimizers import OPTIMIZERS
 from actopt.errors import UserError
@@ -23,9 +24,9 @@ BOOKKEEPING = ("dataset", "data_dir", "download", "device", "log_model", "experi
                "gradient_statistics", "test_every_epoch", "system_metrics")
 
 
-NUISANCE = ("learning_rate", "seed")
+NUISANCE = (LEARNING_RATE, "seed")
 # Params without which a run cannot be placed in any table: a run that lacks one was logged by another tool.
-REQUIRED_PARAMS = ("activation", "optimizer", "learning_rate", "seed")
+REQUIRED_PARAMS = ("activation", "optimizer", LEARNING_RATE, "seed")
 CONFIG_FIELDS = tuple(TrainConfig.__dataclass_fields__)
 SCIENCE = tuple(name for name in CONFIG_FIELDS if name not in BOOKKEEPING + NUISANCE)
 # What makes two runs the same training (with the data's digest): a second such run is not a second seed.
@@ -138,7 +139,7 @@ def describe(name: str, value: Any) -> str:
     """A config value with its name, as in labels: ``relu``, ``lr 0.1``, ``depth 20``."""
     if name in ("activation", "optimizer"):
         return str(value)
-    return f"{'lr' if name == 'learning_rate' else name} {text(value)}"
+    return f"{'lr' if name == LEARNING_RATE else name} {text(value)}"
 
 
 def label(row: pd.Series | dict[str, Any], columns: Sequence[str]) -> str:

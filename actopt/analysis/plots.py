@@ -1,10 +1,11 @@
 """The analysis figures: DataFrames in, PNG files out, each readable without the report.
 
-Every figure function takes the run table (``tables.run_table``), the long histories and the
-gradient histograms, and returns ``(path, title, caption)``, or raises ``Skip`` saying why the data
-cannot support it, so that the report never shows a placeholder. Where seeds were repeated, the learning curves,
-the learning-rate, unit-fraction and overfitting figures draw every seed and the mean with its 95% Student-t
-interval (``seed_bands``); the gradient-norm and depth figures still draw means with ± 1 standard deviation bands."""
+Every figure function takes the study's frames (``derive.Frames``: the run table, the long histories, the
+gradient histograms and what is derived from them once) and returns ``(path, title, caption)``, or raises ``Skip``
+saying why the data cannot support it, so that the report never shows a placeholder. Where seeds were repeated, the
+learning curves, the learning-rate, unit-fraction and overfitting figures draw every seed and the mean with its 95%
+Student-t interval (``seed_bands``); the gradient-norm and depth figures still draw means with ± 1 standard deviation
+bands."""
 
 from __future__ import annotations
 
@@ -13,18 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.patches import Rectangle  # noqa: E402
-
-from actopt.analysis import frames, seed_bands, tables  # noqa: E402
+from actopt.analysis import frames, seed_bands, tables
 from actopt.analysis.depth_plots import (
     depth_accuracy_plot,
     depth_gradient_plot,
@@ -32,13 +29,15 @@ from actopt.analysis.depth_plots import (
     theory_gradient_plot,
     theory_q_plot,
 )
-from actopt.analysis.frames import label, label_columns, science_columns  # noqa: E402
+from actopt.analysis.derive import Frames
+from actopt.analysis.frames import label, label_columns, science_columns
 from actopt.analysis.plotting import (
     DIVERGED_STYLE,
     GALLERY_FILE,
     WRAP,
     Figure,
     Skip,
+    agg_backend,
     band_title,
     failed_runs,
     finish,
@@ -51,33 +50,48 @@ from actopt.analysis.plotting import (
     save,
     seed_grid,
 )
-from actopt.analysis.statistics import CONFIDENCE, mean_interval  # noqa: E402
-from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.analysis.statistics import CONFIDENCE, mean_interval
+from actopt.core.figures import histogram_heatmap
+from actopt.core.metric_names import (
+    DEAD_FRACTION,
+    GRAD_NORM,
+    INACTIVE_FRACTION,
+    LEARNING_RATE,
+    SATURATED_FRACTION,
+    TEST_ACCURACY,
+    TRAIN_ACCURACY,
+    TRAIN_EVAL_ACCURACY,
+    TRAIN_EVAL_LOSS,
+    TRAIN_LOSS,
+    VAL_ACCURACY,
+    VAL_LOSS,
+)
 from actopt.errors import describe_error
 
 
-def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    rates = tables.learning_rate_table(table)
+def rate_heatmap(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
+    rates = derived.rates
     if len(rates) < 2:
         raise Skip("a single configuration and learning rate: nothing to compare")
-    best = tables.best_learning_rates(table)
+    best = derived.best_rates
     names = group_names(table, exclude=("optimizer",))
     rows = ordered_groups(table, names)
     optimizers = list(frames.sort_runs(table, ["optimizer"])["optimizer"].unique())
     row_columns = [name for name in label_columns(table, science_columns(table)) if name != "optimizer"]
     feasible = rates["mean"].dropna()
     low, high = (feasible.min(), feasible.max()) if len(feasible) else (0.0, 1.0)
-    widths = [max(2, rates.loc[rates["optimizer"] == name, "learning_rate"].nunique()) for name in optimizers]
+    widths = [max(2, rates.loc[rates["optimizer"] == name, LEARNING_RATE].nunique()) for name in optimizers]
     figure, axes = plt.subplots(1, len(optimizers), figsize=(1.1 * sum(widths) + 2.5, 0.45 * len(rows) + 1.6),
                                 gridspec_kw={"width_ratios": widths}, squeeze=False)
     for axis, optimizer in zip(axes[0], optimizers):
         part = rates[rates["optimizer"] == optimizer]
-        grid = sorted(part["learning_rate"].unique())
+        grid = sorted(part[LEARNING_RATE].unique())
         values = np.full((len(rows), len(grid)), np.nan)
         texts = [["" for _ in grid] for _ in rows]
         for _, cell in part.iterrows():
             i = rows.index(label(cell, row_columns) if row_columns else "all runs")
-            j = grid.index(cell["learning_rate"])
+            j = grid.index(cell[LEARNING_RATE])
             values[i, j] = cell["mean"]
             text = "" if pd.isna(cell["mean"]) else f"{cell['mean']:.3f}"
             if cell["diverged"]:
@@ -108,8 +122,9 @@ def rate_heatmap(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict,
     return save(figure, folder, "best_val_accuracy_heatmap.png"), "Best validation accuracy by learning rate", caption
 
 
-def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    best = tables.best_learning_rates(table).dropna(subset=["best_learning_rate"])
+def best_rate_plot(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
+    best = derived.best_rates.dropna(subset=["best_learning_rate"])
     if best.empty:
         raise Skip("every run diverged: no configuration has a feasible learning rate")
     if (best["grid"].map(len) < 2).all():
@@ -118,7 +133,7 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
     names = best.apply(lambda row: label(row, row_columns) if row_columns else "all runs", axis=1)
     rows = list(dict.fromkeys(names))
     optimizers = list(dict.fromkeys(best["optimizer"]))
-    tuned = tuned_runs(table)
+    tuned = derived.curves
     figure, axis = plt.subplots(figsize=(max(6.0, 1.3 * len(rows) * max(1, len(optimizers)) ** 0.5 + 2), 4.2))
     spread = 0.7 / max(len(optimizers), 1)
     colours = sns.color_palette("deep", len(optimizers))
@@ -128,7 +143,7 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
         x = np.array([rows.index(name) for name in names[part.index]]) + (index - (len(optimizers) - 1) / 2) * spread
         for position, (_, row) in zip(x, part.iterrows()):
             keys = [name for name in science_columns(table) if name in row.index]
-            seeds = tuned[(tuned[keys] == row[keys]).all(axis=1)]["test_accuracy"].dropna()
+            seeds = tuned[(tuned[keys] == row[keys]).all(axis=1)][TEST_ACCURACY].dropna()
             # Every seed drawn: where outcomes split (one collapsed, two learned) the mean alone would mislead.
             axis.scatter(np.full(len(seeds), position - 0.08), seeds, s=12, color=colour, alpha=0.55, linewidths=0)
             interval = mean_interval(seeds)
@@ -160,8 +175,9 @@ def best_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
     return save(figure, folder, "best_learning_rate.png"), "Optimizers at their best learning rates", caption
 
 
-def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
-    if table.groupby("optimizer")["learning_rate"].nunique().max() < 2:
+def optimizer_rate_plot(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
+    if table.groupby("optimizer")[LEARNING_RATE].nunique().max() < 2:
         raise Skip("no optimizer was run at more than one learning rate")
     names = group_names(table, exclude=("optimizer",))
     columns = ordered_groups(table, names)
@@ -186,7 +202,7 @@ def optimizer_rate_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms
                 plain_log_ticks(axis)
             if i == 0:
                 axis.set_title(group)
-    seed_bands.fit_single_x(axes[0][0], data["learning_rate"], log_x=True)
+    seed_bands.fit_single_x(axes[0][0], data[LEARNING_RATE], log_x=True)
     handles = [Line2D([], [], color=colours[name], **seed_bands.MEAN_STYLE) for name in optimizers]
     handles.append(axes[0][0].scatter([], [], **DIVERGED_STYLE))
     texts = [*optimizers, "diverged"]
@@ -212,41 +228,42 @@ def rate_panel(axis: Any, part: pd.DataFrame, column: str, colours: dict[str, An
         runs = usable[usable["optimizer"] == optimizer]
         if runs.empty:
             continue
-        lines = runs[["seed_line", "learning_rate", column]].rename(columns={"seed_line": "run_id"})
-        seed_bands.draw(axis, lines, "learning_rate", column, set(), colour=colour,
+        lines = runs[["seed_line", LEARNING_RATE, column]].rename(columns={"seed_line": "run_id"})
+        seed_bands.draw(axis, lines, LEARNING_RATE, column, set(), colour=colour,
                         scale="log" if loss else "proportion")
         failed = runs[runs["failed"] & ~runs["diverged"]]
-        axis.scatter(failed["learning_rate"], failed[column], **seed_bands.failed_point_style(colour))
+        axis.scatter(failed[LEARNING_RATE], failed[column], **seed_bands.failed_point_style(colour))
     bad = part[part["diverged"]]
     if not bad.empty:
         if loss:
             # Diverged losses are NaN, inf or huge: marked on the top edge.
-            axis.scatter(bad["learning_rate"], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
+            axis.scatter(bad[LEARNING_RATE], np.full(len(bad), 0.95), transform=axis.get_xaxis_transform(),
                          **DIVERGED_STYLE)
         else:
-            axis.scatter(bad["learning_rate"], bad[column], **DIVERGED_STYLE)
+            axis.scatter(bad[LEARNING_RATE], bad[column], **DIVERGED_STYLE)
 
 
 # ReLU units die (zero derivative); other rectifiers' units go inactive; bounded activations saturate.
-UNIT_FRACTIONS = (("dead_fraction", "dead"), ("inactive_fraction", "inactive"), ("saturated_fraction", "saturated"))
+UNIT_FRACTIONS = ((DEAD_FRACTION, "dead"), (INACTIVE_FRACTION, "inactive"), (SATURATED_FRACTION, "saturated"))
 
 
-def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def unit_fraction_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     parts = [frames.layer_values(histories, prefix).assign(kind=kind) for prefix, kind in UNIT_FRACTIONS]
     values = pd.concat(parts, ignore_index=True)
     if values.empty:
         raise Skip("no run logged dead, inactive or saturated fractions (gradient statistics off?)")
-    data = values.merge(table[["run_id", "learning_rate"]].assign(group=group_names(table)), on="run_id")
+    data = values.merge(table[["run_id", LEARNING_RATE]].assign(group=group_names(table)), on="run_id")
     data["panel"] = data["group"] + " — " + data["kind"]
     order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for _, kind in UNIT_FRACTIONS]
     order = [name for name in order if name in set(data["panel"])]
-    rates = sorted(data["learning_rate"].unique())
+    rates = sorted(data[LEARNING_RATE].unique())
     if len(rates) > 1:
         # Colour shows the learning rate, so only the first and the last hidden layer are drawn (solid, dashed).
         edge = data.groupby("run_id")["layer"].transform("max")
         data = data[(data["layer"] == 1) | (data["layer"] == edge)]
         data["linestyle"] = np.where(data["layer"] == 1, "-", "--")
-        data["learning rate"] = data["learning_rate"].map(rate_label)
+        data["learning rate"] = data[LEARNING_RATE].map(rate_label)
         style = dict(hue="learning rate", hue_order=[rate_label(rate) for rate in rates], palette="viridis")
         legend = "colour = learning rate; solid: first hidden layer, dashed: last hidden layer"
     else:
@@ -263,7 +280,8 @@ def unit_fraction_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms:
                   caption, ("epoch (0 = initialisation)", "fraction of units"), template="{col_name}")
 
 
-def histogram_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def histogram_plot(derived: Frames, folder: Path) -> Figure:
+    table, histograms = derived.table, derived.histograms
     chosen = [run_id for run_id in tables.histogram_runs(table) if run_id in histograms]
     if not chosen:
         raise Skip("no run has a gradient_histograms.json artifact (gradient statistics off?)")
@@ -297,15 +315,9 @@ def histogram_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dic
 
 
 def histogram_panel(axis: Any, document: dict[str, Any], layer: int) -> Any:
-    edges = document["edges_log10"]
-    width = edges[1] - edges[0]
-    x_edges = [edges[0] - width, *edges, edges[-1] + width]
-    counts = np.asarray([step_counts[layer] for step_counts in document["counts"]], dtype=np.float64)
-    fractions = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1.0)
     steps = document["steps"]
-    y_edges = [*steps, steps[-1] + 1]
-    masked = np.ma.masked_where(fractions <= 0, fractions)
-    mesh = axis.pcolormesh(x_edges, np.asarray(y_edges) - 0.5, masked, cmap="viridis", norm=LogNorm(1e-4, 1.0))
+    counts = [step_counts[layer] for step_counts in document["counts"]]
+    mesh = histogram_heatmap(axis, document["edges_log10"], np.asarray([*steps, steps[-1] + 1]) - 0.5, counts)
     axis.set_xlabel("log10 |g|", fontsize=8)
     axis.set_ylabel("epoch", fontsize=8)
     axis.set_yticks(steps if len(steps) <= 12 else steps[:: math.ceil(len(steps) / 12)])
@@ -314,22 +326,23 @@ def histogram_panel(axis: Any, document: dict[str, Any], layer: int) -> Any:
     return mesh
 
 
-def overfitting_plot(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def overfitting_plot(derived: Frames, folder: Path) -> Figure:
+    table, histories = derived.table, derived.histories
     if table["dropout"].nunique() < 2:
         raise Skip("dropout does not vary in these runs (the overfitting study varies it); each configuration's "
                    "train/validation gap is under Findings → Overfitting")
     # Every seed, failed ones included (marked): a figure without them would show only the seeds that trained.
-    runs = tuned_runs(table, keep_failed=True)
+    runs = derived.tuned
     names = group_names(runs, exclude=("dropout",))
     runs = runs.assign(group=names)
     # The train side as the gap measures it: eval mode on a fixed training subset, where the runs logged it.
-    evaluated = {"train_eval_accuracy", "train_eval_loss"} <= set(histories["key"].unique())
+    evaluated = {TRAIN_EVAL_ACCURACY, TRAIN_EVAL_LOSS} <= set(histories["key"].unique())
     train = "train_eval" if evaluated else "train"
-    keys = [f"{train}_accuracy", "val_accuracy", f"{train}_loss", "val_loss"]
+    keys = [f"{train}_accuracy", VAL_ACCURACY, f"{train}_loss", VAL_LOSS]
     wide = histories[histories["key"].isin(keys)].pivot_table(index=["run_id", "step"], columns="key", values="value")
-    wide = wide.reset_index().rename(columns={f"{train}_accuracy": "train_accuracy", f"{train}_loss": "train_loss"})
+    wide = wide.reset_index().rename(columns={f"{train}_accuracy": TRAIN_ACCURACY, f"{train}_loss": TRAIN_LOSS})
     wide = wide.merge(runs[["run_id", "group", "dropout"]], on="run_id")
-    wide["gap"] = wide["train_accuracy"] - wide["val_accuracy"]
+    wide["gap"] = wide[TRAIN_ACCURACY] - wide[VAL_ACCURACY]
     order = list(dict.fromkeys(names))
     rates = sorted(wide["dropout"].unique())
     palette = dict(zip(rates, sns.color_palette("flare", len(rates))))
@@ -373,7 +386,8 @@ def overfitting_panel(axis: Any, part: pd.DataFrame, measure: str, palette: dict
     axis.set_xlabel("epoch")
 
 
-def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+def activation_gallery(derived: Frames, folder: Path) -> Figure:
+    table = derived.table
     from actopt.core import derivatives
 
     ranges = derivatives.derivative_ranges()
@@ -405,13 +419,13 @@ def activation_gallery(table: pd.DataFrame, histories: pd.DataFrame, histograms:
 
 
 FIGURES: dict[str, Callable[..., Figure]] = {
-    "training loss curves": learning_curves("train_loss", "Training loss per epoch", log_y=True),
-    "validation accuracy curves": learning_curves("val_accuracy", "Validation accuracy per epoch", log_y=False),
+    "training loss curves": learning_curves(TRAIN_LOSS, "Training loss per epoch", log_y=True),
+    "validation accuracy curves": learning_curves(VAL_ACCURACY, "Validation accuracy per epoch", log_y=False),
     "learning-rate heatmap": rate_heatmap,
     "optimizers at their best learning rates": best_rate_plot,
     "optimizers across learning rates": optimizer_rate_plot,
     "gradient norms per layer": per_layer_plot(
-        "grad_norm", "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
+        GRAD_NORM, "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
         "gradient_norms.png",
         log_y=True, caption="Mean over each epoch's steps of each Linear layer's weight-gradient L2 norm (log scale), "
         "colour = layer (1 = input side, the highest = output layer); each configuration at its best learning rate."),
@@ -427,17 +441,15 @@ FIGURES: dict[str, Callable[..., Figure]] = {
 }
 
 
-def draw_all(
-    table: pd.DataFrame, histories: pd.DataFrame, histograms: dict[str, dict[str, Any]], folder: Path
-) -> tuple[list[Figure], dict[str, str]]:
+def draw_all(derived: Frames, folder: Path) -> tuple[list[Figure], dict[str, str]]:
     """Every figure the data supports, and for each other one the reason it was not drawn (a figure that fails
     unexpectedly is listed with its error, so that the report is still written)."""
     drawn: list[Figure] = []
     skipped: dict[str, str] = {}
-    with sns.axes_style("whitegrid"):
+    with agg_backend(), sns.axes_style("whitegrid"):
         for name, draw in FIGURES.items():
             try:
-                drawn.append(draw(table, histories, histograms, folder))
+                drawn.append(draw(derived, folder))
             except Skip as reason:
                 skipped[name] = str(reason)
             except OSError:  # the folder cannot be written (a full disk): no figure can be, nor the report

@@ -3,24 +3,24 @@ support."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-matplotlib.use("Agg")  # no display on servers and CI; must precede pyplot's import
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
-
-from actopt.analysis import frames, seed_bands  # noqa: E402
-from actopt.analysis.frames import label, label_columns, metric, science_columns  # noqa: E402
-from actopt.analysis.statistics import CONFIDENCE  # noqa: E402
-from actopt.analysis.tables import tuned_runs  # noqa: E402
+from actopt.analysis import frames, seed_bands
+from actopt.analysis.derive import Frames
+from actopt.analysis.frames import label, label_columns, metric, science_columns
+from actopt.analysis.statistics import CONFIDENCE
+from actopt.core.metric_names import LEARNING_RATE
 
 GALLERY_FILE = "activation_derivatives.png"
 
@@ -40,6 +40,27 @@ Figure = tuple[Path, str, str]
 
 class Skip(Exception):
     """The data cannot support this figure; the message says why."""
+
+
+@contextlib.contextmanager
+def agg_backend() -> Iterator[None]:
+    """Draw with Agg (files only: servers and CI have no display, and a desktop session must not get windows), and
+    hand the process back the backend it had: chosen here, where the figures are drawn, never at import.
+
+    seaborn's grids make their figures through pyplot, so pyplot's backend is switched for the drawing. Where
+    nothing was chosen yet, matplotlib's own "choose on first use" is put back (``rcParams._get``/``_set``, what
+    pyplot itself uses: assigning that marker through ``rcParams[...]`` is ignored).
+    """
+    chosen = matplotlib.rcParams._get("backend")
+    default = matplotlib.rcParamsDefault._get("backend")
+    plt.switch_backend("agg")
+    try:
+        yield
+    finally:
+        if isinstance(chosen, str) and chosen.lower() != "agg":
+            plt.switch_backend(chosen)
+        matplotlib.rcParams._set("backend", chosen)
+        matplotlib.rcParamsDefault._set("backend", default)
 
 
 def save(figure: Any, folder: Path, name: str) -> Path:
@@ -121,7 +142,8 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
     name = f"{key}_curves.png"
     scale = "log" if log_y else "proportion" if key.endswith("accuracy") else "linear"
 
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    def draw(derived: Frames, folder: Path) -> Figure:
+        table, histories = derived.table, derived.histories
         extra = extra_factors(table, ("activation", "optimizer"))
         if extra:
             raise Skip(f"{', '.join(extra)} {'vary' if len(extra) > 1 else 'varies'} as well; activation × optimizer "
@@ -129,10 +151,10 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         values = metric(histories, key)
         if values.empty:
             raise Skip(f"no run logged {key}")
-        data = with_config(values, table, ["activation", "optimizer", "learning_rate"])
+        data = with_config(values, table, ["activation", "optimizer", LEARNING_RATE])
         data["value"] = data["value"].where(np.isfinite(data["value"]) & ((data["value"] > 0) | (not log_y)))
-        rates = sorted(data["learning_rate"].unique())
-        data["learning rate"] = data["learning_rate"].map(rate_label)
+        rates = sorted(data[LEARNING_RATE].unique())
+        data["learning rate"] = data[LEARNING_RATE].map(rate_label)
         optimizers = frames.sort_runs(table, ["optimizer"])["optimizer"].unique()
         activations = frames.sort_runs(table, ["activation"])["activation"].unique()
         if len(optimizers) > 1:
@@ -205,11 +227,12 @@ def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> N
 
 
 def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool, caption: str) -> Callable[..., Figure]:
-    def draw(table: pd.DataFrame, histories: pd.DataFrame, histograms: dict, folder: Path) -> Figure:
+    def draw(derived: Frames, folder: Path) -> Figure:
+        table, histories = derived.table, derived.histories
         values = frames.layer_values(histories, prefix)
         if values.empty:
             raise Skip(f"no run logged {prefix}/layer_NN")
-        chosen = tuned_runs(table)
+        chosen = derived.curves
         chosen = chosen.assign(group=group_names(chosen) if len(chosen) else [])
         data = values.merge(chosen[["run_id", "group"]], on="run_id")
         if data.empty:

@@ -20,6 +20,7 @@ import pandas as pd
 
 from actopt.analysis.frames import label_columns, order_key, science_columns, text
 from actopt.analysis.tables import tuned_runs
+from actopt.core.metric_names import BEST_VAL_ACCURACY, TEST_ACCURACY
 from actopt.sweeps.study import COMPARED_MEASURES, MULTIPLICITY, load_study, preset_names
 
 
@@ -72,8 +73,8 @@ def default_questions(table: pd.DataFrame) -> list[Question]:
     accuracy and the gap it is for), activations also on the area under the validation curve."""
     questions = []
     for factor in varying_factors(table):
-        measures = {"activation": ("test_accuracy", "val_area"), "dropout": ("best_val_accuracy", "gap"),
-                    "optimizer": ("test_accuracy", "lr_sensitivity")}.get(factor, ("test_accuracy",))
+        measures = {"activation": (TEST_ACCURACY, "val_area"), "dropout": (BEST_VAL_ACCURACY, "gap"),
+                    "optimizer": (TEST_ACCURACY, "lr_sensitivity")}.get(factor, (TEST_ACCURACY,))
         questions.append(Question(factor, f"Which {factor} does best?", (factor,), measures))
     return questions
 

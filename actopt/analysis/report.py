@@ -1,4 +1,5 @@
-"""The report: markdown sections rendered from the tables and findings, written beside the figures."""
+"""The report: markdown sections rendered from the study's frames, its conclusions and the figures drawn; it computes
+nothing of its own (``derive`` and ``conclusions`` do)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ from typing import Any
 
 import pandas as pd
 
-from actopt.analysis import answers, decisions, depth_section, depth_theory, multiplicity, source_claims
-from actopt.analysis.findings import Finding, diagnosed, findings, run_checks
+from actopt.analysis import answers, depth_section, source_claims
+from actopt.analysis.conclusions import Study
 from actopt.analysis.frames import (
     NUISANCE,
     SCIENCE,
+    Finding,
     integer,
     label_columns,
     number,
@@ -26,24 +28,12 @@ from actopt.analysis.frames import (
     text,
     varying,
 )
-from actopt.analysis.questions import Question, comparisons_needed, default_questions
 from actopt.analysis.statistics import CONFIDENCE, proportion_interval
-from actopt.analysis.tables import (
-    CHANCE_MARGIN,
-    CONVERGENCE_LEVEL,
-    best_learning_rates,
-    run_table,
-    scored,
-    tuned_runs,
-)
+from actopt.analysis.tables import CHANCE_MARGIN, CONVERGENCE_LEVEL, scored
+from actopt.core.metric_names import BEST_EPOCH, BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
 
-
-@dataclass
-class AnalysisResult:
-    report: Path
-    figures: list[Path]
-    skipped: dict[str, str]
-    findings: list[Finding] = field(default_factory=list)
+# A figure as the report lists it: its file, title and caption (``plotting.Figure``).
+Figure = tuple[Path, str, str]
 
 
 def markdown_table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
@@ -64,7 +54,7 @@ def settings_section(runs: pd.DataFrame) -> str:
 
 
 def run_table_section(table: pd.DataFrame) -> str:
-    always = ("activation", "optimizer", "learning_rate")
+    always = ("activation", "optimizer", LEARNING_RATE)
     columns = [name for name in [*science_columns(table), *NUISANCE] if name in always or varying(table, [name])]
     header = ["run", *columns, "best val acc", "best epoch", "last val acc", "test acc", "epochs to 95%", "s / epoch",
               "learned", "failed"]
@@ -74,8 +64,8 @@ def run_table_section(table: pd.DataFrame) -> str:
         if row["diverged"]:
             failure = f"diverged (epoch {integer(row['diverged_epoch'])})"
         rows.append([f"{run_name(row)} `{row['run_id'][:8]}`", *(text(row[name]) for name in columns),
-                     number(row["best_val_accuracy"]), integer(row["best_epoch"]), number(row["last_val_accuracy"]),
-                     number(row["test_accuracy"]), integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
+                     number(row[BEST_VAL_ACCURACY]), integer(row[BEST_EPOCH]), number(row["last_val_accuracy"]),
+                     number(row[TEST_ACCURACY]), integer(row["epochs_to_95"]), number(row["time_per_epoch"], 2),
                      "yes" if row["learned"] else f"**no** (chance {row['chance']:.4f})",
                      failure if failure == "no" else f"**{failure}**"])
     return "\n".join(["## Results per run", "",
@@ -95,7 +85,7 @@ def interval_section(table: pd.DataFrame) -> str:
     if table["seed"].nunique() < 2:
         return "\n".join([title, "", "One seed per configuration: no interval can be computed. The comparisons below "
                                     "fall back to fixed margins (0.5 points of accuracy, one epoch of convergence)."])
-    columns = [*label_columns(table, science_columns(table)), "learning_rate"]
+    columns = [*label_columns(table, science_columns(table)), LEARNING_RATE]
     header = [*columns, "seeds", "failed", "best val acc", "last val acc", "test acc", "mean val acc over epochs",
               "epochs to 95% (mean, range)", "s / epoch (group share)"]
     rows = []
@@ -126,12 +116,12 @@ def best_interval(runs: pd.DataFrame, row: pd.Series, columns: list[str]) -> str
     """Mean best validation accuracy over the seeds of a configuration at its best rate, with its interval."""
     if math.isnan(row["best_learning_rate"]):
         return "–"
-    same = (runs[columns] == row[columns]).all(axis=1) & (runs["learning_rate"] == row["best_learning_rate"])
-    return proportion_interval(scored(runs[same], "best_val_accuracy")).describe(digits=4)
+    same = (runs[columns] == row[columns]).all(axis=1) & (runs[LEARNING_RATE] == row["best_learning_rate"])
+    return proportion_interval(scored(runs[same], BEST_VAL_ACCURACY)).describe(digits=4)
 
 
-def best_rate_section(runs: pd.DataFrame) -> str:
-    best = best_learning_rates(runs)
+def best_rate_section(runs: pd.DataFrame, best: pd.DataFrame) -> str:
+    """``best``: ``tables.best_learning_rates``."""
     if (best["grid"].map(len) < 2).all():
         return ""
     columns = label_columns(runs, science_columns(runs))
@@ -219,7 +209,7 @@ def left_out_section(left_out: pd.DataFrame) -> str:
     return "\n".join(["## Runs left out", "", markdown_table(["run", "id", "status", "reason"], rows)])
 
 
-def figures_section(drawn: Sequence[tuple[Path, str, str]], skipped: dict[str, str]) -> str:
+def figures_section(drawn: Sequence[Figure], skipped: dict[str, str]) -> str:
     lines = ["## Figures"]
     for path, title, caption in drawn:
         lines += ["", f"### {title}", "", f"![{title}]({path.name})", "", caption]
@@ -242,105 +232,58 @@ def smoke_banner(runs: pd.DataFrame) -> str:
 
 
 @dataclass(frozen=True)
-class Judged:
-    """What the questions got: the questions, the decisions of their comparisons, and the adjustment used."""
+class Source:
+    """Where the analysed runs came from, as the report's opening names them."""
 
-    questions: tuple[Question, ...]
-    decisions: tuple[decisions.Decision, ...]
-    method: str = multiplicity.DEFAULT_METHOD
-
-
-def judge(table: pd.DataFrame, questions: Sequence[Question] = (), method: str = multiplicity.DEFAULT_METHOD
-          ) -> Judged:
-    """The study's questions (or the defaults), every comparison they need, decided as one family."""
-    chosen = tuple(questions) or tuple(default_questions(table))
-    tuned = tuned_runs(table, keep_failed=True)
-    made = decisions.decide(comparisons_needed(chosen, table, tuned), table, method, tuned=tuned)
-    return Judged(chosen, tuple(made), method)
+    experiment: str = ""
+    tracking_uri: str = ""
+    parent_run_id: str = ""
+    filter: str = ""
 
 
-def render_report(
-    runs: pd.DataFrame,
-    left_out: pd.DataFrame,
-    table: pd.DataFrame,
-    found: Sequence[Finding],
-    drawn: Sequence[tuple[Path, str, str]],
-    skipped: dict[str, str],
-    source: dict[str, str],
-    gallery: Path | None,
-    theory: depth_section.Section | None = None,
-    claims: str = "",
-    adaptive: str = "",
-    judged: Judged | None = None,
-) -> str:
-    judged = judge(table) if judged is None else judged
-    scope = [f"tracking store `{source.get('tracking_uri', '')}`"]
-    if source.get("parent_run_id"):
-        scope.append(f"children of run `{source['parent_run_id']}`")
-    if source.get("filter"):
-        scope.append(f"filter `{source['filter']}`")
+@dataclass(frozen=True)
+class Drawn:
+    """The figures drawn for the report: the study's figures, those not drawn with the reason, the gallery."""
+
+    figures: tuple[Figure, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)
+    gallery: Path | None = None
+
+
+def opening(runs: pd.DataFrame, source: Source) -> str:
+    scope = [f"tracking store `{source.tracking_uri}`"]
+    if source.parent_run_id:
+        scope.append(f"children of run `{source.parent_run_id}`")
+    if source.filter:
+        scope.append(f"filter `{source.filter}`")
     study = runs["study"].fillna("").iloc[0]
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    header = [f"# Analysis of experiment `{source.get('experiment', '')}`", "",
-              f"{plural(len(runs), 'finished training run')} on {runs['dataset'].iloc[0]}"
-              + (f", study `{study}`" if study else "") + f"; {', '.join(scope)}. Written {stamp} by `actopt analyze`."]
+    return "\n".join([f"# Analysis of experiment `{source.experiment}`", "",
+                      f"{plural(len(runs), 'finished training run')} on {runs['dataset'].iloc[0]}"
+                      + (f", study `{study}`" if study else "") + f"; {', '.join(scope)}. Written {stamp} by "
+                      f"`actopt analyze`."])
+
+
+def render_report(study: Study, drawn: Drawn, source: Source, adaptive: str = "") -> str:
+    """The report's markdown, rendered from the study's frames and conclusions and the figures drawn."""
+    frames, judged = study.frames, study.judged
+    runs, table = frames.runs, frames.table
     # Rendered in this order; a section that has nothing to say is the empty string and is left out.
     sections = [
-        "\n".join(header),
+        opening(runs, source),
         smoke_banner(runs),
-        answers.answers_section(judged.questions, judged.decisions, table, found, judged.method),
+        answers.answers_section(study),
         answers.decisions_section(judged.questions, judged.decisions, judged.method),
-        claims,
+        source_claims.claims_section(table, frames.histories),
         settings_section(runs),
-        left_out_section(left_out),
+        left_out_section(frames.logged.left_out),
         run_table_section(table),
         interval_section(table),
-        best_rate_section(runs),
-        findings_section(found),
+        best_rate_section(runs, frames.best_rates),
+        findings_section(study.found),
         adaptive,
-        theory_section(theory) if theory is not None else "",
-        figures_section(drawn, skipped),
-        derivative_section(gallery),
+        theory_section(depth_section.theory_section(frames.theory)),
+        figures_section(drawn.figures, drawn.skipped),
+        derivative_section(drawn.gallery),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
-
-
-def decision_findings(judged: Judged) -> list[Finding]:
-    """The decided pairs as findings, so that the analysis run counts them with the rules' findings."""
-    return [Finding("Decisions", decisions.verdict(item, judged.method), judged.method) for item in judged.decisions
-            if item.decided]
-
-
-def write_analysis(
-    runs: pd.DataFrame,
-    left_out: pd.DataFrame,
-    histories: pd.DataFrame,
-    histograms: dict[str, dict[str, Any]],
-    folder: Path,
-    source: dict[str, str],
-    adaptive: str = "",
-    questions: Sequence[Question] = (),
-    method: str = multiplicity.DEFAULT_METHOD,
-) -> AnalysisResult:
-    """Write the figures and ``report.md`` into ``folder`` (replacing earlier PNGs there), answering ``questions``
-    (by default one per varying parameter) with their comparisons adjusted by ``method``."""
-    from actopt.analysis import plots
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for old in folder.glob("*.png"):
-        old.unlink()
-    table = run_table(runs, histories)
-    checks = run_checks(table, histories)
-    table = diagnosed(table, checks)
-    judged = judge(table, questions, method)
-    found = [*findings(table, histories, checks), *depth_theory.theory_findings(table, histories),
-             *decisions.unlearned_groups(list(judged.questions), table)]
-    drawn, skipped = plots.draw_all(table, histories, histograms, folder)
-    gallery = next((path for path, *_ in drawn if path.name == plots.GALLERY_FILE), None)
-    study_figures = [item for item in drawn if item[0] != gallery]
-    report = folder / "report.md"
-    report.write_text(render_report(runs, left_out, table, found, study_figures, skipped, source, gallery,
-                                    depth_section.theory_section(table, histories), adaptive=adaptive,
-                                    judged=judged, claims=source_claims.claims_section(table, histories)))
-    holding = [*(item for item in found if item.kind == "holds"), *decision_findings(judged)]
-    return AnalysisResult(report, [path for path, *_ in drawn], skipped, holding)

@@ -212,10 +212,21 @@ def student_quantile(count: int, alpha: float) -> float:
     return float(stats.t.ppf(1 - alpha / 2, count - 1))
 
 
-def seeds_to_decide(effect: float, spread: float, alpha: float, rule: Rule = SEQUENTIAL_T, limit: int = 2000,
-                    simulations: int = 200, seed: int = 0) -> float:
+@dataclass(frozen=True)
+class Simulation:
+    """How ``seeds_to_decide`` simulates: sequences of ``limit`` paired seeds, ``simulations`` of them, from
+    ``seed``."""
+
+    limit: int = 2000
+    simulations: int = 200
+    seed: int = 0
+
+
+def seeds_to_decide(effect: float, spread: float, alpha: float, rule: Rule = SEQUENTIAL_T,
+                    simulation: Simulation = Simulation()) -> float:
     """The median number of paired seeds at which ``rule`` first decides a true mean difference of
-    ``effect`` with normal paired spread ``spread`` (inf when most simulations need more than ``limit``)."""
+    ``effect`` with normal paired spread ``spread`` (inf when most simulations need more than the limit)."""
+    limit, simulations, seed = simulation.limit, simulation.simulations, simulation.seed
     rng = np.random.default_rng(seed)
     found = []
     for _ in range(simulations):
@@ -271,11 +282,21 @@ def pair_differences(pair: Pair, values: dict[str, Sequence[float]], counts: dic
     return differences[np.isfinite(differences)]
 
 
-def look(pairs: Sequence[Pair], values: dict[str, Sequence[float]], counts: dict[str, int], cap: int,
-         alpha: float, runs: int = 0, max_runs: int | None = None, rule: Rule = SEQUENTIAL_T) -> Look:
+@dataclass(frozen=True)
+class Limits:
+    """How far a look may plan: ``cap`` seeds per configuration, ``max_runs`` runs in all (None: no limit), of
+    which the sweep has trained ``runs`` so far."""
+
+    cap: int
+    max_runs: int | None = None
+    runs: int = 0
+
+
+def look(pairs: Sequence[Pair], values: dict[str, Sequence[float]], counts: dict[str, int], limits: Limits,
+         alpha: float, rule: Rule = SEQUENTIAL_T) -> Look:
     """Judge every pair at ``alpha`` each and plan the next look: the configurations of the pairs still open
-    get seeds up to ``next_count`` of the pair's shared seeds; the others none. ``runs`` is what the sweep
-    has trained so far, ``max_runs`` its budget."""
+    get seeds up to ``next_count`` of the pair's shared seeds; the others none, within ``limits``."""
+    cap, runs, max_runs = limits.cap, limits.runs, limits.max_runs
     verdicts = tuple(judge(pair_differences(pair, values, counts), alpha, cap, rule, shared_seeds(pair, counts))
                      for pair in pairs)
     wanted = dict(counts)

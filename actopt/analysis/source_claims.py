@@ -26,11 +26,12 @@ import pandas as pd
 
 from actopt.analysis import statistics
 from actopt.analysis.frames import layer_values
+from actopt.core.metric_names import PROBE_GRAD_MAX_ABS
 
 
 def input_gradient_decades(table: pd.DataFrame, histories: pd.DataFrame) -> pd.Series:
     """log10 of layer 1's step-0 max |gradient| over the last layer's: how far gradients shrink towards the input."""
-    values = layer_values(histories, "probe_grad_max_abs")
+    values = layer_values(histories, PROBE_GRAD_MAX_ABS)
     values = values[values["step"] == 0]
     found = {}
     for run_id, group in values.groupby("run_id"):

@@ -14,6 +14,18 @@ from actopt.analysis.frames import (
     science_columns,
     sort_runs,
 )
+from actopt.core.metric_names import (
+    BEST_VAL_ACCURACY,
+    CHANCE_ACCURACY,
+    EPOCH_TIME,
+    LEARNING_RATE,
+    TEST_ACCURACY,
+    TRAIN_ACCURACY,
+    TRAIN_EVAL_ACCURACY,
+    TRAIN_LOSS,
+    VAL_ACCURACY,
+    VAL_LOSS,
+)
 
 # Convergence speed: the first epoch at which validation accuracy reaches 95% of the run's best.
 CONVERGENCE_LEVEL = 0.95
@@ -58,7 +70,7 @@ def validation_area(curve: pd.Series, epochs: int, chance: float) -> float:
 
 def chance_rates(runs: pd.DataFrame) -> pd.Series:
     """Each run's chance rate (``chance`` of the run table, else the logged ``chance_accuracy``, else 0.1)."""
-    for column in ("chance", "chance_accuracy"):
+    for column in ("chance", CHANCE_ACCURACY):
         if column in runs:
             return runs[column].astype("float64").fillna(DEFAULT_CHANCE)
     return pd.Series(DEFAULT_CHANCE, index=runs.index, dtype="float64")
@@ -77,10 +89,10 @@ def learned(best_val_accuracy: pd.Series, chance: pd.Series) -> pd.Series:
 
 def failures(table: pd.DataFrame) -> pd.Series:
     """Per run: "diverged", "did not learn", "collapsed" (see COLLAPSE_MARGIN and LOSS_GROWTH) or ""."""
-    keys = [name for name in (*science_columns(table), "learning_rate") if name in table]
-    median = table.groupby(keys, dropna=False)["best_val_accuracy"].transform("median") if keys else (
-        table["best_val_accuracy"].median())
-    dropped = table["best_val_accuracy"] < median - COLLAPSE_MARGIN
+    keys = [name for name in (*science_columns(table), LEARNING_RATE) if name in table]
+    median = table.groupby(keys, dropna=False)[BEST_VAL_ACCURACY].transform("median") if keys else (
+        table[BEST_VAL_ACCURACY].median())
+    dropped = table[BEST_VAL_ACCURACY] < median - COLLAPSE_MARGIN
     first_loss = table["first_train_loss"] if "first_train_loss" in table else pd.Series(np.nan, index=table.index)
     thrown = table["last_train_loss"] > LOSS_GROWTH * first_loss
     kind = pd.Series("", index=table.index, dtype=object)
@@ -101,20 +113,20 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     says which); ``learned``: ``learned``; ``failure``/``failed``: ``failures``; ``val_score``/``test_score``: best
     validation and test accuracy with the failed-seed rule (``scored``).
     """
-    val = metric(histories, "val_accuracy").pivot_table(index="step", columns="run_id", values="value", dropna=False)
+    val = metric(histories, VAL_ACCURACY).pivot_table(index="step", columns="run_id", values="value", dropna=False)
     to_level = {run_id: epochs_to_level(val[run_id].dropna()) for run_id in val.columns}
-    seconds = metric(histories, "epoch_time").groupby("run_id")["value"].mean()
+    seconds = metric(histories, EPOCH_TIME).groupby("run_id")["value"].mean()
     last = {key: last_step_values(metric(histories, key)).set_index("run_id")["value"]
-            for key in ("train_accuracy", "train_eval_accuracy", "val_accuracy", "train_loss", "val_loss")}
-    losses = metric(histories, "train_loss")
+            for key in (TRAIN_ACCURACY, TRAIN_EVAL_ACCURACY, VAL_ACCURACY, TRAIN_LOSS, VAL_LOSS)}
+    losses = metric(histories, TRAIN_LOSS)
     first_loss = losses[losses["step"] == 1].set_index("run_id")["value"]
     table = runs.assign(
         epochs_to_95=runs["run_id"].map(to_level).astype("float64"),
         time_per_epoch=runs["run_id"].map(seconds).astype("float64"),
-        last_train_accuracy=runs["run_id"].map(last["train_accuracy"]).astype("float64"),
-        last_train_eval_accuracy=runs["run_id"].map(last["train_eval_accuracy"]).astype("float64"),
-        last_val_accuracy=runs["run_id"].map(last["val_accuracy"]).astype("float64"),
-        last_train_loss=runs["run_id"].map(last["train_loss"]).astype("float64"),
+        last_train_accuracy=runs["run_id"].map(last[TRAIN_ACCURACY]).astype("float64"),
+        last_train_eval_accuracy=runs["run_id"].map(last[TRAIN_EVAL_ACCURACY]).astype("float64"),
+        last_val_accuracy=runs["run_id"].map(last[VAL_ACCURACY]).astype("float64"),
+        last_train_loss=runs["run_id"].map(last[TRAIN_LOSS]).astype("float64"),
         first_train_loss=runs["run_id"].map(first_loss).astype("float64"),
         diverged=is_diverged(runs),
     )
@@ -122,29 +134,29 @@ def run_table(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
     train_side = table["last_train_eval_accuracy"].where(evaluated, table["last_train_accuracy"])
     table["final_gap"] = train_side - table["last_val_accuracy"]
     table["gap_source"] = np.where(evaluated, "eval", "during epoch")
-    chance = runs["chance_accuracy"] if "chance_accuracy" in runs else pd.Series(np.nan, index=runs.index)
+    chance = runs[CHANCE_ACCURACY] if CHANCE_ACCURACY in runs else pd.Series(np.nan, index=runs.index)
     table["chance"] = chance.astype("float64").fillna(DEFAULT_CHANCE)
-    table["learned"] = learned(table["best_val_accuracy"], table["chance"])
+    table["learned"] = learned(table[BEST_VAL_ACCURACY], table["chance"])
     length = int(pd.to_numeric(runs["epochs"], errors="coerce").max()) if "epochs" in runs else int(val.index.max())
     table["val_area"] = [validation_area(val[run_id] if run_id in val else pd.Series(dtype="float64"), length, rate)
                          for run_id, rate in zip(table["run_id"], table["chance"])]
     table["failure"] = failures(table)
     table["failed"] = table["failure"] != ""
-    table["val_score"] = scored(table, "best_val_accuracy")
-    table["test_score"] = scored(table, "test_accuracy")
-    return sort_runs(table, [*science_columns(runs), "learning_rate", "seed"]).reset_index(drop=True)
+    table["val_score"] = scored(table, BEST_VAL_ACCURACY)
+    table["test_score"] = scored(table, TEST_ACCURACY)
+    return sort_runs(table, [*science_columns(runs), LEARNING_RATE, "seed"]).reset_index(drop=True)
 
 
 def learning_rate_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Per configuration (science columns) and learning rate: mean ± std over every seed of the best validation
     accuracy, a failed seed scoring what it reached (``scored``), and how many seeds diverged."""
     columns = science_columns(runs)
-    frame = runs.assign(score=scored(runs, "best_val_accuracy"), is_diverged=is_diverged(runs).astype(int))
-    grouped = frame.groupby([*columns, "learning_rate"], dropna=False)
+    frame = runs.assign(score=scored(runs, BEST_VAL_ACCURACY), is_diverged=is_diverged(runs).astype(int))
+    grouped = frame.groupby([*columns, LEARNING_RATE], dropna=False)
     table = grouped.agg(mean=("score", "mean"), std=("score", "std"), seeds=("score", "count"),
                         diverged=("is_diverged", "sum")).reset_index()
     table["diverged"] = table["diverged"].astype(int)
-    return sort_runs(table, [*columns, "learning_rate"]).reset_index(drop=True)
+    return sort_runs(table, [*columns, LEARNING_RATE]).reset_index(drop=True)
 
 
 def best_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
@@ -153,9 +165,9 @@ def best_learning_rates(runs: pd.DataFrame) -> pd.DataFrame:
     table = learning_rate_table(runs)
     grouped = table.groupby(columns, dropna=False, sort=False)
     best = table.loc[grouped["mean"].idxmax().dropna()].set_index(columns)
-    summary = grouped.agg(grid=("learning_rate", lambda rates: tuple(sorted(rates))), diverged=("diverged", "sum"))
-    summary = summary.join(best[["learning_rate", "mean", "std", "seeds"]]).reset_index()
-    summary = summary.rename(columns={"learning_rate": "best_learning_rate"})
+    summary = grouped.agg(grid=(LEARNING_RATE, lambda rates: tuple(sorted(rates))), diverged=("diverged", "sum"))
+    summary = summary.join(best[[LEARNING_RATE, "mean", "std", "seeds"]]).reset_index()
+    summary = summary.rename(columns={LEARNING_RATE: "best_learning_rate"})
     summary["seeds"] = summary["seeds"].fillna(0).astype(int)
     summary["diverged"] = summary["diverged"].astype(int)
     lowest = summary["grid"].map(lambda grid: grid[0])
@@ -172,8 +184,8 @@ def tuned_runs(runs: pd.DataFrame, keep_failed: bool = False) -> pd.DataFrame:
     leave out the diverged seeds."""
     best = best_learning_rates(runs).dropna(subset=["best_learning_rate"])
     columns = science_columns(runs)
-    keys = best[[*columns, "best_learning_rate"]].rename(columns={"best_learning_rate": "learning_rate"})
-    chosen = runs.merge(keys, on=[*columns, "learning_rate"], how="inner")
+    keys = best[[*columns, "best_learning_rate"]].rename(columns={"best_learning_rate": LEARNING_RATE})
+    chosen = runs.merge(keys, on=[*columns, LEARNING_RATE], how="inner")
     return (chosen if keep_failed else chosen[~is_diverged(chosen)]).reset_index(drop=True)
 
 
@@ -181,7 +193,7 @@ def histogram_runs(runs: pd.DataFrame) -> list[str]:
     """The best and the worst run of each activation (by best validation accuracy; diverged runs are worst)."""
     chosen: list[str] = []
     for _, group in runs.groupby("activation", sort=False):
-        ranked = group.assign(score=group["best_val_accuracy"].fillna(-1.0).where(~is_diverged(group), -1.0))
+        ranked = group.assign(score=group[BEST_VAL_ACCURACY].fillna(-1.0).where(~is_diverged(group), -1.0))
         ranked = ranked.sort_values("score", kind="stable")
         for run_id in (ranked["run_id"].iloc[-1], ranked["run_id"].iloc[0]):
             if run_id not in chosen:

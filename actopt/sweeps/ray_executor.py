@@ -19,20 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import ipaddress
 import logging
 import os
 import signal
-import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
-from actopt.errors import UserError, describe_error, mask_credentials
-from actopt.sweeps.sweep import STOP_GRACE_SECONDS, available_cores, ignoring
-from actopt.sweeps.tasks import Outcome, Task, run_task
-from actopt.tracking import records, signals, store
+from actopt.errors import UserError, describe_error
+from actopt.sweeps.executors import STOP_GRACE_SECONDS, available_cores, ignore_progress
+from actopt.sweeps.ray_store import worker_environment, worker_tracking_uri
+from actopt.sweeps.tasks import EpochDone, Outcome, Task, run_task
+from actopt.tracking import records, store
+from actopt.tracking.signals import cancellable, ignoring, own_signal_handlers, signals_held
 
 INSTALL_HINT = "pip install 'actopt[ray]'"
 # A worker that dies (node lost, process killed, out of memory) is started again twice: a lost node
@@ -45,13 +44,6 @@ CPUS_PER_TASK = 1
 LOCAL_OBJECT_STORE_BYTES = 128 * 2**20
 # How often the driver wakes from waiting on Ray, so that a signal is handled promptly.
 WAIT_SECONDS = 1.0
-# The driver's settings that workers need to log as it does: the store's credentials and TLS, and
-# actopt's HTTP limits (not MLFLOW_RUN_ID and the like, which name the driver's own run).
-CLIENT_VARIABLE_PREFIXES = ("MLFLOW_TRACKING_", "MLFLOW_HTTP_REQUEST_")
-# Tracking URI schemes that are a path on this machine's disk.
-FILE_SCHEMES = ("", "file", "sqlite")
-# Tracking URIs that are a word, not a path: MLflow's names for a Databricks workspace.
-NAMED_STORES = ("databricks", "databricks-uc", "uc")
 WORKER_CRASHED = "its Ray worker died"
 
 
@@ -62,139 +54,6 @@ def import_ray() -> Any:
     except ImportError:
         raise UserError(f"--executor ray needs Ray, which is not installed: {INSTALL_HINT}") from None
     return ray
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def cluster_is_local(address: str | None) -> bool:
-    """Whether every Ray worker runs on this machine: a local instance (no address), or a head
-    addressed on loopback (``127.0.0.1:6379``). Any other address may place tasks on other machines:
-    another host, ``auto`` (the head is here, its nodes need not be), and every ``ray://`` client
-    address, even on localhost, which is usually a port forwarded to a cluster elsewhere."""
-    if not address or address == "local":
-        return True
-    if address.startswith("ray://") or ":" not in address:
-        return False
-    host = address.rsplit(":", 1)[0].strip("[]")
-    return is_loopback(host)
-
-
-def uri_host(uri: str) -> str | None:
-    """The host a network tracking URI names (``http://h:5000``, ``postgresql://u@h/db``); None for a path."""
-    parts = urlsplit(uri)
-    if uri in NAMED_STORES:
-        return uri
-    if parts.scheme.split("+")[0] in FILE_SCHEMES:
-        return None
-    return parts.hostname or ""
-
-
-def local_store_reason(uri: str) -> str | None:
-    """Why workers on another machine could not use ``uri``, or None when they could."""
-    host = uri_host(uri)
-    if host is None:
-        return "a file on this machine"
-    if host == "" or is_loopback(host):
-        return "reachable from this machine only"
-    return None
-
-
-def absolute_store_uri(uri: str) -> str:
-    """``uri`` with a relative store path made absolute, so that workers, which do not run in the
-    driver's folder, open the same store: ``sqlite:///mlflow.db`` -> ``sqlite:////here/mlflow.db``."""
-    parts = urlsplit(uri)
-    scheme = parts.scheme.split("+")[0]
-    if scheme == "sqlite":
-        prefix, _, path = uri.partition(":///")
-        if not path or path.startswith(":memory:"):
-            raise UserError(f"the tracking URI {mask_credentials(uri)} is an in-memory store that no other process "
-                            "sees; point MLFLOW_TRACKING_URI at a file or a tracking server")
-        return f"{prefix}:///{os.path.abspath(path)}" if not path.startswith("/") else uri
-    if scheme == "file":
-        return f"file://{os.path.abspath(parts.path)}"
-    if scheme == "" and uri not in NAMED_STORES:
-        return os.path.abspath(uri)
-    return uri
-
-
-def worker_tracking_uri(uri: str, address: str | None) -> str:
-    """The tracking URI the workers log to: the driver's, with relative paths made absolute.
-    A store that workers on other machines cannot reach is refused when they may run elsewhere."""
-    reason = local_store_reason(uri)
-    if reason and not cluster_is_local(address):
-        raise UserError(
-            f"the tracking URI {mask_credentials(uri)} is {reason}, but Ray may run tasks on other machines of the "
-            f"cluster at {address}: set MLFLOW_TRACKING_URI to a tracking server every node reaches "
-            "(deploy/mlflow-server.sh starts one on PostgreSQL), or join a cluster on this machine "
-            "(--ray-address 127.0.0.1:PORT)")
-    return absolute_store_uri(uri)
-
-
-def worker_environment(uri: str) -> dict[str, str]:
-    """What workers need of the driver's environment: the tracking URI, and its MLflow settings
-    (HTTP limits, credentials), which the workers of a remote cluster would otherwise lack."""
-    variables = {name: value for name, value in os.environ.items() if name.startswith(CLIENT_VARIABLE_PREFIXES)}
-    return {**variables, "MLFLOW_TRACKING_URI": uri}
-
-
-@contextlib.contextmanager
-def cancellable() -> Iterator[None]:
-    """Let ``ray.cancel`` stop the run in this worker, as Ctrl-C stops ``actopt train``.
-
-    Ray cancels a running task by raising KeyboardInterrupt through the SIGINT handler, which Ray
-    workers set to "ignore"; with actopt's handler the interrupt ends the run KILLED, and never
-    halfway through a store call. The worker gets its own handler back for its next task."""
-    previous = signal.getsignal(signal.SIGINT)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signals.interrupt_outside_store(signal.SIGINT)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-@contextlib.contextmanager
-def own_signal_handlers() -> Iterator[None]:
-    """Keep the driver's signal handlers: ``ray.init`` replaces SIGTERM's with one that exits at
-    once, which would leave the sweep's runs RUNNING instead of ending them KILLED."""
-    if threading.current_thread() is not threading.main_thread():  # Ray sets none there either
-        yield
-        return
-    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in saved.items():
-            if handler is not None:
-                signal.signal(number, handler)
-
-
-@contextlib.contextmanager
-def signals_held() -> Iterator[None]:
-    """Hold Ctrl-C and SIGTERM while the driver waits inside Ray, and deliver them once the call
-    returns (within WAIT_SECONDS): Ray's blocking calls turn a KeyboardInterrupt raised by a signal
-    handler into an exception, but any other (``signals.Terminated``) into a SystemError."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
-                for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            if handler is not None:
-                signal.signal(number, handler)
-        for number in dict.fromkeys(received):
-            signal.raise_signal(number)  # to the handler the sweep installed, which raises outside Ray
 
 
 def train_in_worker(task: Task, threads: int) -> list[Outcome]:
@@ -297,7 +156,17 @@ class RayExecutor:
                                       retry_exceptions=False, name=f"actopt:{task.name}")
         return options.remote(shipped, self.cpus_per_task)
 
-    def run(self, tasks: Sequence[Task]) -> Iterator[Outcome]:
+    @property
+    def workers(self) -> int | None:
+        """Groups that train at once: the cluster's CPUs over each task's share, once connected."""
+        return int(self.connection.cpus // self.cpus_per_task) or 1 if self.connection else None
+
+    def starting(self, tasks: int) -> str | None:
+        return None
+
+    def run(self, tasks: Sequence[Task], progress: Callable[[EpochDone], None] = ignore_progress) -> Iterator[Outcome]:
+        """Each group as a Ray task; ``progress`` hears nothing (no channel back from a task before it ends), so
+        the sweep measures a group by its outcomes."""
         if not tasks:
             return
         pending: dict[Any, Task] = {}

@@ -29,12 +29,23 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
+from actopt.sweeps.grid import (
+    STUDY_FIELDS,
+    DuplicateKey,
+    check_fixed,
+    count_combinations,
+    describe_run,
+    expand,
+    is_value,
+    unique_keys,
+    without_comments,
+)
 
 STUDIES_DIR = Path(__file__).with_name("studies")
 FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "questions", "multiplicity", "until_decided", "claims")
@@ -54,19 +65,11 @@ CLAIM_FORMS = ("value", "above", "below", "less_than", "greater_than", "testable
 # deviations with a median 10 seeds and one of 1 standard deviation with 20 (docs/analysis.md).
 DEFAULT_MAX_SEEDS = 20
 UNTIL_DECIDED_KEYS = ("max_seeds", "max_runs")
-# Set by the sweep for every run; the seed comes from "seeds".
-SWEEP_FIELDS = ("data_dir", "download", "experiment_name", "study", "seed")
-STUDY_FIELDS = tuple(item.name for item in fields(TrainConfig) if item.name not in SWEEP_FIELDS)
 # --quick: every configuration trains one epoch of a few batches, without logging a model.
 QUICK = {"epochs": 1, "max_batches": 5, "log_model": False}
-COMMENT_PREFIX = "//"
 # The most runs a study may expand to, counted before they are expanded: at a few seconds a run, 10 000 runs
 # are days of training; a grid of millions is a mistake, and expanding it would take minutes and gigabytes.
 MAX_RUNS = 10_000
-
-
-class DuplicateKey(ValueError):
-    """A JSON object that gives one key twice: json keeps the last, silently dropping the first."""
 
 
 @dataclass(frozen=True)
@@ -198,30 +201,6 @@ def check_questions(questions: Any, where: str) -> tuple[dict[str, Any], ...]:
     return tuple(questions)
 
 
-def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """json's object hook: the object, or DuplicateKey naming a key given twice."""
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen and not key.startswith(COMMENT_PREFIX):  # comments may repeat: they are left out
-            raise DuplicateKey(repr(key))
-        seen[key] = value
-    return seen
-
-
-def count_combinations(grid: Any) -> int:
-    """How many combinations ``expand`` would give, without making them; a malformed grid counts as one
-    (``expand`` names its fault)."""
-    if not isinstance(grid, dict):
-        return 1
-    count = 1
-    for choices in grid.values():
-        if isinstance(choices, list):
-            count *= max(len(choices), 1)
-        elif isinstance(choices, dict):
-            count *= max(sum(count_combinations(subgrid) for subgrid in choices.values()), 1)
-    return count
-
-
 def check_claims(claims: Any, where: str) -> None:
     """Each claim: an object with its text, its source and one form; ``where`` an object of options."""
     if not isinstance(claims, list):
@@ -269,81 +248,6 @@ def check_max_seeds(max_seeds: int, declared: int, what: str) -> None:
                           f"{'s' if declared > 1 else ''}, and one seed has no interval), got {max_seeds}")
 
 
-def without_comments(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: without_comments(item) for key, item in value.items() if not key.startswith(COMMENT_PREFIX)}
-    if isinstance(value, list):
-        return [without_comments(item) for item in value]
-    return value
-
-
-def check_field(key: str, where: str, at: str) -> None:
-    if key in SWEEP_FIELDS:
-        hint = "list seeds in 'seeds'" if key == "seed" else "the sweep sets it (see actopt sweep --help)"
-        raise ConfigError(f"{where}: {at}.{key} cannot be set in a study file: {hint}")
-    if key not in STUDY_FIELDS:
-        raise ConfigError(f"{where}: {at}.{key} is not an option; valid options: {', '.join(STUDY_FIELDS)}")
-
-
-def is_value(key: str, value: Any) -> bool:
-    """One value of an option: text, a number or a boolean; hidden_sizes may also be a list of integers."""
-    if key == "hidden_sizes" and isinstance(value, list):
-        return all(isinstance(item, int) and not isinstance(item, bool) for item in value)
-    return isinstance(value, (str, int, float, bool))
-
-
-def check_fixed(fixed: Any, where: str) -> None:
-    if not isinstance(fixed, dict):
-        raise ConfigError(f"{where}: 'fixed' must be an object of option: value, got {json.dumps(fixed)}")
-    for key, value in fixed.items():
-        check_field(key, where, "fixed")
-        if not is_value(key, value):
-            raise ConfigError(
-                f"{where}: fixed.{key} must be one value, got {json.dumps(value)} (values to try belong in 'grid')"
-            )
-
-
-def expand(grid: dict[str, Any], at: str, where: str) -> list[dict[str, Any]]:
-    """Every combination of a grid's choices, in the file's order."""
-    combinations: list[dict[str, Any]] = [{}]
-    for key, choices in grid.items():
-        check_field(key, where, at)
-        if isinstance(choices, list):
-            for value in choices:
-                if not is_value(key, value):
-                    raise ConfigError(f"{where}: {at}.{key} lists {json.dumps(value)}, which is not one value")
-            branches = [{key: value} for value in choices]
-        elif isinstance(choices, dict):
-            branches = []
-            for value, subgrid in choices.items():
-                if not isinstance(subgrid, dict):
-                    raise ConfigError(
-                        f"{where}: {at}.{key}.{value} must be an object (a sub-grid, {{}} for none), got "
-                        f"{json.dumps(subgrid)}"
-                    )
-                for combination in expand(subgrid, f"{at}.{key}.{value}", where):
-                    if key in combination:
-                        raise ConfigError(f"{where}: {at}.{key}.{value} sets {key} again")
-                    branches.append({key: value, **combination})
-        else:
-            raise ConfigError(
-                f"{where}: {at}.{key} must be a list of values or an object of value: sub-grid, got "
-                f"{json.dumps(choices)} "
-                "(a single value belongs in 'fixed', or write it as a one-item list)"
-            )
-        if not branches:
-            raise ConfigError(f"{where}: {at}.{key} is empty: the grid expands to zero runs")
-        merged = []
-        for combination in combinations:
-            for branch in branches:
-                twice = sorted(set(combination) & set(branch))
-                if twice:
-                    raise ConfigError(f"{where}: {at}.{key} sets {twice[0]}, which the grid already sets")
-                merged.append({**combination, **branch})
-        combinations = merged
-    return combinations
-
-
 def default_experiment(study_name: str, quick: bool) -> str:
     # Smoke runs stay out of the experiment that the analysis reads.
     return f"{study_name}-quick" if quick else study_name
@@ -385,10 +289,6 @@ def configurations(
         seen[digest] = number
         configs.append(config)
     return configs
-
-
-def describe_run(run: dict[str, Any]) -> str:
-    return ", ".join(f"{key}={json.dumps(value)}" for key, value in run.items())
 
 
 def label(config: TrainConfig) -> str:

@@ -7,9 +7,10 @@ wherever an executor runs it (this process, a worker process, a Ray task) and re
 
 from __future__ import annotations
 
+import re
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +19,11 @@ from actopt.core.data import DatasetSplits
 from actopt.core.inputs import DataCache
 from actopt.core.member import group_key
 from actopt.errors import describe_error
+from actopt.sweeps import options
 from actopt.tracking import records, runlog, store
 
-# Members per group. Memory grows with each distinct seed in a group (its own split of the data:
-# about 240 MB of float32 for (Fashion-)MNIST) and little with each member (a 784-256-128-10 net
-# with Adam's moments is under 4 MB; its activations at batch 128 under 1 MB): 8 members of 3 seeds
-# stay under 1 GB per worker, and 8 is where the benchmark measured the speed-up on 2 CPU cores.
-DEFAULT_GROUP_SIZE = 8
+# Members per group: its reasons are given where it is set.
+DEFAULT_GROUP_SIZE = options.DEFAULT_GROUP_SIZE
 
 
 @dataclass(frozen=True)
@@ -47,12 +46,15 @@ class Outcome:
     digest: str
     status: str  # FINISHED or FAILED; a stopped task reports nothing (its run ends KILLED)
     run_id: str | None
-    seconds: float
+    seconds: float  # since its group started: data, runs and the other members' training included
     diverged: bool = False
     best_val_accuracy: float | None = None
     error: str | None = None
     # The tracking server stopped answering: nothing more can be recorded, so the sweep stops.
     unreachable: bool = False
+    # The member's own training time: its share of each of its group's epochs (the runs' epoch_time metric).
+    train_seconds: float | None = None
+    epochs: int = 0  # the epochs it completed (its diverging one included)
 
 
 # The data of the last group, kept for the next: a study's groups mostly share dataset and seeds.
@@ -64,40 +66,87 @@ def prepare_shared(configs: Sequence[TrainConfig]) -> tuple[Any, list[DatasetSpl
     return _prepared.prepare(configs)
 
 
-def run_task(task: Task) -> list[Outcome]:
+# The start of training's per-epoch line (``epoch 3/10  train_loss ...``), after the member's name in a group.
+EPOCH_LINE = re.compile(r"(?:^|: )epoch (\d+)/(\d+)  ")
+
+
+@dataclass(frozen=True)
+class EpochDone:
+    """A group has finished an epoch; ``seconds`` since the group started (data and runs included)."""
+
+    task: str  # the group's key: its first member's digest
+    epoch: int
+    seconds: float
+
+
+def epoch_of(line: str) -> int | None:
+    """The epoch a training progress line reports, None for any other line."""
+    found = EPOCH_LINE.search(line)
+    return int(found.group(1)) if found else None
+
+
+def epoch_reporter(task: Task, send: Callable[[EpochDone], None]) -> Callable[[str], None]:
+    """The ``report`` a group trains with: one ``EpochDone`` per epoch (its first member's line), timed from now."""
+    started = time.monotonic()
+    last = 0
+
+    def report(line: str) -> None:
+        nonlocal last
+        epoch = epoch_of(line)
+        if epoch is not None and epoch > last:
+            last = epoch
+            send(EpochDone(task.digests[0], epoch, time.monotonic() - started))
+
+    return report
+
+
+def finished_outcome(digest: str, run_id: str, result: runlog.TrainResult, seconds: float) -> Outcome:
+    """A member whose run ended FINISHED, with its own time: the sum of its share of each epoch."""
+    epoch_times = [metrics["epoch_time"] for metrics in result.history.values() if "epoch_time" in metrics]
+    return Outcome(digest, "FINISHED", run_id, seconds, result.diverged, result.best_val_accuracy,
+                   train_seconds=sum(epoch_times), epochs=len(epoch_times))
+
+
+def run_task(task: Task, progress: Callable[[EpochDone], None] | None = None) -> list[Outcome]:
     """Train one group, each member a child run; an exception fails this group's unfinished members alone
-    (members that had already finished, a diverged one, keep their FINISHED runs)."""
+    (members that had already finished, a diverged one, keep their FINISHED runs). ``progress`` gets a
+    ``EpochDone`` at the end of each of the group's epochs."""
     started = time.time()
     done: dict[int, Outcome] = {}
 
     def finished(index: int, run_id: str, result: runlog.TrainResult) -> None:
-        done[index] = Outcome(task.digests[index], "FINISHED", run_id, time.time() - started, result.diverged,
-                              result.best_val_accuracy)
+        done[index] = finished_outcome(task.digests[index], run_id, result, time.time() - started)
 
+    report = epoch_reporter(task, progress) if progress is not None else None
     try:
         prepared = prepare_shared(task.configs)
-        runlog.run_group(task.configs, parent_run_id=task.parent_run_id, tags=records.process_tags(),
+        runlog.run_group(task.configs, report, parent_run_id=task.parent_run_id, tags=records.process_tags(),
                          prepared=prepared, finished=finished)
     except Exception as error:  # KeyboardInterrupt and signals.Terminated pass: the sweep is stopping
-        message = describe_error(error)
-        unreachable = store.no_answer(error)  # recording the failure would wait out the retries again, in vain
-        outcomes = []
-        for index, (config, digest) in enumerate(zip(task.configs, task.digests)):
-            if index in done:
-                outcomes.append(done[index])
-                continue
-            run_id = None
-            if not unreachable:
-                tags = {records.CONFIG_DIGEST_TAG: digest, **records.process_tags()}
-                try:
-                    run_id = records.record_failure(config, task.parent_run_id, tags, started, message,
-                                                    traceback.format_exc())
-                except Exception:  # the store itself failing: the outcome still says what happened
-                    run_id = None
-            outcomes.append(Outcome(digest, "FAILED", run_id, time.time() - started, error=message,
-                                    unreachable=unreachable))
-        return outcomes
+        return failed_outcomes(task, error, done, started)
     return [done[index] for index in range(len(task.configs))]
+
+
+def failed_outcomes(task: Task, error: Exception, done: dict[int, Outcome], started: float) -> list[Outcome]:
+    """Each member's outcome once its group raised: the finished keep theirs, the others fail with the error."""
+    message = describe_error(error)
+    unreachable = store.no_answer(error)  # recording the failure would wait out the retries again, in vain
+    outcomes = []
+    for index, (config, digest) in enumerate(zip(task.configs, task.digests)):
+        if index in done:
+            outcomes.append(done[index])
+            continue
+        run_id = None
+        if not unreachable:
+            tags = {records.CONFIG_DIGEST_TAG: digest, **records.process_tags()}
+            try:
+                run_id = records.record_failure(config, task.parent_run_id, tags, started, message,
+                                                traceback.format_exc())
+            except Exception:  # the store itself failing: the outcome still says what happened
+                run_id = None
+        outcomes.append(Outcome(digest, "FAILED", run_id, time.time() - started, error=message,
+                                unreachable=unreachable))
+    return outcomes
 
 
 def balanced_sizes(count: int, limit: int) -> list[int]:

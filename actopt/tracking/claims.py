@@ -39,7 +39,7 @@ from actopt.tracking.records import (
     KIND_TAG,
     PID_TAG,
     ensure_experiment,
-    process_alive,
+    owner_gone,
     process_tags,
     search_all,
 )
@@ -84,7 +84,7 @@ def claim_key(study_digest: str, quick: bool) -> str:
 
 def gone(claim: Claim) -> bool:
     """A claim whose process, on this host, no longer exists: its sweep is over, however it ended."""
-    return claim.pid is not None and claim.host == socket.gethostname() and not process_alive(claim.pid)
+    return owner_gone(claim.host, claim.pid)
 
 
 def end_claim(client: MlflowClient, run_id: str, decision: str, status: str, reason: str | None = None) -> None:

@@ -8,7 +8,6 @@ runs table filter, e.g. ``tags."diagnosis.dead_units" = 'true'``.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -17,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from actopt.core import description, diagnosis
 from actopt.core.config import TrainConfig
 from actopt.core.member import TrainResult
+from actopt.core.run_end import HISTOGRAM_IMAGE_KEY
 
 DESCRIPTION_TAG = "mlflow.note.content"
 DIAGNOSIS_PREFIX = "diagnosis."
@@ -40,10 +40,33 @@ MAX_DESCRIPTION = 8000
 SHARED_VIEW_PREFIX = "mlflow.sharedViewState."
 STUDY_VIEW = "study"
 STUDY_PAGE = "/#/experiments/{experiment_id}/runs?viewStateShareKey=" + STUDY_VIEW + "&workflowType=machine_learning"
+STUDY_CHARTS_PAGE = STUDY_PAGE + "&compareRunsMode=CHART"
 # What a reader of a study's children looks at first, after the configuration's varying params and the seed.
 STUDY_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss")
 STUDY_TAGS = ("best_epoch", "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("overfitting", "dead_units",
                                                                                  "saturation")))
+
+
+# The run page of MLflow 3.17 orders its charts itself: one section per key prefix (the part before the last "/"),
+# those sections alphabetically first, then "Model metrics" (keys without "/", alphabetically), the layout kept only
+# in the browser's storage; a logging program cannot change it. A shared view carries the experiment's chart view
+# instead (``compareRunCharts``, ``compareRunSections``): the study's view opens with these charts first, then the
+# UI's own sections; the histogram card without the run's parameters, whose text otherwise fills it.
+HEADLINE_CHARTS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
+HEADLINE_SECTION = "actopt-headline"
+
+
+def headline_charts() -> dict[str, object]:
+    """The shared view's chart layout: a first section of the headline curves and the gradient-histogram images."""
+    base = {"metricSectionId": HEADLINE_SECTION, "isGenerated": False, "deleted": False, "runsCountToCompare": 10}
+    lines = [{**base, "uuid": f"actopt-{key}", "type": "LINE", "metricKey": key, "selectedMetricKeys": [key],
+              "lineSmoothness": 0, "xAxisKey": "step", "xAxisScaleType": "linear", "scaleType": "linear",
+              "selectedXAxisMetricKey": "", "range": {}, "useGlobalXaxisKey": False} for key in HEADLINE_CHARTS]
+    image = {**base, "uuid": "actopt-histogram", "type": "IMAGE", "imageKeys": [HISTOGRAM_IMAGE_KEY], "step": 0,
+             "showRunParams": False}
+    section = {"uuid": HEADLINE_SECTION, "name": "Headline: accuracy, loss, gradient histograms", "display": True,
+               "isReordered": True, "deleted": False, "isGenerated": False}
+    return {"compareRunCharts": [*lines, image], "compareRunSections": [section], "isAccordionReordered": True}
 
 
 def column(kind: str, name: str) -> str:
@@ -53,22 +76,23 @@ def column(kind: str, name: str) -> str:
 
 def study_view(parent_run_id: str, varying: Sequence[str]) -> str:
     """The runs table of a sweep's children, flat and best first, with their configuration, seed, results and
-    diagnoses as columns: the shared view's JSON."""
+    diagnoses as columns, and its chart view opening on ``headline_charts``: the shared view's JSON."""
     params = [name for name in varying if name != "seed"] + ["seed"]
     columns = [*(column("params", name) for name in params),
                *(column("metrics", name) for name in STUDY_METRICS), *(column("tags", name) for name in STUDY_TAGS)]
     return json.dumps({"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
                        "orderByKey": column("metrics", "best_val_accuracy"), "orderByAsc": False,
-                       "selectedColumns": columns})
+                       "selectedColumns": columns, **headline_charts()})
 
 
 def share_study_view(client: MlflowClient, experiment_id: str, parent_run_id: str, varying: Sequence[str]) -> None:
     client.set_experiment_tag(experiment_id, SHARED_VIEW_PREFIX + STUDY_VIEW, study_view(parent_run_id, varying))
 
 
-def study_page_url(ui_address: str, experiment_id: str) -> str:
-    """The UI address of a study's children in its shared view (``share_study_view``)."""
-    return ui_address.rstrip("/") + STUDY_PAGE.format(experiment_id=experiment_id)
+def study_page_url(ui_address: str, experiment_id: str, charts: bool = False) -> str:
+    """The UI address of a study's children in its shared view (``share_study_view``): the runs table, or with
+    ``charts`` its chart view."""
+    return ui_address.rstrip("/") + (STUDY_CHARTS_PAGE if charts else STUDY_PAGE).format(experiment_id=experiment_id)
 
 
 def diagnosis_tags(checks: dict[str, diagnosis.Check]) -> dict[str, str]:
@@ -128,24 +152,3 @@ def runs_page_url(ui_address: str, experiment_id: str, search_filter: str = "") 
     url = ui_address.rstrip("/") + RUNS_PAGE.format(experiment_id=experiment_id)
     return url + (f"&searchFilter={quote(search_filter)}" if search_filter else "")
 
-
-def sweep_description(description: str, rows: list[tuple[str, int, str, float | None, tuple[str, ...]]],
-                      best: tuple[str, str, str, int, float | None] | None) -> str:
-    """A sweep parent's description: the study's question, its best child as a link, and a table with one row
-    ``(configuration, seed, status, best validation accuracy, diagnoses that hold)`` per configuration;
-    ``best`` is ``(run name, experiment id, run id, seed, accuracy)``."""
-    counts = Counter(status for _, _, status, _, _ in rows)
-    lines = [description, "", f"{len(rows)} configurations: " + ", ".join(f"{n} {s}" for s, n in counts.items()) + "."]
-    if best:
-        name, experiment_id, run_id, seed, accuracy = best
-        lines += ["", f"**Best child:** [{name}](#/experiments/{experiment_id}/runs/{run_id}) (seed {seed}), best "
-                      f"validation accuracy {accuracy_text(accuracy)}."]
-    lines += ["", "| configuration | seed | status | best val acc | diagnoses |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {name} | {seed} | {status} | {accuracy_text(accuracy)} | "
-              f"{', '.join(rule.replace('_', ' ') for rule in found) or '–'} |"
-              for name, seed, status, accuracy, found in rows]
-    return "\n".join(lines) + "\n"
-
-
-def accuracy_text(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"

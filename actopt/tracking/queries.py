@@ -22,6 +22,7 @@ from actopt.core.run_end import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
 from actopt.tracking.records import (
     KIND_TAG,  # KIND_TAG marks sweep parents and analysis runs
+    search_all,
 )
 from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis runs
     StoreError,
@@ -89,16 +90,7 @@ def load_runs(
     with store_errors(tracking_uri()):
         client = connect()  # a sqlite store opens here: a path that cannot hold it fails here
         found = find_experiment(client, experiment)
-        runs = []
-        token = None
-        while True:
-            page = client.search_runs(
-                [found.experiment_id], search_filter(parent_run_id, filter_string), max_results=1000, page_token=token
-            )
-            runs.extend(page)
-            token = page.token
-            if not token:
-                break
+        runs = search_all(client, found.experiment_id, search_filter(parent_run_id, filter_string), order_by=())
     table = runs_frame(runs)
     if kinds is not None:
         table = table[table["kind"].isin(list(kinds))].reset_index(drop=True)

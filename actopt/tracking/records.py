@@ -155,12 +155,19 @@ def check_experiment(experiment_name: str) -> None:
                         "actopt in a folder you can write to, or use a tracking server (MLFLOW_TRACKING_URI)")
 
 
-def search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Any]:
+# The order sweeps read runs in: oldest first, so that "the earliest parent" and "the latest attempt" are plain.
+OLDEST_FIRST = ("attributes.start_time ASC",)
+
+
+def search_all(client: MlflowClient, experiment_id: str, filter_string: str,
+               order_by: Sequence[str] = OLDEST_FIRST) -> list[Any]:
+    """Every run that matches, through all of MLflow's pages (at most 1000 runs each); ``order_by=()`` keeps
+    MLflow's own order (newest first)."""
     runs: list[Any] = []
     token = None
     while True:
         page = client.search_runs([experiment_id], filter_string, max_results=1000, page_token=token,
-                                  order_by=["attributes.start_time ASC"])
+                                  order_by=list(order_by) or None)
         runs += page
         token = page.token
         if not token:
@@ -180,18 +187,29 @@ def find_sweep_parent(experiment_name: str, study_digest: str, quick: bool) -> S
     return sweep_run(found[0]) if found else None
 
 
-def open_sweep_parent(
-    experiment_name: str, study: str, study_digest: str, quick: bool, study_text: str,
-    existing: SweepRun | None, launcher_run_id: str | None = None, description: str = "",
-    varying: tuple[str, ...] = (),
-) -> str:
+@dataclass(frozen=True)
+class StudyParent:
+    """What a sweep's parent run records of its study: where, which study (its digest and file), in which mode,
+    and what the experiment shows of it."""
+
+    experiment_name: str
+    study: str
+    study_digest: str
+    quick: bool
+    study_text: str
+    description: str = ""
+    varying: tuple[str, ...] = ()  # the params that differ between configurations: the study view's columns
+
+
+def open_sweep_parent(parent: StudyParent, existing: SweepRun | None, launcher_run_id: str | None = None) -> str:
     """Reopen ``existing`` (RUNNING again), else adopt the ``mlflow run`` launcher run, else create a
     parent run; tag it with the study and this process. The experiment is marked as model training,
-    gets the study's ``description`` unless it has one, and the runs-table view of this parent's children
-    with the ``varying`` params as columns (``notes.study_page_url``). Returns the parent run's id."""
+    gets the study's description unless it has one, and the runs-table view of this parent's children
+    with the varying params as columns (``notes.study_page_url``). Returns the parent run's id."""
+    study = parent.study
     client = configure()
-    tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: study_digest, QUICK_TAG: str(quick).lower(),
-            **process_tags()}
+    tags = {"study": study, KIND_TAG: "sweep", STUDY_DIGEST_TAG: parent.study_digest,
+            QUICK_TAG: str(parent.quick).lower(), **process_tags()}
     if existing is not None:
         run_id = existing.run_id
         client.update_run(run_id, status="RUNNING")
@@ -199,13 +217,14 @@ def open_sweep_parent(
         run_id = launcher_run_id
         tags["mlflow.runName"] = study
     else:
-        run_id = client.create_run(ensure_experiment(client, experiment_name), tags=tags, run_name=study).info.run_id
+        experiment_id = ensure_experiment(client, parent.experiment_name)
+        run_id = client.create_run(experiment_id, tags=tags, run_name=study).info.run_id
     try:
         client.log_batch(run_id, tags=[RunTag(key, value) for key, value in tags.items()])
         experiment_id = client.get_run(run_id).info.experiment_id
-        notes.mark_experiment(client, experiment_id, description)
-        notes.share_study_view(client, experiment_id, run_id, varying)
-        client.log_text(run_id, study_text, STUDY_ARTIFACT)
+        notes.mark_experiment(client, experiment_id, parent.description)
+        notes.share_study_view(client, experiment_id, run_id, parent.varying)
+        client.log_text(run_id, parent.study_text, STUDY_ARTIFACT)
     except Exception as error:  # an artifact location that cannot be written: the parent must not stay RUNNING
         with contextlib.suppress(Exception):
             terminate_run(run_id, "FAILED", describe_error(error))
@@ -292,6 +311,7 @@ def close_sweep_parent(run_id: str, status: str, metrics: dict[str, float], tags
 
 
 def process_alive(pid: int) -> bool:
+    """Whether a process of this host has this id (``owner_gone`` is what the rest of actopt asks)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -301,12 +321,19 @@ def process_alive(pid: int) -> bool:
     return True
 
 
+def owner_gone(host: str | None, pid: int | None) -> bool:
+    """Whether the process that a run or claim names as its owner is known to be gone: on this host, and no
+    process has its id. Another host's processes cannot be checked, and count as alive; the one place where
+    actopt asks whether a process lives (stale runs, dead claims, a sweep already running)."""
+    return pid is not None and host == socket.gethostname() and not process_alive(pid)
+
+
 def is_stale(run: SweepRun) -> bool:
     """A RUNNING run whose process, on this host, no longer runs it: gone, or this very process
     (which is between runs whenever it asks). Runs of other hosts cannot be checked."""
-    if run.status != "RUNNING" or run.pid is None or run.host != socket.gethostname():
+    if run.status != "RUNNING":
         return False
-    return run.pid == os.getpid() or not process_alive(run.pid)
+    return (run.pid == os.getpid() and run.host == socket.gethostname()) or owner_gone(run.host, run.pid)
 
 
 def reap_stale(children: list[SweepRun], report: Callable[[str], None]) -> list[SweepRun]:

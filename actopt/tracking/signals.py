@@ -1,13 +1,16 @@
-"""Signals that never cut a store call: SIGTERM becomes an exception, and both SIGINT and SIGTERM wait until the main
-thread is outside MLflow, SQLAlchemy and sqlite."""
+"""Every signal handler of actopt: signals never cut a store call (SIGTERM becomes an exception, and both SIGINT
+and SIGTERM wait until the main thread is outside MLflow, SQLAlchemy and sqlite), signals ignored while a sweep
+stops, and the handlers a Ray worker or driver needs."""
 
 from __future__ import annotations
 
 import _thread
+import contextlib
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -88,3 +91,81 @@ def resending_hook(previous: Any) -> Any:
 
     hook.resends_signals = True  # type: ignore[attr-defined]
     return hook
+
+
+def in_main_thread() -> bool:
+    """Only the main thread may change signal handlers; elsewhere the helpers below leave them alone."""
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def ignoring(*numbers: int) -> Iterator[None]:
+    """Ignore some signals for a moment: while a sweep stops its workers or closes its parent, a second Ctrl-C
+    must not leave runs RUNNING or workers orphaned."""
+    if not in_main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, signal.SIG_IGN) for number in numbers}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def ignore_from_now(number: int) -> None:
+    """Ignore ``number`` for the rest of this process: a worker that is leaving has nothing left to stop."""
+    signal.signal(number, signal.SIG_IGN)
+
+
+@contextlib.contextmanager
+def cancellable() -> Iterator[None]:
+    """Let ``ray.cancel`` stop the run in this Ray worker, as Ctrl-C stops ``actopt train``.
+
+    Ray cancels a running task by raising KeyboardInterrupt through the SIGINT handler, which Ray
+    workers set to "ignore"; with actopt's handler the interrupt ends the run KILLED, and never
+    halfway through a store call. The worker gets its own handler back for its next task."""
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupt_outside_store(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def own_signal_handlers() -> Iterator[None]:
+    """Keep this process's SIGINT and SIGTERM handlers through a call that replaces them (``ray.init`` sets one
+    for SIGTERM that exits at once, which would leave a sweep's runs RUNNING instead of ending them KILLED)."""
+    if not in_main_thread():  # Ray sets none there either
+        yield
+        return
+    saved = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:
+                signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Hold Ctrl-C and SIGTERM during a blocking call into Ray, and deliver them once it returns: Ray's blocking
+    calls turn a KeyboardInterrupt raised by a signal handler into an exception, but any other
+    (``Terminated``) into a SystemError."""
+    if not in_main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {number: signal.signal(number, lambda number, frame: received.append(number))
+                for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            if handler is not None:
+                signal.signal(number, handler)
+        for number in dict.fromkeys(received):
+            signal.raise_signal(number)  # to the handler installed before, which raises outside Ray
