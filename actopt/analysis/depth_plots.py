@@ -72,7 +72,7 @@ def depth_accuracy_plot(derived: Frames, folder: Path) -> Figure:
                        facet_kws={"margin_titles": True}, **depth_facets(data))
     caption = ("Test accuracy after every epoch; columns: depth (hidden layers), rows: activation, colour: "
                f"initialisation; each configuration at its best learning rate.{seed_note(table)}")
-    return finish(grid, folder, "depth_test_accuracy.png", "Depth study: test accuracy per epoch", caption,
+    return finish(grid, folder / "depth_test_accuracy.png", "Depth study: test accuracy per epoch", caption,
                   ("epoch", "test accuracy"), **DEPTH_TITLES)
 
 
@@ -97,7 +97,7 @@ def depth_gradient_plot(derived: Frames, folder: Path) -> Figure:
                f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_note(table, True)}")
     title = "Depth study: largest weight gradient per layer on a fixed minibatch"
     labels = ("layer (1 = input side)", "max |weight gradient|")
-    return finish(grid, folder, "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
+    return finish(grid, folder / "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
 
 
 def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
@@ -116,7 +116,7 @@ def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
                        markersize=3, height=2.6, aspect=1.3)
     caption = (f"{key} per epoch for tanh and LeCun's scaled tanh, each configuration at its best learning rate."
                f"{seed_note(table)}")
-    return finish(grid, folder, "lecun_tanh_vs_tanh.png", "LeCun's tanh (1.7159·tanh(2x/3)) vs tanh", caption,
+    return finish(grid, folder / "lecun_tanh_vs_tanh.png", "LeCun's tanh (1.7159·tanh(2x/3)) vs tanh", caption,
                   ("epoch", key.replace("_", " ")), template="{col_name}")
 
 

@@ -275,7 +275,7 @@ def unit_fraction_plot(derived: Frames, folder: Path) -> Figure:
     caption = ("Dead: share of a layer's units never active on 2,048 validation examples; saturated: share of outputs "
                "within 2.5% of the activation's bounds, where its derivative is below about a tenth of its peak; "
                f"{legend}.{seed_bands.caption('linear')}")
-    return finish(grid, folder, "unit_fractions.png",
+    return finish(grid, folder / "unit_fractions.png",
                   f"Dead (ReLU family) and saturated (sigmoid, tanh) units per layer ({band_title(table)})",
                   caption, ("epoch (0 = initialisation)", "fraction of units"), template="{col_name}")
 

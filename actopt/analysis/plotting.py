@@ -83,14 +83,13 @@ def plain_log_ticks(axis: Any) -> None:
     axis.yaxis.set_minor_formatter(FuncFormatter(plain))
 
 
-def finish(grid: Any, folder: Path, file: str, title: str, caption: str, labels: tuple[str, str],
-           **titles: str) -> Figure:
-    """Label and title a seaborn grid, save it, and return what the report lists."""
+def finish(grid: Any, path: Path, title: str, caption: str, labels: tuple[str, str], **titles: str) -> Figure:
+    """Label and title a seaborn grid, save it at ``path``, and return what the report lists."""
     grid.set_axis_labels(*labels)
     if titles:
         grid.set_titles(**titles)
     grid.figure.suptitle(title, y=1.03)
-    return save(grid.figure, folder, file), title, caption
+    return save(grid.figure, path.parent, path.name), title, caption
 
 
 def rate_label(value: float) -> str:
@@ -169,7 +168,7 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at "
                    "the top of a panel: a run diverged in that epoch (its later values are missing)."
                    f"{seed_bands.caption(scale)}")
-        return finish(grid, folder, name, f"{title} ({band_title(table)})", caption, ("epoch", key))
+        return finish(grid, folder / name, f"{title} ({band_title(table)})", caption, ("epoch", key))
 
     draw.__name__ = name
     return draw
@@ -246,7 +245,7 @@ def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool,
         if log_y:
             grid.set(yscale="log")
         xlabel = "epoch (0 = initialisation)" if data["step"].min() == 0 else "epoch"
-        return finish(grid, folder, file, title, caption + seed_note(table, log_y), (xlabel, ylabel),
+        return finish(grid, folder / file, title, caption + seed_note(table, log_y), (xlabel, ylabel),
                       template="{col_name}")
 
     draw.__name__ = file
