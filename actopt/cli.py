@@ -272,11 +272,18 @@ def train_one(config: TrainConfig, prepared: Any) -> Any:
         raise click.ClickException(store.store_failure(error, "training")) from None
 
 
+def check_executor_options(options: Any) -> None:
+    """Options that belong to the other executor, refused before anything is imported or said."""
+    if options.executor == "process" and options.ray_address:
+        raise UserError(f"--ray-address {options.ray_address} needs --executor ray")
+    if options.executor == "ray" and options.workers != 1:
+        raise UserError(f"--workers {options.workers} is for --executor process; on Ray each configuration takes "
+                        "one CPU and the cluster's size sets how many run at once")
+
+
 def process_executor(workers: int, ray_address: str) -> Any:
     from actopt.sweeps.executors import InlineExecutor, ProcessExecutor
 
-    if ray_address:
-        raise UserError(f"--ray-address {ray_address} needs --executor ray")
     return InlineExecutor() if workers == 1 else ProcessExecutor(workers)
 
 
@@ -285,9 +292,6 @@ def ray_executor(workers: int, ray_address: str) -> Any:
 
     from actopt.sweeps.ray_executor import RayExecutor
 
-    if workers != 1:
-        raise UserError(f"--workers {workers} is for --executor process; on Ray each configuration takes one CPU "
-                        "and the cluster's size sets how many run at once")
     # Ray's own variable: set for the driver of a Ray job, and by users who always join one cluster.
     return RayExecutor(ray_address or os.environ.get("RAY_ADDRESS") or None)
 
@@ -392,12 +396,14 @@ def start_sweep(options: Any) -> Any:
 
     try:
         loaded = load_study(options.study)
+        # The options' own mistakes are one line; the first line comes before anything slow.
+        check_executor_options(options)
+        budget = adaptive_budget(loaded, options.until_decided, options.max_seeds, options.max_runs)
         terminal_report(first_line(loaded.name, len(loaded.runs), options, store.shown_uri()))
         from actopt.sweeps.sweep import ensure_datasets, run_sweep  # imports torch: seconds
         from actopt.tracking import records
 
         engine = choose(EXECUTORS, options.executor, "executor")(options.workers, options.ray_address)
-        budget = adaptive_budget(loaded, options.until_decided, options.max_seeds, options.max_runs)
         launcher = records.take_launcher_run()  # (run id, experiment name) under mlflow run
         if launcher and options.experiment_name and options.experiment_name != launcher[1]:
             raise UserError(f"under mlflow run the experiment is mlflow run's own ({launcher[1]!r}): "

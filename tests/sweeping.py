@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -62,3 +63,13 @@ def finished_per_digest(children) -> dict[str, int]:
 
 def invoke(*arguments: str):
     return CliRunner().invoke(cli_main, list(arguments))
+
+
+# A sweep says what it will run before the slow imports and the checks (sweeps/options.py: first_line).
+ANNOUNCEMENT = re.compile(r"sweep \S+: \d+ runs? .* checking the store and the data before the first run")
+
+
+def without_announcement(output: str) -> list[str]:
+    """The lines of a command's output after a sweep's announcement: what a refusal says."""
+    lines = output.strip().splitlines()
+    return lines[1:] if lines and ANNOUNCEMENT.fullmatch(lines[0]) else lines

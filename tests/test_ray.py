@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-from sweeping import FOUR, experiment_runs, invoke, split, sweep, write_study
+from sweeping import FOUR, experiment_runs, invoke, split, sweep, without_announcement, write_study
 
 from actopt.analysis import analyze
 from actopt.core.config import config_digest
@@ -100,7 +100,7 @@ def test_bad_ray_options_are_one_line_and_create_nothing(tmp_path, data_dir, arg
     result = invoke("sweep", str(write_study(tmp_path, FOUR)), "--data-dir", str(data_dir), *arguments)
     assert result.exit_code == (2 if "Invalid value" in message else 1)  # click's usage errors exit 2
     assert message in result.output
-    assert len(result.output.strip().splitlines()) == 1
+    assert len(without_announcement(result.output)) == 1
     assert_nothing_created()
 
 
@@ -114,7 +114,8 @@ def test_asking_for_ray_without_ray_says_how_to_install_it(tmp_path, data_dir, m
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` finds where Ray is not installed
     result = invoke("sweep", str(write_study(tmp_path, FOUR)), "--data-dir", str(data_dir), "--executor", "ray")
     assert result.exit_code == 1
-    assert result.output.strip() == "Error: --executor ray needs Ray, which is not installed: pip install 'actopt[ray]'"
+    assert without_announcement(result.output) == [
+        "Error: --executor ray needs Ray, which is not installed: pip install 'actopt[ray]'"]
     assert_nothing_created()
 
 
