@@ -14,6 +14,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from actopt.core import metric_names
+from actopt.core.metric_names import layer_name
+
 History = Mapping[int, Mapping[str, float]]
 
 # Vanishing gradients: in epoch 1 the first layer's weight-gradient norm is below 1% of the output
@@ -41,7 +44,7 @@ GAP_THRESHOLD = 0.02
 
 # Train accuracy measured on a fixed training subset in eval mode, when the run logged it; else the
 # running accuracy of the epoch (with dropout active, which understates a dropout run's gap).
-TRAIN_ACCURACY_KEYS = ("train_eval_accuracy", "train_accuracy")
+TRAIN_ACCURACY_KEYS = (metric_names.TRAIN_EVAL_ACCURACY, metric_names.TRAIN_ACCURACY)
 
 # The rules in the order descriptions list them; each is a tag ``diagnosis.<rule>``.
 RULES = ("divergence", "vanishing_gradients", "exploding_gradients", "dead_units", "inactive_units", "saturation",
@@ -87,14 +90,10 @@ def last_step_with(history: History, prefix: str) -> int | None:
     return max(steps) if steps else None
 
 
-def layer_name(layer: int) -> str:
-    return f"layer_{layer:02d}"
-
-
 def first_to_output_ratio(history: History) -> tuple[float, int] | None:
     """Epoch 1's mean first-layer gradient norm over the output layer's, and the output layer's number; None
     without per-layer norms of two or more layers, or when both are 0 (every hidden unit dead: no ratio)."""
-    norms = layer_values(history.get(1, {}), "grad_norm")
+    norms = layer_values(history.get(1, {}), metric_names.GRAD_NORM)
     if 1 not in norms or max(norms) < 2:
         return None
     last = max(norms)
@@ -117,8 +116,9 @@ def vanishing_gradients(history: History) -> Check:
 def peak_growth(history: History) -> tuple[float, int, float, float] | None:
     """The largest step global gradient norm of any epoch over epoch 1's mean step norm (inf when a peak is
     not finite), its epoch, that peak and epoch 1's mean; None without global norms."""
-    first = history.get(1, {}).get("grad_global_norm")
-    peaks = {step: row["grad_global_norm_peak"] for step, row in history.items() if "grad_global_norm_peak" in row}
+    first = history.get(1, {}).get(metric_names.GRAD_GLOBAL_NORM)
+    peak = metric_names.GRAD_GLOBAL_NORM_PEAK
+    peaks = {step: row[peak] for step, row in history.items() if peak in row}
     if first is None or not peaks:
         return None
     usable = math.isfinite(first) and first > 0
@@ -167,23 +167,23 @@ def unit_fraction(history: History, rule: str, prefix: str, threshold: float, wh
 
 
 def dead_units(history: History) -> Check:
-    return unit_fraction(history, "dead_units", "dead_fraction", DEAD_FRACTION,
+    return unit_fraction(history, "dead_units", metric_names.DEAD_FRACTION, DEAD_FRACTION,
                          "units never active on the probe examples (zero gradient)")
 
 
 def inactive_units(history: History) -> Check:
-    return unit_fraction(history, "inactive_units", "inactive_fraction", INACTIVE_FRACTION,
+    return unit_fraction(history, "inactive_units", metric_names.INACTIVE_FRACTION, INACTIVE_FRACTION,
                          "units whose |f′| stayed below a tenth of its peak on every probe example")
 
 
 def saturation(history: History) -> Check:
-    return unit_fraction(history, "saturation", "saturated_fraction", SATURATED_FRACTION,
+    return unit_fraction(history, "saturation", metric_names.SATURATED_FRACTION, SATURATED_FRACTION,
                          "outputs within 2.5% of a bound")
 
 
 def divergence(diverged: bool, history: History) -> Check:
     """``diverged`` is training's verdict (the training loss became NaN or infinite); the history says when."""
-    losses = {step: row["train_loss"] for step, row in history.items() if "train_loss" in row}
+    losses = {step: row[metric_names.TRAIN_LOSS] for step, row in history.items() if metric_names.TRAIN_LOSS in row}
     bad = [step for step, loss in losses.items() if not math.isfinite(loss)]
     if diverged:
         where = f"epoch {min(bad)}" if bad else "training"
@@ -197,11 +197,11 @@ def final_gap(history: History) -> tuple[float, int, str] | None:
     train_key = next((key for key in TRAIN_ACCURACY_KEYS if key in present), None)
     if train_key is None:
         return None
-    steps = [step for step, row in history.items() if train_key in row and "val_accuracy" in row]
+    steps = [step for step, row in history.items() if train_key in row and metric_names.VAL_ACCURACY in row]
     if not steps:
         return None
     step = max(steps)
-    return history[step][train_key] - history[step]["val_accuracy"], step, train_key
+    return history[step][train_key] - history[step][metric_names.VAL_ACCURACY], step, train_key
 
 
 def overfitting(history: History) -> Check:

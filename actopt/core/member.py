@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from actopt.core import metric_names
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits
 from actopt.errors import ConfigError
@@ -73,9 +74,10 @@ class Member:
     def epoch_line(self, epoch: int, metrics: dict[str, float], named: bool) -> str:
         """The progress line of one epoch; ``named`` prefixes the run (a group reports several)."""
         prefix = f"{self.config.run_name} seed {self.config.seed}: " if named else ""
-        return (f"{prefix}epoch {epoch}/{self.config.epochs}  train_loss {metrics['train_loss']:.4f}  train_acc "
-                f"{metrics['train_accuracy']:.4f}  val_loss {metrics['val_loss']:.4f}  "
-                f"val_acc {metrics['val_accuracy']:.4f}  {metrics['epoch_time']:.2f}s")
+        values = [metrics[name] for name in (metric_names.TRAIN_LOSS, metric_names.TRAIN_ACCURACY,
+                                             metric_names.VAL_LOSS, metric_names.VAL_ACCURACY, metric_names.EPOCH_TIME)]
+        return (f"{prefix}epoch {epoch}/{self.config.epochs}  train_loss {values[0]:.4f}  train_acc {values[1]:.4f}  "
+                f"val_loss {values[2]:.4f}  val_acc {values[3]:.4f}  {values[4]:.2f}s")
 
 
 def group_key(config: TrainConfig) -> tuple[Any, ...]:

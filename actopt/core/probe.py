@@ -14,20 +14,16 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from actopt.core import derivatives, gradstats
+from actopt.core import derivatives, gradstats, metric_names
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits
+from actopt.core.metric_names import layer_name
 from actopt.core.models import ACTIVATIONS
 from actopt.core.stacked import StackedMLP
 from actopt.errors import choose
 
 # Unit statistics (dead / saturated) are measured on this many fixed validation examples.
 UNIT_PROBE_EXAMPLES = 2048
-
-
-def layer_name(index: int) -> str:
-    """Linear layer names counted from 1 and zero-padded so the MLflow UI sorts them in order."""
-    return f"layer_{index:02d}"
 
 
 def probe_batch(config: TrainConfig, data: DatasetSplits) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,13 +78,14 @@ class GroupProbe:
         measured = []
         for position in range(len(model)):
             member_gradients = [gradient[position] for gradient in weight_gradients]
-            metrics = {"probe_input_moment": gradstats.second_moment_per_layer([self.inputs[position]])[0]}
-            metrics.update(layer_metrics("probe_grad_max_abs", gradstats.max_abs_per_layer(member_gradients)))
-            metrics.update(layer_metrics("probe_grad_norm", gradstats.l2_norm_per_layer(member_gradients)))
-            metrics.update(layer_metrics("probe_example_grad_norm", gradstats.example_gradient_norms(
+            metrics = {metric_names.PROBE_INPUT_MOMENT: gradstats.second_moment_per_layer([self.inputs[position]])[0]}
+            metrics.update(layer_metrics(metric_names.PROBE_GRAD_MAX_ABS,
+                                         gradstats.max_abs_per_layer(member_gradients)))
+            metrics.update(layer_metrics(metric_names.PROBE_GRAD_NORM, gradstats.l2_norm_per_layer(member_gradients)))
+            metrics.update(layer_metrics(metric_names.PROBE_EXAMPLE_GRAD_NORM, gradstats.example_gradient_norms(
                 [error[position] for error in errors], [values[position] for values in layer_inputs])))
             # The logits are not a hidden layer: the mean-field q-map covers hidden layers only.
-            metrics.update(layer_metrics("probe_preactivation_moment", gradstats.second_moment_per_layer(
+            metrics.update(layer_metrics(metric_names.PROBE_PREACTIVATION_MOMENT, gradstats.second_moment_per_layer(
                 [pre[position].detach() for pre, _ in hidden])))
             histograms = [gradstats.log_magnitude_histogram(gradient, self.edges) for gradient in member_gradients]
             metrics.update(self.unit_metrics(units, position))
@@ -100,11 +97,12 @@ class GroupProbe:
         metrics = {}
         for index, (pre, out) in enumerate(units, start=1):
             if self.spec.dies:
-                metrics[f"dead_fraction/{layer_name(index)}"] = gradstats.dead_fraction(pre[position])
+                dead = gradstats.dead_fraction(pre[position])
+                metrics[metric_names.per_layer(metric_names.DEAD_FRACTION, index)] = dead
             elif self.spec.rectifier:
-                metrics[f"inactive_fraction/{layer_name(index)}"] = gradstats.inactive_fraction(
+                metrics[metric_names.per_layer(metric_names.INACTIVE_FRACTION, index)] = gradstats.inactive_fraction(
                     pre[position], self.derivative, self.peak)
             if self.spec.bounds is not None:
-                metrics[f"saturated_fraction/{layer_name(index)}"] = gradstats.saturated_fraction(
+                metrics[metric_names.per_layer(metric_names.SATURATED_FRACTION, index)] = gradstats.saturated_fraction(
                     out[position], self.spec.bounds)
         return metrics

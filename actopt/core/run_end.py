@@ -11,11 +11,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from actopt.core import metric_names
 from actopt.core.data import majority_rate
 from actopt.core.evaluation import evaluate
 from actopt.core.member import Member
+from actopt.core.metric_names import layer_name
 from actopt.core.models import CLASSES, linear_layers
-from actopt.core.probe import GroupProbe, layer_name
+from actopt.core.probe import GroupProbe
 from actopt.core.stacked import StackedMLP
 
 HISTORY_ARTIFACT = "history.csv"
@@ -47,13 +49,13 @@ def finish(member: Member, weights: FinalWeights, probe: GroupProbe | None) -> N
     result, logger, data, model = member.result, member.logger, member.data, weights.model
     tags = {"diverged": str(result.diverged).lower()}
     # What always answering the most frequent class scores: a run near it did not learn.
-    summary = {"chance_accuracy": majority_rate(data.validation)}
+    summary = {metric_names.CHANCE_ACCURACY: majority_rate(data.validation)}
     if result.diverged:
         tags["diverged_epoch"] = str(result.diverged_epoch)
     if weights.best_state is not None:
         model.load_state_dict(weights.best_state)
         result.test_loss, result.test_accuracy = evaluate(model, data.test)
-        tags["best_epoch"] = str(result.best_epoch)
+        tags[metric_names.BEST_EPOCH] = str(result.best_epoch)
         summary.update(best_epoch=float(result.best_epoch), best_val_accuracy=result.best_val_accuracy,
                        test_accuracy=result.test_accuracy, test_loss=result.test_loss)
     logger.log_metrics(summary)

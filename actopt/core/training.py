@@ -18,14 +18,15 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from actopt.core import gradstats
+from actopt.core import gradstats, metric_names
 from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits, Split, batch_indices, leading
 from actopt.core.device import build_stack, flushed_subnormals
 from actopt.core.evaluation import evaluate_members
 from actopt.core.member import Member, RunLogger, TrainResult, check_group
+from actopt.core.metric_names import layer_name
 from actopt.core.optimizers import StackedOptimizer
-from actopt.core.probe import GroupProbe, layer_name
+from actopt.core.probe import GroupProbe
 from actopt.core.run_end import finish_member
 from actopt.core.stacked import StackedMLP
 
@@ -147,13 +148,13 @@ class Group:
             metrics = epoch_metrics(totals, row, self.optimizer.learning_rate(row))
             # A member's share of the group's epoch: what its epoch cost, comparable with a run trained alone
             # (the report's seconds per epoch); the whole group's time is kept beside it.
-            metrics["epoch_time"] = epoch_time / len(rows)
+            metrics[metric_names.EPOCH_TIME] = epoch_time / len(rows)
             if len(self.members) > 1:
-                metrics["group_epoch_time"] = epoch_time
-            metrics["val_loss"], metrics["val_accuracy"] = validation[row]
-            metrics["train_eval_loss"], metrics["train_eval_accuracy"] = train_eval[row]
+                metrics[metric_names.GROUP_EPOCH_TIME] = epoch_time
+            metrics[metric_names.VAL_LOSS], metrics[metric_names.VAL_ACCURACY] = validation[row]
+            metrics[metric_names.TRAIN_EVAL_LOSS], metrics[metric_names.TRAIN_EVAL_ACCURACY] = train_eval[row]
             if tests is not None:
-                metrics["epoch_test_loss"], metrics["epoch_test_accuracy"] = tests[row]
+                metrics[metric_names.EPOCH_TEST_LOSS], metrics[metric_names.EPOCH_TEST_ACCURACY] = tests[row]
             if probed is not None and not totals.diverged[row]:
                 probe_metrics, histograms = probed[row]
                 member.histograms[epoch] = [counts.tolist() for counts in histograms]
@@ -170,8 +171,9 @@ class Group:
             self.end(row)
             return False
         member.result.epochs_completed = epoch
-        if member.result.best_val_accuracy is None or metrics["val_accuracy"] > member.result.best_val_accuracy:
-            member.result.best_epoch, member.result.best_val_accuracy = epoch, metrics["val_accuracy"]
+        accuracy = metrics[metric_names.VAL_ACCURACY]
+        if member.result.best_val_accuracy is None or accuracy > member.result.best_val_accuracy:
+            member.result.best_epoch, member.result.best_val_accuracy = epoch, accuracy
             member.best_state = self.model.member_state(row)
         if self.report is not None:
             self.report(member.epoch_line(epoch, metrics, len(self.members) > 1))
@@ -265,9 +267,9 @@ def gather_batch(splits: Sequence[Split], batch: Sequence[torch.Tensor], rows_of
 def epoch_metrics(totals: EpochTotals, row: int, learning_rate: float) -> dict[str, float]:
     seen = max(totals.seen[row], 1)
     metrics = {
-        "train_loss": totals.loss_sums[row] / seen,
-        "train_accuracy": totals.correct[row] / seen,
-        "learning_rate": learning_rate,
+        metric_names.TRAIN_LOSS: totals.loss_sums[row] / seen,
+        metric_names.TRAIN_ACCURACY: totals.correct[row] / seen,
+        metric_names.LEARNING_RATE: learning_rate,
     }
     if totals.gradients is not None:
         metrics.update(gradient_metrics(totals.gradients.summary(row)))
@@ -275,12 +277,13 @@ def epoch_metrics(totals: EpochTotals, row: int, learning_rate: float) -> dict[s
 
 
 def gradient_metrics(statistics: gradstats.EpochGradientStatistics) -> dict[str, float]:
-    metrics = {"grad_global_norm": statistics.global_norm, "grad_global_norm_peak": statistics.global_norm_peak}
+    metrics = {metric_names.GRAD_GLOBAL_NORM: statistics.global_norm,
+               metric_names.GRAD_GLOBAL_NORM_PEAK: statistics.global_norm_peak}
     columns = {
-        "grad_norm": statistics.l2_norm,
-        "grad_mean_abs": statistics.mean_abs,
-        "grad_max_abs": statistics.max_abs,
-        "grad_max_abs_peak": statistics.max_abs_peak,
+        metric_names.GRAD_NORM: statistics.l2_norm,
+        metric_names.GRAD_MEAN_ABS: statistics.mean_abs,
+        metric_names.GRAD_MAX_ABS: statistics.max_abs,
+        metric_names.GRAD_MAX_ABS_PEAK: statistics.max_abs_peak,
     }
     for prefix, values in columns.items():
         for index, value in enumerate(values, start=1):

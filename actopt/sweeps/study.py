@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from actopt.core import metric_names
 from actopt.core.config import TrainConfig, config_digest, text_digest
 from actopt.errors import ConfigError
 from actopt.sweeps.grid import (
@@ -53,7 +54,7 @@ FILE_KEYS = ("description", "source", "seeds", "fixed", "grid", "questions", "mu
 # Benjamini–Hochberg's false-discovery rate ("fdr").
 MULTIPLICITY = ("holm", "fdr")
 # What a question may measure. Compared seed by seed between levels, each pair a decision of the report's family:
-COMPARED_MEASURES = ("test_accuracy", "best_val_accuracy", "val_area", "gap")
+COMPARED_MEASURES = (metric_names.TEST_ACCURACY, metric_names.BEST_VAL_ACCURACY, "val_area", "gap")
 # Described, not tested (orders, counts and ranges the report states with its numbers):
 DESCRIBED_MEASURES = ("gradient_ratio", "trainability", "lr_sensitivity", "last_accuracy", "vanishing_gradients",
                       "dead_units", "failures")

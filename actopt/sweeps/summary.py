@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from actopt.core import metric_names
 from actopt.core.config import TrainConfig, config_digest
 from actopt.sweeps.study import label
 from actopt.tracking import records
@@ -71,7 +72,7 @@ def parent_record(rows: Sequence[Row]) -> tuple[dict[str, float], dict[str, str]
     tags: dict[str, str] = {}
     best = best_row(rows)
     if best is not None and best.run is not None:
-        metrics["best_val_accuracy"] = best.run.best_val_accuracy  # type: ignore[assignment]
+        metrics[metric_names.BEST_VAL_ACCURACY] = best.run.best_val_accuracy  # type: ignore[assignment]
         tags = {"best_run_id": best.run.run_id, "best_run_name": best.run.run_name, "best_config_digest": best.digest}
     return metrics, tags
 
@@ -132,7 +133,8 @@ def next_step(rows: Sequence[Row], study: str) -> str:
 def summary_csv(rows: Sequence[Row]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["configuration", "seed", "status", "best_val_accuracy", "seconds", "run_id", "config_digest"])
+    writer.writerow(["configuration", "seed", "status", metric_names.BEST_VAL_ACCURACY, "seconds", "run_id",
+                     "config_digest"])
     for row in rows:
         accuracy, seconds = row_accuracy(row), run_seconds(row.run)
         writer.writerow([row.config.run_name, row.config.seed, row.status, "" if accuracy is None else accuracy,

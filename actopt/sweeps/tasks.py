@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from actopt.core import metric_names
 from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits
 from actopt.core.inputs import DataCache
@@ -102,7 +103,8 @@ def epoch_reporter(task: Task, send: Callable[[EpochDone], None]) -> Callable[[s
 
 def finished_outcome(digest: str, run_id: str, result: runlog.TrainResult, seconds: float) -> Outcome:
     """A member whose run ended FINISHED, with its own time: the sum of its share of each epoch."""
-    epoch_times = [metrics["epoch_time"] for metrics in result.history.values() if "epoch_time" in metrics]
+    epoch_times = [metrics[metric_names.EPOCH_TIME] for metrics in result.history.values()
+                   if metric_names.EPOCH_TIME in metrics]
     return Outcome(digest, "FINISHED", run_id, seconds, result.diverged, result.best_val_accuracy,
                    train_seconds=sum(epoch_times), epochs=len(epoch_times))
 

@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 from mlflow.tracking import MlflowClient
 
-from actopt.core import description, diagnosis
+from actopt.core import description, diagnosis, metric_names
 from actopt.core.config import TrainConfig
 from actopt.core.member import TrainResult
 from actopt.core.run_end import HISTOGRAM_IMAGE_KEY
@@ -42,8 +42,8 @@ STUDY_VIEW = "study"
 STUDY_PAGE = "/#/experiments/{experiment_id}/runs?viewStateShareKey=" + STUDY_VIEW + "&workflowType=machine_learning"
 STUDY_CHARTS_PAGE = STUDY_PAGE + "&compareRunsMode=CHART"
 # What a reader of a study's children looks at first, after the configuration's varying params and the seed.
-STUDY_METRICS = ("best_val_accuracy", "test_accuracy", "test_loss")
-STUDY_TAGS = ("best_epoch", "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("overfitting", "dead_units",
+STUDY_METRICS = (metric_names.BEST_VAL_ACCURACY, metric_names.TEST_ACCURACY, metric_names.TEST_LOSS)
+STUDY_TAGS = (metric_names.BEST_EPOCH, "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("overfitting", "dead_units",
                                                                                  "saturation")))
 
 
@@ -52,7 +52,8 @@ STUDY_TAGS = ("best_epoch", "diverged", *(DIAGNOSIS_PREFIX + rule for rule in ("
 # in the browser's storage; a logging program cannot change it. A shared view carries the experiment's chart view
 # instead (``compareRunCharts``, ``compareRunSections``): the study's view opens with these charts first, then the
 # UI's own sections; the histogram card without the run's parameters, whose text otherwise fills it.
-HEADLINE_CHARTS = ("val_accuracy", "val_loss", "train_loss", "train_accuracy")
+HEADLINE_CHARTS = (metric_names.VAL_ACCURACY, metric_names.VAL_LOSS, metric_names.TRAIN_LOSS,
+                   metric_names.TRAIN_ACCURACY)
 HEADLINE_SECTION = "actopt-headline"
 
 
@@ -81,7 +82,7 @@ def study_view(parent_run_id: str, varying: Sequence[str]) -> str:
     columns = [*(column("params", name) for name in params),
                *(column("metrics", name) for name in STUDY_METRICS), *(column("tags", name) for name in STUDY_TAGS)]
     return json.dumps({"searchFilter": f"tags.`mlflow.parentRunId` = '{parent_run_id}'",
-                       "orderByKey": column("metrics", "best_val_accuracy"), "orderByAsc": False,
+                       "orderByKey": column("metrics", metric_names.BEST_VAL_ACCURACY), "orderByAsc": False,
                        "selectedColumns": columns, **headline_charts()})
 
 

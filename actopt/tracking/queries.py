@@ -17,6 +17,7 @@ from typing import Any
 
 import pandas as pd
 
+from actopt.core import metric_names
 from actopt.core.config import TrainConfig, format_value, parse_value
 from actopt.core.run_end import HISTOGRAM_ARTIFACT, HISTORY_ARTIFACT
 from actopt.errors import UserError, describe_error
@@ -35,7 +36,8 @@ from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis
 # Metrics logged once at the end (step 0): they are run summaries, not part of a history.
 # Prefix of the metrics MLflow's system-metrics monitor logs on its own clock.
 SYSTEM_PREFIX = "system/"
-SUMMARY_METRICS = ("best_epoch", "best_val_accuracy", "test_accuracy", "test_loss", "chance_accuracy")
+SUMMARY_METRICS = (metric_names.BEST_EPOCH, metric_names.BEST_VAL_ACCURACY, metric_names.TEST_ACCURACY,
+                   metric_names.TEST_LOSS, metric_names.CHANCE_ACCURACY)
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}
@@ -107,7 +109,7 @@ def runs_frame(runs: Iterable[Any]) -> pd.DataFrame:
         if item.type in _COLUMN_DTYPES:
             table[name] = table[name].astype(_COLUMN_DTYPES[item.type])
     table["diverged"] = table["diverged"].astype("boolean")
-    for name in ("diverged_epoch", "best_epoch"):
+    for name in ("diverged_epoch", metric_names.BEST_EPOCH):
         table[name] = pd.to_numeric(table[name]).round().astype("Int64")
     for name in ("start_time", "end_time"):
         table[name] = pd.to_datetime(table[name], unit="ms", utc=True)
@@ -127,7 +129,8 @@ def run_columns(rows: list[dict[str, Any]]) -> list[str]:
 
 def run_row(run: Any, is_parent: bool) -> dict[str, Any]:
     tags, metrics = run.data.tags, run.data.metrics
-    kind = tags.get(KIND_TAG) or ("training" if "val_accuracy" in metrics else "sweep" if is_parent else "other")
+    trained = metric_names.VAL_ACCURACY in metrics
+    kind = tags.get(KIND_TAG) or ("training" if trained else "sweep" if is_parent else "other")
     row: dict[str, Any] = {
         "run_id": run.info.run_id,
         "run_name": run.info.run_name,

@@ -18,7 +18,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from actopt.core import diagnosis
+from actopt.core import diagnosis, metric_names
 from actopt.core.config import TrainConfig
 from actopt.errors import UserError, describe_error
 from actopt.tracking import notes
@@ -82,8 +82,8 @@ def sweep_run(run: Any) -> SweepRun:
         run_id=run.info.run_id, run_name=run.info.run_name or "", status=run.info.status,
         start_time=run.info.start_time or 0, end_time=run.info.end_time, digest=tags.get(CONFIG_DIGEST_TAG),
         host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
-        best_val_accuracy=run.data.metrics.get("best_val_accuracy"), diagnoses=diagnoses,
-        experiment_id=run.info.experiment_id, test_accuracy=run.data.metrics.get("test_accuracy"),
+        best_val_accuracy=run.data.metrics.get(metric_names.BEST_VAL_ACCURACY), diagnoses=diagnoses,
+        experiment_id=run.info.experiment_id, test_accuracy=run.data.metrics.get(metric_names.TEST_ACCURACY),
     )
 
 
