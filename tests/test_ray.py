@@ -22,6 +22,7 @@ from sweeping import FOUR, experiment_runs, invoke, split, sweep, without_announ
 from actopt.analysis import analyze
 from actopt.core.config import config_digest
 from actopt.errors import UserError
+from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.ray_executor import worker_environment, worker_tracking_uri
 from actopt.sweeps.study import configurations, load_study
 from actopt.tracking import queries, records
@@ -271,3 +272,43 @@ def test_a_signal_cancels_the_ray_tasks_and_their_runs_end_killed(tmp_path, data
     assert not [run for run in children if records.ERROR_TAG in run.data.tags]  # ended by their tasks, not the driver
     assert parents[0].info.status == "KILLED" and parents[0].data.metrics["children_not_run"] == 1
     assert stdout.count("killed") == 2 and stdout.count("not run") == 1
+
+
+# Two activations at two learning rates each: one comparison, each side at its chosen rate (as tests/test_adaptive.py).
+ADAPTIVE_GRID = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.05, 0.5]}}}
+
+
+def until_decided(path: Path, data_dir, engine, max_seeds: int = 4):
+    from actopt.analysis.adaptive import Budget, configuration_key, sweep_until_decided
+    from actopt.sweeps.sweep import ensure_datasets
+
+    lines: list[str] = []
+    study = load_study(str(path))
+    configs = configurations(study, data_dir=str(data_dir))
+    ensure_datasets(configs)
+    result = sweep_until_decided(study, configs, engine, Budget(max_seeds), report=lines.append)
+    # Each look's planned seeds by what the configuration is (its key also holds the experiment's name).
+    labels = {configuration_key(config): (config.activation, config.learning_rate) for config in configs}
+    plans = [{labels[key]: count for key, count in look.next_counts.items()} for look in result.looks]
+    return result, plans, lines
+
+
+@pytest.mark.slow
+def test_until_decided_on_a_ray_cluster_looks_as_it_does_in_one_process(tmp_path, data_dir, ray_cluster):
+    local_path = write_study(tmp_path, ADAPTIVE_GRID, name="adaptive-local", seeds=(0, 1), epochs=1, max_batches=2)
+    ray_path = write_study(tmp_path, ADAPTIVE_GRID, name="adaptive-ray", seeds=(0, 1), epochs=1, max_batches=2)
+    with one_thread():
+        local, local_plans, _ = until_decided(local_path, data_dir, InlineExecutor())
+    remote, remote_plans, lines = until_decided(ray_path, data_dir, executor(ray_cluster))
+    assert local.exit_code == 0 and remote.exit_code == 0
+    # The same looks: the same seeds planned at each, the same decisions, the same reason to stop.
+    assert remote_plans == local_plans
+    assert len(remote.looks) >= 2 and sum(remote.looks[0].next_counts.values()) > 8  # seeds were added on Ray
+    assert remote.stopped == local.stopped
+    assert any(line.startswith("look 1") for line in lines)
+    children = split(experiment_runs("adaptive-ray"))[1]
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    pairs = [(run.data.tags[records.CONFIG_DIGEST_TAG], run.data.params["seed"]) for run in finished]
+    local_finished = [run for run in split(experiment_runs("adaptive-local"))[1] if run.info.status == "FINISHED"]
+    assert len(pairs) == len(set(pairs)) == len(local_finished)  # the same runs, none trained twice
+    assert str(os.getpid()) not in {run.data.tags[records.PID_TAG] for run in children}  # trained by Ray's workers
