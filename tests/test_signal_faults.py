@@ -158,3 +158,55 @@ def test_a_signal_just_after_the_parent_exists_ends_it_killed(tmp_path, data_dir
         sweep(path, data_dir)
     parents, _ = split([run for run in experiment_runs() if run.data.tags.get(records.KIND_TAG) == "sweep"])
     assert [parent.info.status for parent in parents] == ["KILLED"]
+
+
+# Moments drawn at random (seeded, so that a failure can be replayed): from the imports, through the first
+# groups, to the sweep's end. Each try costs a process that imports torch and MLflow.
+RACE_SEED = 27
+RACE_TRIES = 4
+
+
+@pytest.mark.slow
+def test_signals_at_random_moments_never_leave_a_run_running_and_a_resume_trains_each_once(tmp_path, data_dir):
+    import random
+    import subprocess
+
+    from mlflow.entities import ViewType
+    from sweeping import FOUR, finished_per_digest, split, write_study
+
+    from actopt.core.config import config_digest
+    from actopt.sweeps.study import configurations, load_study
+
+    path = write_study(tmp_path, FOUR, epochs=8, max_batches=10)  # about 10 s from start to end here
+    command = [sys.executable, "-m", "actopt", "sweep", str(path), "--data-dir", str(data_dir)]
+    draw = random.Random(RACE_SEED)
+    client = MlflowClient()
+    for attempt in range(RACE_TRIES):
+        number = (signal.SIGINT, signal.SIGTERM)[attempt % 2]
+        moment = draw.uniform(0.2, 10.0)
+        driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(moment)
+        driver.send_signal(number)
+        try:
+            _, stderr = driver.communicate(timeout=120)
+        finally:
+            driver.kill()
+        where = f"{number.name} at {moment:.2f} s"
+        # 0: it came too late to stop anything; 128 + n: actopt ended what ran and said so; -n: it came while the
+        # interpreter was finishing after the sweep's end, where Python has given the signal back its default action
+        # (a shell reports 128 + n either way), and the store must already be complete.
+        assert driver.returncode in (0, 128 + number, -number), (where, driver.returncode, stderr)
+        assert "Traceback" not in stderr, (where, stderr)
+        if driver.returncode == -number:
+            assert "all done" in stderr, (where, stderr)
+        experiments = [item.experiment_id for item in client.search_experiments(view_type=ViewType.ALL)]
+        running = [run.info.run_name for run in client.search_runs(experiments, run_view_type=ViewType.ALL)
+                   if run.info.status == "RUNNING"]
+        assert running == [], (where, running)
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    experiment = client.get_experiment_by_name("tiny")
+    children = split(client.search_runs([experiment.experiment_id], max_results=1000))[1]
+    study = load_study(str(path))
+    assert finished_per_digest(children) == {config_digest(config): 1 for config in configurations(study)}
