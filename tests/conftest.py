@@ -54,7 +54,7 @@ def tracking_store(tmp_path: Path, migrated_store: Path, monkeypatch: pytest.Mon
     # actopt sets MLflow's HTTP limits in the environment of its process, here pytest's: each test starts
     # without those an earlier one left, and hands its subprocesses only what it chose itself.
     for name in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT"):
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT", "ACTOPT_HTTP_LIMITS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])))

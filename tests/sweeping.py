@@ -14,7 +14,7 @@ from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import ensure_datasets, run_sweep
-from actopt.tracking import records
+from actopt.tracking import records, store
 
 # Each configuration trains in well under a second on the synthetic data.
 TINY = {"dataset": "mnist", "hidden_sizes": [16], "epochs": 2, "max_batches": 3, "batch_size": 32,
@@ -41,7 +41,8 @@ def sweep(path: Path, data_dir: Path, executor=None, report=None, group_size=8, 
 
 
 def experiment_runs(name: str = "tiny") -> list:
-    client = MlflowClient()
+    # The store actopt logs to (MLFLOW_TRACKING_URI), which a test may change after conftest chose mlflow's own.
+    client = MlflowClient(store.tracking_uri())
     experiment = client.get_experiment_by_name(name)
     return client.search_runs([experiment.experiment_id], max_results=1000) if experiment else []
 

@@ -156,6 +156,16 @@ def test_http_limits_follow_the_request_and_the_user_wins(monkeypatch):
     assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ  # nothing outlasts the block
 
 
+def test_a_limits_marker_without_its_values_does_not_leave_mlflow_at_its_defaults(monkeypatch):
+    # MLflow's defaults retry a dead server for about four minutes; a stale marker once left a read there.
+    for name in store.HTTP_LIMITS["run"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(store.APPLIED_LIMITS_VARIABLE, "run")
+    with store.http_limits("read", replace=False):
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+
+
 def test_each_member_of_a_group_is_its_own_run_with_its_own_model(small_config, tracking_store):
     configs = [small_config.replace(epochs=1, log_model=True, seed=seed, learning_rate=rate)
                for seed, rate in ((0, 1e-3), (1, 1e-2))]

@@ -76,8 +76,11 @@ def http_limits(use: str, replace: bool = True) -> Iterator[None]:
     ``replace=False`` (each call of a client from ``configure``) leaves a row already in force as it is, so that
     the innermost ``quick_http`` or run scope decides."""
     applied = os.environ.get(APPLIED_LIMITS_VARIABLE, "")
+    # A row counts as in force only while its values are there: a marker left without them (a scope that another
+    # thread's scope outlived, a test that cleared MLflow's variables) would leave MLflow's defaults, minutes long.
+    in_force = applied in HTTP_LIMITS and all(os.environ.get(name) is not None for name in HTTP_LIMITS[applied])
     with restored_environment([*HTTP_LIMITS[use], APPLIED_LIMITS_VARIABLE]):
-        if replace or applied not in HTTP_LIMITS:
+        if replace or not in_force:
             previous = HTTP_LIMITS.get(applied, {})
             for name, value in HTTP_LIMITS[use].items():
                 current = os.environ.get(name)
