@@ -17,23 +17,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from commands import runs_of, small_train
 from mlflow.tracking import MlflowClient
 
 from actopt.cli import main
 from actopt.errors import UserError
 from actopt.tracking import masking, records, runlog, store
-
-
-def small_train(data_dir: Path, *extra: str) -> list[str]:
-    return ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--download", "false", "--hidden-sizes", "16",
-            "--epochs", "2", "--max-batches", "2", "--log-model", "false", "--experiment-name", "tiny", *extra]
-
-
-def runs_of(uri: str, experiment: str = "tiny") -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], max_results=1000) if found else []
-
 
 # MLflow's telemetry client notes its session here, and takes it out when it stops: MLflow's state, not actopt's.
 MLFLOWS_OWN = {"_MLFLOW_TELEMETRY_SESSION_ID"}

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from commands import runs_of
 from mlflow.tracking import MlflowClient
 from sweeping import experiment_runs, finished_per_digest, split, write_study
 
@@ -56,12 +57,6 @@ def started(command: list[str], folder: Path):
 
 def output(folder: Path) -> tuple[str, str]:
     return (folder / "stdout.txt").read_text(), (folder / "stderr.txt").read_text()
-
-
-def runs_of(uri: str, experiment: str = "tiny") -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], max_results=1000) if found else []
 
 
 def wait_for_training(uri: str, count: int, timeout: float = 120) -> list:

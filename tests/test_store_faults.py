@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from commands import runs_of, small_train
 from mlflow.tracking import MlflowClient
 
 from actopt.cli import main
@@ -44,17 +45,6 @@ KILL_DURING_CREATION = textwrap.dedent("""
     from actopt.tracking import store
     store.check_store()
 """)
-
-
-def small_train(data_dir: Path, *extra: str) -> list[str]:
-    return ["train", "--dataset", "mnist", "--data-dir", str(data_dir), "--download", "false", "--hidden-sizes", "16",
-            "--epochs", "2", "--max-batches", "2", "--log-model", "false", "--experiment-name", "tiny", *extra]
-
-
-def runs_of(uri: str, experiment: str = "tiny") -> list:
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(experiment)
-    return client.search_runs([found.experiment_id], max_results=1000) if found else []
 
 
 def cut_store_creation(tmp_path: Path, point: int) -> str:

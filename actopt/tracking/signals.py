@@ -134,6 +134,13 @@ def cancellable() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def restore_handlers(saved: dict[int, Any]) -> None:
+    """Put back handlers read with ``signal.getsignal`` (None: one not installed from Python, left as it is)."""
+    for number, handler in saved.items():
+        if handler is not None:
+            signal.signal(number, handler)
+
+
 @contextlib.contextmanager
 def own_signal_handlers() -> Iterator[None]:
     """Keep this process's SIGINT and SIGTERM handlers through a call that replaces them (``ray.init`` sets one
@@ -145,9 +152,7 @@ def own_signal_handlers() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in saved.items():
-            if handler is not None:
-                signal.signal(number, handler)
+        restore_handlers(saved)
 
 
 @contextlib.contextmanager
@@ -164,8 +169,6 @@ def signals_held() -> Iterator[None]:
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            if handler is not None:
-                signal.signal(number, handler)
+        restore_handlers(previous)
         for number in dict.fromkeys(received):
             signal.raise_signal(number)  # to the handler installed before, which raises outside Ray
