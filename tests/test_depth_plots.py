@@ -59,7 +59,7 @@ def test_the_depth_accuracy_figure_writes_its_file(tmp_path):
     with plotting.agg_backend():
         path, _, caption = depth_plots.depth_accuracy_plot(depth_study(), tmp_path)
     assert path == tmp_path / "depth_test_accuracy.png" and path.is_file()
-    assert "columns: depth" in caption and "means over seeds" in caption
+    assert "columns: depth" in caption and "the mean over seeds" in caption
 
 
 def test_the_lecun_figure_needs_both_tanhs(tmp_path):

@@ -200,7 +200,7 @@ def test_a_member_logs_the_same_alone_and_in_a_group_of_four(small_config):
     for (_, expected), (_, got) in zip(alone.metrics, inside.metrics):
         assert set(got) - {"group_epoch_time"} == set(expected)
         for key, value in expected.items():
-            if key != "epoch_time":
+            if key not in ("epoch_time", "train_seconds"):  # the clock's, and a member's share of the group's
                 assert got[key] == pytest.approx(value, rel=1e-4, abs=1e-7), key
     # epoch_time is each member's share of the group's epoch, so that seconds per epoch compare with a lone run.
     for _, got in inside.metrics:

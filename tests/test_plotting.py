@@ -1,4 +1,4 @@
-"""actopt.analysis.plotting: saving, the seed bands' estimators, group labels, the learning-curve and per-layer
+"""actopt.analysis.plotting: saving, log ticks, group labels, the learning-curve and per-layer
 figures (files written, what their axes hold), and the backend chosen only while figures are drawn."""
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
-import pandas as pd
 import pytest
 from made_frames import made_frames
 from matplotlib.figure import Figure
@@ -63,16 +62,6 @@ def test_save_writes_the_file_with_whole_epochs_on_the_axis(tmp_path):
     assert all(float(tick).is_integer() for tick in axis.get_xticks())
 
 
-def test_the_log_axis_bands_are_geometric():
-    values = pd.Series([1.0, 100.0])
-    assert plotting.geometric_mean(values) == pytest.approx(10.0)
-    low, high = plotting.log_spread(values)
-    assert (low, high) == pytest.approx((10 ** (1 - np.sqrt(2)), 10 ** (1 + np.sqrt(2))))  # sd of (0, 2) is √2
-    assert plotting.log_spread(pd.Series([5.0])) == pytest.approx((5.0, 5.0))
-    assert plotting.bands(False) == {"errorbar": "sd"}
-    assert plotting.bands(True)["estimator"] is plotting.geometric_mean
-
-
 def test_plain_log_ticks_name_one_two_and_five_only():
     axis = Figure().subplots()
     plotting.plain_log_ticks(axis)
@@ -86,7 +75,8 @@ def test_groups_are_named_by_what_varies_and_ordered_by_the_registry():
     assert set(names) == {"relu · adam", "tanh · sgd"}
     assert plotting.ordered_groups(table, names) == ["tanh · sgd", "relu · adam"]
     assert list(plotting.group_names(table, exclude=("optimizer",))) == list(table["activation"])
-    assert plotting.seed_note(table) == ""  # one seed: no band to explain
+    assert plotting.seed_caption(table, "log") == ""  # one seed: no band to explain
+    assert plotting.band_title(table) == "one seed: no interval"
 
 
 def test_learning_curves_draw_one_panel_per_activation_and_one_line_per_rate(tmp_path):
@@ -142,8 +132,10 @@ def test_the_per_layer_figure_draws_a_line_per_layer_at_each_best_rate(tmp_path)
     assert path == tmp_path / "gradient_norms.png" and path.is_file() and caption == "Per layer."
     [axis] = grid.axes.flat
     assert axis.get_title() == "relu" and axis.get_yscale() == "log"
-    lines = [line for line in axis.get_lines() if len(line.get_xdata()) == 3]
-    assert len(lines) == 3  # layers 1, 2 and 3 of the run at its best rate 0.1 only
-    assert sorted(line.get_ydata()[0] for line in lines) == pytest.approx([0.5, 0.75, 1.0])
+    seeds = [line for line in axis.get_lines() if line.get_gid() == seed_bands.SEED_GID]
+    means = [line for line in axis.get_lines() if line.get_gid() == seed_bands.MEAN_GID]
+    assert len(seeds) == len(means) == 3  # layers 1, 2 and 3 of the run at its best rate 0.1 only
+    assert sorted(line.get_ydata()[0] for line in means) == pytest.approx([0.5, 0.75, 1.0])
+    assert not [artist for artist in axis.collections if artist.get_gid() == seed_bands.BAND_GID]  # one seed: no band
     with pytest.raises(plotting.Skip, match="no run logged probe_grad_norm/layer_NN"):
         plotting.per_layer_plot(PROBE_GRAD_NORM, "", "", "x.png", log_y=True, caption="")(frames, tmp_path)

@@ -12,6 +12,7 @@ from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.progress import Progress
 from actopt.sweeps.study import configurations, load_study
+from actopt.sweeps.summary import OWN_TIME_NOTE
 from actopt.sweeps.sweep import ensure_datasets, run_sweep
 from actopt.sweeps.tasks import EpochDone, Outcome, plan_groups
 
@@ -73,9 +74,12 @@ def test_a_tiny_sweep_says_what_it_runs_first_then_eta_and_the_sorted_summary_wi
                                                 "[4/4] finished"]
     assert " · eta " in finished[0] and "eta after the first epoch" not in finished[0]
     assert finished[-1].endswith("all done")
-    *table, next_step = result.stdout.splitlines()
+    *table, note, next_step = result.stdout.splitlines()
     accuracies = [float(line.split()[1]) for line in table[1:]]
     assert accuracies == sorted(accuracies, reverse=True) and len(accuracies) == 4
+    # Each row's time is the one its finished line printed: the member's own, not its group's wall time.
+    own = {line.split("  ")[-1]: line.split()[2] for line in table[1:]}
+    assert {line.split("  ")[-2]: line.split()[4] for line in finished} == own and note == OWN_TIME_NOTE
     assert next_step.startswith("next: actopt analyze --experiment tiny   (and the runs in the UI: #/experiments/")
 
 

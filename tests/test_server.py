@@ -25,7 +25,7 @@ def test_training_over_http_logs_the_same_run(small_config, mlflow_server, track
     remote = MlflowClient(mlflow_server).get_run(remote_run_id)
     assert remote.info.status == "FINISHED"
     assert remote.data.params == {**local.data.params, "experiment_name": "over-http"}
-    ignored = {"epoch_time", "group_epoch_time"}
+    ignored = {"epoch_time", "group_epoch_time", "train_seconds"}
     assert {k: v for k, v in remote.data.metrics.items() if k not in ignored} == {
         k: v for k, v in local.data.metrics.items() if k not in ignored
     }
@@ -71,7 +71,7 @@ def test_a_sweep_and_its_analysis_over_http_match_a_local_store(tmp_path, data_d
     local, remote = MlflowClient(tracking_store), MlflowClient(mlflow_server)
     local_children, remote_children = children_by_digest(local, experiment), children_by_digest(remote, experiment)
     assert set(remote_children) == set(local_children) and len(local_children) == 4
-    timing = {"epoch_time", "group_epoch_time"}
+    timing = {"epoch_time", "group_epoch_time", "train_seconds"}
     for digest, here in local_children.items():
         there = remote_children[digest]
         assert there.info.status == here.info.status == "FINISHED"

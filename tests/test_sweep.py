@@ -24,8 +24,8 @@ from sweeping import FOUR, experiment_runs, finished_per_digest, invoke, split, 
 from actopt.cli import main as cli_main
 from actopt.core.config import config_digest
 from actopt.errors import UserError
-from actopt.sweeps.study import configurations, load_study
-from actopt.sweeps.summary import parent_record, summarize, summary_table
+from actopt.sweeps.study import configurations, label, load_study
+from actopt.sweeps.summary import OWN_TIME_NOTE, format_seconds, parent_record, summarize, summary_table
 from actopt.tracking import records, signals, store
 from actopt.tracking.records import is_stale
 
@@ -165,6 +165,29 @@ def test_a_diverging_configuration_finishes_tagged_and_is_never_the_best(tmp_pat
     assert parent.data.tags["best_run_id"] != diverged.info.run_id
 
 
+def test_the_end_table_shows_each_group_members_own_time(tmp_path, data_dir):
+    """One group of two: the diverging member stops after epoch 1, the other trains on alone, so their own times
+    differ; each row's time is its run's summed epoch_time in the store, as its finished line printed it."""
+    path = write_study(tmp_path, {"learning_rate": [0.1, 1e6]}, hidden_sizes=[32, 16], optimizer="sgd", max_batches=0)
+    lines: list[str] = []
+    _, configs, result = sweep(path, data_dir, report=lines.append)
+    _, children = split(experiment_runs())
+    assert len({run.data.tags[records.GROUP_TAG] for run in children}) == 1  # trained as one group
+    client = mlflow.tracking.MlflowClient(store.tracking_uri())
+    own = {}
+    for run in children:
+        epochs = client.get_metric_history(run.info.run_id, "epoch_time")
+        own[run.info.run_id] = sum(point.value for point in epochs)
+        assert run.data.metrics["train_seconds"] == pytest.approx(own[run.info.run_id])
+    assert len(set(own.values())) == 2  # the members' own times differ
+    table = summary_table(result.rows).splitlines()
+    for row in result.rows:
+        [printed] = [line for line in table if row.run.run_id in line]
+        assert printed.split()[2] == format_seconds(own[row.run.run_id])
+        [finished] = [line for line in lines if line.startswith("[") and f"  {label(row.config)}  " in line]
+        assert finished.split()[4] == format_seconds(own[row.run.run_id])  # [n/2] status val 0.85 TIME ...
+
+
 def dead_pid() -> int:
     process = subprocess.Popen(["true"])
     process.wait()
@@ -275,8 +298,9 @@ def test_cli_sweep_prints_progress_and_a_summary(tmp_path, data_dir):
     assert result.exit_code == 0, result.output
     progress = [line for line in result.stderr.splitlines() if line.startswith("[")]
     assert len(progress) == 4 and progress[-1].endswith("all done") and "eta" in progress[0]
-    *table, next_step = result.stdout.splitlines()
-    assert table[0].split()[:3] == ["status", "val_acc", "time"] and len(table) == 5
+    *table, note, next_step = result.stdout.splitlines()
+    assert table[0].split()[:3] == ["status", "val_acc", "own_time"] and len(table) == 5
+    assert note == OWN_TIME_NOTE
     assert next_step.startswith("next: actopt analyze --experiment tiny-quick")
     quick_id = MlflowClient().get_experiment_by_name("tiny-quick").experiment_id
     assert f"#/experiments/{quick_id}/runs?viewStateShareKey=study" in next_step  # the address to open, not a template
@@ -405,5 +429,5 @@ def test_the_end_summary_lists_the_best_first_and_unfinished_last(tmp_path):
     rows = summarize(configs, [record(a, "FINISHED", 1, accuracy=0.5), record(b, "FAILED", 1),
                                record(c, "FINISHED", 1, accuracy=0.9)])
     lines = summary_table(rows).splitlines()
-    assert [line.split()[:2] for line in lines[1:]] == [["finished", "0.9000"], ["finished", "0.5000"],
-                                                         ["failed", "-"]]
+    assert [line.split()[:2] for line in lines[1:-1]] == [["finished", "0.9000"], ["finished", "0.5000"],
+                                                           ["failed", "-"]]

@@ -111,7 +111,8 @@ def test_same_seed_same_metrics(small_config, recorder):
     for store in (first, second):
         recorder = fresh()
         run(small_config.replace(dropout=0.2, epochs=2), recorder)
-        store.extend((step, {k: v for k, v in metrics.items() if k != "epoch_time"}) for step,
+        # Times are the clock's, not the seed's.
+        store.extend((step, {k: v for k, v in metrics.items() if k not in ("epoch_time", "train_seconds")}) for step,
                      metrics in recorder.metrics)
     assert first == second
     recorder = fresh()
@@ -183,3 +184,11 @@ def test_the_gap_is_measured_in_eval_mode_on_a_training_subset_and_chance_is_log
     majority = max(labels.count(label) for label in set(labels)) / len(labels)
     summaries = [metrics for step, metrics in recorder.metrics if step is None]
     assert summaries[0]["chance_accuracy"] == pytest.approx(majority)
+
+
+def test_a_run_logs_its_own_training_time_the_sum_of_its_epoch_times(small_config, recorder):
+    run(small_config.replace(epochs=2, max_batches=3), recorder)
+    epoch_times = recorder.series("epoch_time")
+    assert sorted(epoch_times) == [1, 2]
+    [summary] = [metrics for step, metrics in recorder.metrics if step is None and "train_seconds" in metrics]
+    assert summary["train_seconds"] == pytest.approx(epoch_times[1] + epoch_times[2])

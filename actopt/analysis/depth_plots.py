@@ -1,5 +1,8 @@
 """Figures of a depth study: test accuracy and the largest gradient per layer against depth, LeCun's tanh against
-tanh, and the gradient norm and q per layer at initialisation against mean-field theory."""
+tanh, and the gradient norm and q per layer at initialisation against mean-field theory.
+
+Deep nets split by seed (one collapses to chance while the others learn), so the accuracy and gradient figures draw
+every seed and the mean with its 95% Student-t interval (``plotting.seed_grid``), never a ± sd smear."""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ from actopt.analysis import frames
 from actopt.analysis.derive import Frames
 from actopt.analysis.frames import metric
 from actopt.analysis.plotting import (
+    STYLE_NAME,
     WRAP,
     Figure,
     Skip,
-    bands,
+    band_title,
     extra_factors,
+    failed_runs,
     finish,
     group_names,
     save,
-    seed_note,
+    seed_caption,
+    seed_grid,
     with_config,
 )
 from actopt.analysis.tables import tuned_runs
@@ -43,14 +49,15 @@ def depth_runs(table: pd.DataFrame) -> pd.DataFrame:
 DEPTH_TITLES = {"row_template": "{row_name}", "col_template": "depth {col_name}"}
 
 
-def depth_facets(data: pd.DataFrame) -> dict[str, Any]:
-    """Columns: depth; rows: activation; colour: initialisation (each activation's default and matched one)."""
+def depth_facets(data: pd.DataFrame) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Columns: depth; rows: activation; colour (the second dict, ``seed_grid``'s hue): initialisation (each
+    activation's default and matched one)."""
     inits = sorted(data["init"].unique(), key=lambda name: (name != "default", name))
-    facets: dict[str, Any] = {"col": "depth", "col_order": sorted(data["depth"].unique()), "hue": "init",
-                              "hue_order": inits, "palette": dict(zip(inits, sns.color_palette("deep", len(inits))))}
+    facets: dict[str, Any] = {"col": "depth", "col_order": sorted(data["depth"].unique())}
     if data["activation"].nunique() > 1:
         facets.update(row="activation", row_order=activation_order(data))
-    return facets
+    palette = dict(zip(inits, sns.color_palette("deep", len(inits))))
+    return facets, {"hue": "init", "hue_order": inits, "palette": palette}
 
 
 def activation_order(data: pd.DataFrame) -> list[str]:
@@ -67,13 +74,17 @@ def depth_accuracy_plot(derived: Frames, folder: Path) -> Figure:
     if data.empty:
         raise Skip("the depth-study runs did not log epoch_test_accuracy")
     data["depth"] = data["depth"].astype(int)
-    grid = sns.relplot(data, x="step", y="value", kind="line",
-                       errorbar="sd", marker="o", markersize=3, height=2.8, aspect=1.2,
-                       facet_kws={"margin_titles": True}, **depth_facets(data))
+    facets, hue = depth_facets(data)
+    grid = seed_grid(data, failed_runs(runs), "proportion", facets, **hue)
     caption = ("Test accuracy after every epoch; columns: depth (hidden layers), rows: activation, colour: "
-               f"initialisation; each configuration at its best learning rate.{seed_note(table)}")
-    return finish(grid, folder / "depth_test_accuracy.png", "Depth study: test accuracy per epoch", caption,
-                  ("epoch", "test accuracy"), **DEPTH_TITLES)
+               f"initialisation; each configuration at its best learning rate.{seed_caption(table, 'proportion')}")
+    return finish(grid, folder / "depth_test_accuracy.png",
+                  f"Depth study: test accuracy per epoch ({band_title(table)})", caption, ("epoch", "test accuracy"),
+                  **DEPTH_TITLES)
+
+
+# What the gradient figure's two line styles are.
+WHEN_STYLES = {"at initialisation": "-", "trained (last epoch)": "--"}
 
 
 def depth_gradient_plot(derived: Frames, folder: Path) -> Figure:
@@ -83,19 +94,20 @@ def depth_gradient_plot(derived: Frames, folder: Path) -> Figure:
     values = values[values["run_id"].isin(runs["run_id"])]
     if values.empty:
         raise Skip("the depth-study runs did not log probe_grad_max_abs (gradient statistics off?)")
-    last = frames.last_step_values(values[values["step"] > 0]).assign(when="trained (last epoch)")
-    data = pd.concat([values[values["step"] == 0].assign(when="at initialisation"), last], ignore_index=True)
+    last = frames.last_step_values(values[values["step"] > 0]).assign(**{STYLE_NAME: "trained (last epoch)"})
+    data = pd.concat([values[values["step"] == 0].assign(**{STYLE_NAME: "at initialisation"}), last],
+                     ignore_index=True)
     data = with_config(data[data["value"] > 0], runs, ["activation", "depth", "init"])
     data["depth"] = data["depth"].astype(int)
-    grid = sns.relplot(data, x="layer", y="value", style="when",
-                       style_order=["at initialisation", "trained (last epoch)"], kind="line", **bands(True),
-                       height=2.8, aspect=1.25, facet_kws={"margin_titles": True, "sharex": False},
-                       **depth_facets(data))
+    data["linestyle"] = data[STYLE_NAME].map(WHEN_STYLES)
+    facets, hue = depth_facets(data)
+    # Each depth has its own number of layers.
+    grid = seed_grid(data, failed_runs(runs), "log", {**facets, "sharex": False}, x="layer", **hue)
     grid.set(yscale="log")
     caption = ("Max |gradient| of each Linear layer's weights on one fixed training minibatch, at initialisation "
                "(solid) and after the last epoch (dashed), log scale; columns: depth, rows: activation, colour: "
-               f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_note(table, True)}")
-    title = "Depth study: largest weight gradient per layer on a fixed minibatch"
+               f"initialisation. A slope down towards layer 1 is a vanishing gradient.{seed_caption(table, 'log')}")
+    title = f"Depth study: largest weight gradient per layer on a fixed minibatch ({band_title(table, 'log')})"
     labels = ("layer (1 = input side)", "max |weight gradient|")
     return finish(grid, folder / "depth_max_gradient.png", title, caption, labels, **DEPTH_TITLES)
 
@@ -111,12 +123,13 @@ def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
     names = group_names(runs, exclude=("activation",))
     data = with_config(metric(histories, key), runs.assign(group=names), ["activation", "group"])
     order = list(dict.fromkeys(names))
-    grid = sns.relplot(data, x="step", y="value", hue="activation", hue_order=["tanh", "lecun_tanh"], col="group",
-                       col_order=order, col_wrap=min(WRAP, len(order)), kind="line", errorbar="sd", marker="o",
-                       markersize=3, height=2.6, aspect=1.3)
+    grid = seed_grid(data, failed_runs(runs), "proportion",
+                     dict(col="group", col_order=order, col_wrap=min(WRAP, len(order))),
+                     hue="activation", hue_order=["tanh", "lecun_tanh"])
     caption = (f"{key} per epoch for tanh and LeCun's scaled tanh, each configuration at its best learning rate."
-               f"{seed_note(table)}")
-    return finish(grid, folder / "lecun_tanh_vs_tanh.png", "LeCun's tanh (1.7159·tanh(2x/3)) vs tanh", caption,
+               f"{seed_caption(pair, 'proportion')}")
+    return finish(grid, folder / "lecun_tanh_vs_tanh.png",
+                  f"LeCun's tanh (1.7159·tanh(2x/3)) vs tanh ({band_title(pair)})", caption,
                   ("epoch", key.replace("_", " ")), template="{col_name}")
 
 

@@ -2,10 +2,10 @@
 
 Every figure function takes the study's frames (``derive.Frames``: the run table, the long histories, the
 gradient histograms and what is derived from them once) and returns ``(path, title, caption)``, or raises ``Skip``
-saying why the data cannot support it, so that the report never shows a placeholder. Where seeds were repeated, the
-learning curves, the learning-rate, unit-fraction and overfitting figures draw every seed and the mean with its 95%
-Student-t interval (``seed_bands``); the gradient-norm and depth figures still draw means with ± 1 standard deviation
-bands."""
+saying why the data cannot support it, so that the report never shows a placeholder. Where seeds were repeated, every
+figure over epochs or layers (learning curves, learning rates, gradient norms, unit fractions, overfitting, the depth
+study) draws every seed and the mean with its 95% Student-t interval (``seed_bands``), on log10 on a log axis; the
+theory figures draw the seeds' mean at initialisation as points against the prediction."""
 
 from __future__ import annotations
 
@@ -428,7 +428,8 @@ FIGURES: dict[str, Callable[..., Figure]] = {
         GRAD_NORM, "weight-gradient L2 norm", "Gradient flow: per-layer gradient norm per epoch",
         "gradient_norms.png",
         log_y=True, caption="Mean over each epoch's steps of each Linear layer's weight-gradient L2 norm (log scale), "
-        "colour = layer (1 = input side, the highest = output layer); each configuration at its best learning rate."),
+        "colour = layer (1 = input side, the highest = output layer); each configuration at its best learning rate, "
+        "diverged seeds left out. The norms span decades, so the seeds' mean and interval are taken on log10."),
     "gradient histograms": histogram_plot,
     "dead and saturated units": unit_fraction_plot,
     "depth study: test accuracy": depth_accuracy_plot,

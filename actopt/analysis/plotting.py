@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from actopt.analysis import frames, seed_bands
@@ -100,30 +101,6 @@ def with_config(values: pd.DataFrame, table: pd.DataFrame, columns: list[str]) -
     return values.merge(table[["run_id", *dict.fromkeys(columns)]], on="run_id")
 
 
-def seed_note(table: pd.DataFrame, log_y: bool = False) -> str:
-    if table["seed"].nunique() < 2:
-        return ""
-    if log_y:
-        return " Lines are geometric means over seeds, bands ± 1 standard deviation of log10 (a factor, not a sum)."
-    return " Lines are means over seeds, bands ± 1 standard deviation."
-
-
-def geometric_mean(values: pd.Series) -> float:
-    return float(10 ** np.mean(np.log10(values)))
-
-
-def log_spread(values: pd.Series) -> tuple[float, float]:
-    """10^(mean ± sd) of log10: a linear ± sd band on a log axis reaches below zero (1e-35 for a trained relu net)."""
-    logs = np.log10(np.asarray(values, dtype=float))
-    centre, spread = logs.mean(), logs.std(ddof=1) if len(logs) > 1 else 0.0
-    return float(10 ** (centre - spread)), float(10 ** (centre + spread))
-
-
-def bands(log_y: bool) -> dict[str, Any]:
-    """seaborn's estimator and band: in log space on a log axis (values must be positive), linear otherwise."""
-    return {"estimator": geometric_mean, "errorbar": log_spread} if log_y else {"errorbar": "sd"}
-
-
 def extra_factors(table: pd.DataFrame, allowed: tuple[str, ...]) -> list[str]:
     return [name for name in frames.varying(table, frames.SCIENCE) if name not in allowed]
 
@@ -168,7 +145,7 @@ def learning_curves(key: str, title: str, log_y: bool) -> Callable[..., Figure]:
         caption = (f"{key} after each epoch, one panel per activation × optimizer, colour = learning rate. Red × at "
                    "the top of a panel: a run diverged in that epoch (its later values are missing)."
                    f"{seed_bands.caption(scale)}")
-        return finish(grid, folder / name, f"{title} ({band_title(table)})", caption, ("epoch", key))
+        return finish(grid, folder / name, f"{title} ({band_title(table, scale)})", caption, ("epoch", key))
 
     draw.__name__ = name
     return draw
@@ -178,39 +155,57 @@ def failed_runs(table: pd.DataFrame) -> set[str]:
     return set(table.loc[table["failed"], "run_id"]) if "failed" in table else set()
 
 
-def band_title(table: pd.DataFrame) -> str:
-    """What a figure's lines and bands are, for its title."""
+def band_title(table: pd.DataFrame, scale: str = "linear") -> str:
+    """What a figure's lines and bands are, for its title; on a log axis (``scale`` "log") the interval is of log10,
+    so the thick line is a geometric mean."""
     if table["seed"].nunique() < 2:
         return "one seed: no interval"
+    if scale == "log":
+        return f"thin: each seed; thick: geometric mean, band {CONFIDENCE:.0%} t interval of log10"
     return f"thin: each seed; thick: mean, band {CONFIDENCE:.0%} t interval"
 
 
-def seed_grid(data: pd.DataFrame, failed: set[str], scale: str, facets: dict[str, Any], **hue: Any) -> Any:
-    """A facet grid of ``data`` (``run_id, step, value`` and the facet columns) with every seed and the mean with its
-    interval (``seed_bands.draw``), per ``hue`` level (``hue``, ``hue_order``, ``palette``), and a legend that says
-    which line is which. ``data`` may carry a ``linestyle`` column: the runs' lines of each style drawn apart."""
+def seed_caption(table: pd.DataFrame, scale: str) -> str:
+    """The caption's sentence on the lines and bands, where seeds were repeated."""
+    return seed_bands.caption(scale) if table["seed"].nunique() > 1 else ""
+
+
+# A column of a seed grid's data naming what each line style stands for ("at initialisation"), for the legend.
+STYLE_NAME = "linestyle_name"
+
+
+def seed_grid(data: pd.DataFrame, failed: set[str], scale: str, facets: dict[str, Any], x: str = "step",
+              **hue: Any) -> Any:
+    """A facet grid of ``data`` (``run_id``, ``x``, ``value`` and the facet columns) with every seed and the mean with
+    its interval (``seed_bands.draw``), per ``hue`` level (``hue``, ``hue_order``, ``palette``), and a legend that
+    says which line is which. ``data`` may carry a ``linestyle`` column: the runs' lines of each style drawn apart,
+    and named in the legend by a ``STYLE_NAME`` column where it has one."""
     grid = sns.FacetGrid(data, height=2.3, aspect=1.35, sharey=True, margin_titles="row" in facets, **facets, **hue)
-    grid.map_dataframe(draw_facet, failed=failed, scale=scale)
+    grid.map_dataframe(draw_facet, failed=failed, scale=scale, x=x)
     for axis in grid.axes.flat:
-        seed_bands.fit_single_x(axis, data["step"])
+        seed_bands.fit_single_x(axis, data[x])
     found: dict[str, Any] = {}
     for axis in grid.axes.flat:
         for handle, text in zip(*axis.get_legend_handles_labels()):
             found.setdefault(text, handle)
     entries = {str(level): found[str(level)] for level in hue.get("hue_order") or found if str(level) in found}
-    handles, texts = seed_bands.legend_entries()
+    if STYLE_NAME in data:
+        styles = data[["linestyle", STYLE_NAME]].drop_duplicates()
+        entries.update({name: Line2D([], [], color="0.35", linestyle=linestyle)
+                        for linestyle, name in styles.itertuples(index=False)})
+    handles, texts = seed_bands.legend_entries(scale=scale)
     legend = {**entries, **dict(zip(texts, handles))}
     grid.add_legend(legend_data=legend, label_order=list(legend), title=hue["hue"])
     return grid
 
 
-def draw_facet(data: pd.DataFrame, failed: set[str], scale: str, color: Any = None, label: str | None = None,
-               **_: Any) -> None:
-    """One hue level of one facet (FacetGrid.map_dataframe's call)."""
+def draw_facet(data: pd.DataFrame, failed: set[str], scale: str, x: str, **level: Any) -> None:
+    """One hue level of one facet (FacetGrid.map_dataframe's call, which gives the level's ``color`` and
+    ``label``)."""
     styles = data.groupby("linestyle", sort=False) if "linestyle" in data else [("-", data)]
     for index, (linestyle, part) in enumerate(styles):
-        seed_bands.draw(plt.gca(), part, "step", "value", failed, colour=color, scale=scale,
-                        label=label if index == 0 else None, linestyle=linestyle)
+        seed_bands.draw(plt.gca(), part, x, "value", failed, colour=level.get("color"), scale=scale,
+                        label=level.get("label") if index == 0 else None, linestyle=linestyle)
 
 
 def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> None:
@@ -226,6 +221,10 @@ def mark_divergence(grid: Any, table: pd.DataFrame, facets: dict[str, Any]) -> N
 
 
 def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool, caption: str) -> Callable[..., Figure]:
+    """Each layer's ``prefix/layer_NN`` per epoch, a panel per configuration at its best learning rate, colour =
+    layer: every seed and the mean with its interval (on log10 with ``log_y``: the norms span decades)."""
+    scale = "log" if log_y else "linear"
+
     def draw(derived: Frames, folder: Path) -> Figure:
         table, histories = derived.table, derived.histories
         values = frames.layer_values(histories, prefix)
@@ -240,13 +239,14 @@ def per_layer_plot(prefix: str, ylabel: str, title: str, file: str, log_y: bool,
             data = data[data["value"] > 0]
         order = ordered_groups(chosen, chosen["group"])
         order = [name for name in order if name in set(data["group"])]
-        grid = sns.relplot(data, x="step", y="value", hue="layer", palette="viridis", col="group", col_order=order,
-                           col_wrap=min(WRAP, len(order)), kind="line", height=2.5, aspect=1.3, **bands(log_y))
+        grid = seed_grid(data, failed_runs(chosen), scale, dict(col="group", col_order=order,
+                                                                col_wrap=min(WRAP, len(order))),
+                         hue="layer", hue_order=sorted(data["layer"].unique()), palette="viridis")
         if log_y:
             grid.set(yscale="log")
         xlabel = "epoch (0 = initialisation)" if data["step"].min() == 0 else "epoch"
-        return finish(grid, folder / file, title, caption + seed_note(table, log_y), (xlabel, ylabel),
-                      template="{col_name}")
+        return finish(grid, folder / file, f"{title} ({band_title(table, scale)})",
+                      caption + seed_caption(table, scale), (xlabel, ylabel), template="{col_name}")
 
     draw.__name__ = file
     return draw

@@ -86,11 +86,13 @@ def fit_single_x(axis: Any, positions: pd.Series | np.ndarray, log_x: bool = Fal
     axis.set_xlim(*((only / 3, only * 3) if log_x and only > 0 else (only - 1, only + 1)))
 
 
-def legend_entries(colour: str = "0.35") -> tuple[list[Line2D], list[str]]:
-    """A seed's line, a failed seed's and the mean's, for a figure's legend."""
+def legend_entries(colour: str = "0.35", scale: str = "linear") -> tuple[list[Line2D], list[str]]:
+    """A seed's line, a failed seed's and the mean's, for a figure's legend (on ``scale``: see ``interval``)."""
     handles = [Line2D([], [], color=colour, **SEED_STYLE), Line2D([], [], color=colour, **FAILED_STYLE),
                Line2D([], [], color=colour, **MEAN_STYLE)]
-    return handles, ["one seed", FAILED_LABEL, f"mean, {CONFIDENCE:.0%} t interval"]
+    mean = "geometric mean" if scale == "log" else "mean"
+    where = " of log10" if scale == "log" else ""
+    return handles, ["one seed", FAILED_LABEL, f"{mean}, {CONFIDENCE:.0%} t interval{where}"]
 
 
 def caption(scale: str) -> str:

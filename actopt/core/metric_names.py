@@ -46,6 +46,7 @@ BEST_VAL_ACCURACY = "best_val_accuracy"
 TEST_ACCURACY = "test_accuracy"
 TEST_LOSS = "test_loss"
 CHANCE_ACCURACY = "chance_accuracy"
+TRAIN_SECONDS = "train_seconds"
 
 # --- the analysis run ------------------------------------------------------------------------------------------
 RUNS_ANALYZED = "runs_analyzed"
@@ -109,6 +110,7 @@ AT_THE_END = {
     TEST_ACCURACY: "test accuracy on the best-validation weights",
     TEST_LOSS: "test loss on the best-validation weights",
     CHANCE_ACCURACY: "share of the validation split's most frequent class",
+    TRAIN_SECONDS: "the run's own seconds of training: the sum of its epoch_time (a group member's share)",
 }
 ANALYSIS_RUN = {
     RUNS_ANALYZED: "the analysis run: how many training runs it analysed",
@@ -128,4 +130,4 @@ MEANINGS: dict[str, str] = {
 # The names a module may spell: each plain name and each family's prefix.
 NAMES = frozenset({*PER_EPOCH, *PER_LAYER_FAMILIES, *PROBE, *AT_THE_END, *ANALYSIS_RUN})
 # Logged once at the end (step 0): run summaries, not part of a history.
-SUMMARY_METRICS = (BEST_EPOCH, BEST_VAL_ACCURACY, TEST_ACCURACY, TEST_LOSS, CHANCE_ACCURACY)
+SUMMARY_METRICS = (BEST_EPOCH, BEST_VAL_ACCURACY, TEST_ACCURACY, TEST_LOSS, CHANCE_ACCURACY, TRAIN_SECONDS)

@@ -58,6 +58,9 @@ def finish(member: Member, weights: FinalWeights, probe: GroupProbe | None) -> N
         tags[metric_names.BEST_EPOCH] = str(result.best_epoch)
         summary.update(best_epoch=float(result.best_epoch), best_val_accuracy=result.best_val_accuracy,
                        test_accuracy=result.test_accuracy, test_loss=result.test_loss)
+    seconds = own_seconds(result.history)
+    if seconds is not None:
+        summary[metric_names.TRAIN_SECONDS] = seconds
     logger.log_metrics(summary)
     logger.set_tags(tags)
     logger.log_text(history_csv(result.history), HISTORY_ARTIFACT)
@@ -66,6 +69,14 @@ def finish(member: Member, weights: FinalWeights, probe: GroupProbe | None) -> N
     result.model = model
     if member.config.log_model and weights.best_state is not None:
         logger.log_model(model.cpu(), data.validation.inputs[:4].cpu().numpy())
+
+
+def own_seconds(history: dict[int, dict[str, float]]) -> float | None:
+    """A run's own training time: the sum of its ``epoch_time`` (a group member's share of each group epoch, so
+    not the group's wall time); None when no epoch was timed. The sweep's progress line and its end table both
+    read this, the one from the run's result, the other from the store."""
+    times = [metrics[metric_names.EPOCH_TIME] for metrics in history.values() if metric_names.EPOCH_TIME in metrics]
+    return float(sum(times)) if times else None
 
 
 def log_histograms(member: Member, model: nn.Module, probe: GroupProbe) -> None:

@@ -78,9 +78,17 @@ def parent_record(rows: Sequence[Row]) -> tuple[dict[str, float], dict[str, str]
 
 
 def run_seconds(run: records.SweepRun | None) -> float | None:
+    """The run's wall time in the store: for a group member, its whole group's (data, runs and the other members'
+    training included)."""
     if run is None or run.end_time is None or not run.start_time:
         return None
     return (run.end_time - run.start_time) / 1000
+
+
+def own_seconds(run: records.SweepRun | None) -> float | None:
+    """The run's own training time as it logged it (``train_seconds``, what the finished progress line prints);
+    None for a run that trained no epoch or was logged before the metric existed."""
+    return run.train_seconds if run is not None else None
 
 
 def format_seconds(seconds: float | None) -> str:
@@ -108,14 +116,21 @@ def by_result(rows: Sequence[Row]) -> list[Row]:
     return sorted(rows, key=lambda row: -(row_accuracy(row) if row_accuracy(row) is not None else -1.0))
 
 
+# The table's time column and the line under the table that says what it holds.
+OWN_TIME = "own_time"
+OWN_TIME_NOTE = (f"{OWN_TIME}: each run's own training time, its share of its group's epochs (the finished lines' "
+                 "time), not the group's wall time; validation and test not included")
+
+
 def summary_table(rows: Sequence[Row]) -> str:
-    """The end-of-sweep table: every configuration with its status, best validation accuracy and time, best first."""
-    lines = [f"{'status':<9} {'val_acc':>7} {'time':>8}  {'run_id':<32}  configuration"]
+    """The end-of-sweep table: every configuration with its status, best validation accuracy and own training time,
+    best first, and a line saying what the time is."""
+    lines = [f"{'status':<9} {'val_acc':>7} {OWN_TIME:>8}  {'run_id':<32}  configuration"]
     for row in by_result(rows):
         lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} "
-                     f"{format_seconds(run_seconds(row.run)):>8}  "
+                     f"{format_seconds(own_seconds(row.run)):>8}  "
                      f"{row.run.run_id if row.run else '-':<32}  {label(row.config)}")
-    return "\n".join(lines)
+    return "\n".join([*lines, OWN_TIME_NOTE])
 
 
 def next_step(rows: Sequence[Row], study: str) -> str:
@@ -130,15 +145,21 @@ def next_step(rows: Sequence[Row], study: str) -> str:
             f"#/experiments/{experiment_id}/runs?viewStateShareKey=study, README)")
 
 
+def csv_seconds(seconds: float | None) -> str:
+    return "" if seconds is None else f"{seconds:.1f}"
+
+
 def summary_csv(rows: Sequence[Row]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["configuration", "seed", "status", metric_names.BEST_VAL_ACCURACY, "seconds", "run_id",
-                     "config_digest"])
+    # Both times, each named for what it is: the run's own training and its wall time in the store.
+    writer.writerow(["configuration", "seed", "status", metric_names.BEST_VAL_ACCURACY, metric_names.TRAIN_SECONDS,
+                     "wall_seconds", "run_id", "config_digest"])
     for row in rows:
-        accuracy, seconds = row_accuracy(row), run_seconds(row.run)
+        accuracy = row_accuracy(row)
         writer.writerow([row.config.run_name, row.config.seed, row.status, "" if accuracy is None else accuracy,
-                         "" if seconds is None else f"{seconds:.1f}", row.run.run_id if row.run else "", row.digest])
+                         csv_seconds(own_seconds(row.run)), csv_seconds(run_seconds(row.run)),
+                         row.run.run_id if row.run else "", row.digest])
     return buffer.getvalue()
 
 

@@ -19,6 +19,7 @@ from actopt.core.config import TrainConfig, config_digest
 from actopt.core.data import DatasetSplits
 from actopt.core.inputs import DataCache
 from actopt.core.member import group_key
+from actopt.core.run_end import own_seconds
 from actopt.errors import describe_error
 from actopt.sweeps import options
 from actopt.tracking import records, runlog, store
@@ -102,11 +103,11 @@ def epoch_reporter(task: Task, send: Callable[[EpochDone], None]) -> Callable[[s
 
 
 def finished_outcome(digest: str, run_id: str, result: runlog.TrainResult, seconds: float) -> Outcome:
-    """A member whose run ended FINISHED, with its own time: the sum of its share of each epoch."""
-    epoch_times = [metrics[metric_names.EPOCH_TIME] for metrics in result.history.values()
-                   if metric_names.EPOCH_TIME in metrics]
+    """A member whose run ended FINISHED, with its own time (``run_end.own_seconds``, what its run logs as
+    ``train_seconds``): the sum of its share of each epoch."""
+    epochs = sum(metric_names.EPOCH_TIME in metrics for metrics in result.history.values())
     return Outcome(digest, "FINISHED", run_id, seconds, result.diverged, result.best_val_accuracy,
-                   train_seconds=sum(epoch_times), epochs=len(epoch_times))
+                   train_seconds=own_seconds(result.history), epochs=epochs)
 
 
 def run_task(task: Task, progress: Callable[[EpochDone], None] | None = None) -> list[Outcome]:

@@ -33,11 +33,10 @@ from actopt.tracking.store import (  # KIND_TAG marks sweep parents and analysis
     tracking_uri,
 )
 
-# Metrics logged once at the end (step 0): they are run summaries, not part of a history.
 # Prefix of the metrics MLflow's system-metrics monitor logs on its own clock.
 SYSTEM_PREFIX = "system/"
-SUMMARY_METRICS = (metric_names.BEST_EPOCH, metric_names.BEST_VAL_ACCURACY, metric_names.TEST_ACCURACY,
-                   metric_names.TEST_LOSS, metric_names.CHANCE_ACCURACY)
+# Metrics logged once at the end (step 0): they are run summaries, not part of a history.
+SUMMARY_METRICS = metric_names.SUMMARY_METRICS
 # Parallel artifact downloads: enough to hide an HTTP round trip, few enough for a small server.
 DOWNLOAD_WORKERS = 8
 _CONFIG_FIELDS = {item.name: item for item in fields(TrainConfig)}

@@ -66,6 +66,7 @@ class SweepRun:
     diagnoses: tuple[str, ...] = ()  # the rules whose diagnosis.<rule> tag is true
     experiment_id: str = ""
     test_accuracy: float | None = None
+    train_seconds: float | None = None  # the run's own training time (metric train_seconds), not its wall time
 
 
 def run_name(config: TrainConfig) -> str:
@@ -84,6 +85,7 @@ def sweep_run(run: Any) -> SweepRun:
         host=tags.get(HOST_TAG), pid=int(pid) if pid.isdigit() else None, diverged=tags.get("diverged") == "true",
         best_val_accuracy=run.data.metrics.get(metric_names.BEST_VAL_ACCURACY), diagnoses=diagnoses,
         experiment_id=run.info.experiment_id, test_accuracy=run.data.metrics.get(metric_names.TEST_ACCURACY),
+        train_seconds=run.data.metrics.get(metric_names.TRAIN_SECONDS),
     )
 
 
