@@ -382,7 +382,8 @@ def summary_table_of(result: Any) -> str:
         return summary_table(result.rows)
     from actopt.analysis.adaptive import looks_summary
 
-    return summary_table(result.sweep.rows) + "\n\n" + looks_summary(result.pairs, result.looks, result.stopped)
+    return summary_table(result.sweep.rows) + "\n\n" + looks_summary(result.pairs, result.looks, result.stopped,
+                                                                      result.measures)
 
 
 def start_sweep(options: Any) -> Any:

@@ -43,7 +43,10 @@ sys.path[:0] = [sys.argv[1], sys.argv[1] + "/benchmarks"]
 import benchmark
 from actopt.core.config import TrainConfig
 from actopt.core.data import load_splits
-config = TrainConfig.from_mapping(json.loads(sys.argv[2]))
+import dataclasses
+# Options added after the older tree keep their defaults there; it refuses names it does not know.
+known = {field.name for field in dataclasses.fields(TrainConfig)}
+config = TrainConfig.from_mapping({name: value for name, value in json.loads(sys.argv[2]).items() if name in known})
 try:  # load_splits takes a DataSpec since the core was split by concern; the older code takes its fields
     from actopt.core.data import DataSpec
     data = load_splits(DataSpec(config.dataset, config.data_dir, False, config.validation_fraction, config.seed))
@@ -218,7 +221,7 @@ def groups_section(result: Groups) -> Iterator[str]:
         "",
         "| ratio | value | target | |",
         "| --- | ---: | --- | --- |",
-        f"| group of 8 vs one after another | {speedup:.2f}× | ≥ 1.4× | {verdict(speedup >= 1.4)} |",
+        f"| group of 8 vs one after another | {speedup:.2f}× | ≥ 1.8× | {verdict(speedup >= 1.8)} |",
     ]
     if result.baseline_epoch:
         before, single = statistics.median(result.baseline_epoch), statistics.median(result.single_epoch)

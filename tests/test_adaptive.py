@@ -89,10 +89,15 @@ def test_stopped_mid_look_it_continues_the_same_plan_and_trains_no_seed_twice(tm
     assert "Adaptive seeds: 2 looks; 1 comparisons of test_accuracy" in tags[notes.DESCRIPTION_TAG]
     table = MlflowClient().download_artifacts(parent, records.LOOKS_ARTIFACT, str(tmp_path))
     rows = list(csv.DictReader(io.StringIO(Path(table).read_text())))
+    # The study declares no questions: the report's default one for activation, judged on test accuracy; its
+    # validation-area measure is listed as not judged.
     assert [(row["look"], row["first_seeds"], row["second_seeds"], row["next"]) for row in rows] == [
-        ("0", "2", "2", "go on"), ("1", "4", "4", "stop")]
-    assert rows[0]["comparison"] == "activation relu vs tanh"
+        ("0", "2", "2", "go on"), ("1", "4", "4", "stop"), ("", "", "", "")]
+    assert rows[0]["comparison"] == "activation tanh vs relu" and rows[0]["measure"] == "test_accuracy"
+    assert (rows[-1]["question"], rows[-1]["measure"], rows[-1]["state"]) == ("activation", "val_area", "not judged")
     # What the report says of it.
     section = report_section(records.sweep_looks([parent]))
     assert f"Sweep parent `{parent}` added seeds until its comparisons were decided: 2 looks" in section
-    assert "sequential intervals" in section and "- activation relu vs tanh: " in section
+    assert "sequential intervals" in section and "- activation tanh vs relu: test_accuracy " in section
+    assert "Judged at each look: activation: test_accuracy." in section
+    assert "Not judged: val_area (activation)" in section

@@ -1,8 +1,11 @@
 """A sweep that adds seeds until its comparisons are decided: ``actopt sweep STUDY --until-decided``.
 
 After the study's declared seeds, each look reads the finished children, judges every comparison
-the study needs (``needed_comparisons``) with the anytime-valid rule of ``sequential``, and plans
-the next look: more seeds only for the configurations of the comparisons still open. Each look is
+of the study's declared questions (``needed_comparisons``: ``questions.comparisons_needed``'s pairs, as the
+report lists them, on the measures a look can judge, ``JUDGED``; a study without questions gets the report's
+default ones) with the anytime-valid rule of ``sequential``, and plans the next look: more seeds only for the
+two configurations of each comparison still open. The questions' other measures are listed as not judged,
+with why, in the look table and the summary. Each look is
 one ordinary ``run_sweep`` of the declared and planned configurations under the same parent, so the
 added seeds are child runs like the others, trained as fused groups, claimed, reaped and resumed
 the same way.
@@ -25,20 +28,28 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from actopt.analysis import sequential
+from actopt.analysis import questions, sequential
+from actopt.analysis.frames import CONFIG_FIELDS, text
+from actopt.analysis.tables import tuned_runs
 from actopt.core.config import TrainConfig, config_digest
-from actopt.core.metric_names import BEST_VAL_ACCURACY, LEARNING_RATE, TEST_ACCURACY
+from actopt.core.metric_names import BEST_VAL_ACCURACY, TEST_ACCURACY
 from actopt.sweeps.options import SweepOptions
 from actopt.sweeps.study import Study
 from actopt.sweeps.sweep import DIVERGED, FINISHED, Executor, Row, SweepResult, run_sweep
 from actopt.tracking import records
 
-# The measure compared, as the report compares configurations; the learning rate is chosen on the other.
+# The measure compared where a pair names none (as the report compares configurations).
 MEASURE = TEST_ACCURACY
-CHOICE = BEST_VAL_ACCURACY
+# The question measures a look judges: per-seed values of each run that the sweep's own rows carry (each
+# child's summary metrics), so that a look needs nothing more from the store than the sweep reads anyway.
+JUDGED = (TEST_ACCURACY, BEST_VAL_ACCURACY)
+# Why the others are not: compared per seed by the report, but computed from each run's per-epoch history.
+NOT_JUDGED_WHY = {name: "a per-seed value of each run's per-epoch history, which a look does not read; the report "
+                        "compares it with fixed-sample intervals" for name in ("val_area", "gap")}
+DESCRIBED_WHY = "described, not compared: no per-seed paired value to decide"
+NOT_JUDGED = "not judged"
 # A sweep of the declared seeds with actopt sweep's defaults, for callers that give no options.
 DEFAULT_OPTIONS = SweepOptions()
-NUISANCE = LEARNING_RATE
 
 
 @dataclass(frozen=True)
@@ -50,11 +61,21 @@ class Budget:
 
 
 @dataclass(frozen=True)
+class Measure:
+    """One measure of a question, and why the looks do not judge it (empty: they do)."""
+
+    question: str
+    measure: str
+    why: str = ""
+
+
+@dataclass(frozen=True)
 class AdaptiveResult:
     sweep: SweepResult  # the last look's sweep
     pairs: tuple[sequential.Pair, ...]
     looks: tuple[sequential.Look, ...]
     stopped: str  # why the sweep stopped
+    measures: tuple[Measure, ...] = ()  # the questions' measures, judged or not
 
     @property
     def exit_code(self) -> int:
@@ -75,54 +96,46 @@ def seed_sequence(configs: Sequence[TrainConfig], count: int) -> list[int]:
     return seeds
 
 
-def varying_fields(configs: Sequence[TrainConfig]) -> list[str]:
-    """The options whose values differ between the study's configurations (the seed left out)."""
-    params = [config.to_params() for config in configs]
-    return [name for name in params[0] if name != "seed" and len({row[name] for row in params}) > 1]
-
-
-def sweep_table(rows: Sequence[Row], fields: Sequence[str]) -> pd.DataFrame:
-    """One row per configuration and seed: the varying options, the seed, and the two accuracies of a
-    finished run that did not diverge (NaN otherwise: a diverged run is infeasible, not a value)."""
+def sweep_table(rows: Sequence[Row]) -> pd.DataFrame:
+    """One row per configuration and seed, in the columns of the analysis's run table that the questions and the
+    learning-rate choice read: every option (typed), the best validation and the test accuracy its run reached,
+    and whether it diverged."""
     entries = []
     for row in rows:
-        usable = row.status == FINISHED and row.run is not None
-        params = row.config.to_params()
-        entries.append({"configuration": configuration_key(row.config), "seed": row.config.seed,
-                         **{name: params[name] for name in fields},
-                         CHOICE: row.run.best_val_accuracy if usable else np.nan,  # type: ignore[union-attr]
-                         MEASURE: row.run.test_accuracy if usable else np.nan,  # type: ignore[union-attr]
-                         "done": row.status in (FINISHED, DIVERGED)})
-    table = pd.DataFrame(entries)
-    return table.astype({CHOICE: "float64", MEASURE: "float64"})
+        run = row.run if row.status in (FINISHED, DIVERGED) else None
+        entries.append({"configuration": configuration_key(row.config),
+                        **{name: getattr(row.config, name) for name in CONFIG_FIELDS},
+                        **{name: getattr(run, name) if run is not None else np.nan for name in JUDGED},
+                        "diverged": row.status == DIVERGED, "done": row.status in (FINISHED, DIVERGED)})
+    return pd.DataFrame(entries).astype(dict.fromkeys(JUDGED, "float64"))
 
 
-def needed_comparisons(table: pd.DataFrame, fields: Sequence[str]) -> list[sequential.Pair]:
-    """Every pair of levels of each scientific option (a varying one other than the learning rate), within each
-    combination of the other scientific options, each configuration at its chosen learning rate: the one
-    with the best mean validation accuracy over the table's seeds (the study tunes it as a nuisance)."""
-    science = [name for name in fields if name != NUISANCE]
-    means = table.groupby("configuration", sort=False)[CHOICE].mean()
-    firsts = table.drop_duplicates("configuration").set_index("configuration")
-    chosen: dict[tuple[str, ...], str] = {}
-    for key, mean in means.items():
-        if not np.isfinite(mean):
-            continue
-        science_key = tuple(firsts.loc[key, name] for name in science)
-        if science_key not in chosen or mean > means[chosen[science_key]]:
-            chosen[science_key] = key
+def study_questions(study: Study, table: pd.DataFrame) -> list[questions.Question]:
+    """The study's declared questions, else the report's default ones for what its runs vary."""
+    return questions.from_study(study.questions) or questions.default_questions(table)
+
+
+def judged_measures(asked: Sequence[questions.Question]) -> list[Measure]:
+    """Each question's measures, each with why the looks do not judge it (empty: they do)."""
+    return [Measure(question.id, name, "" if name in JUDGED else NOT_JUDGED_WHY.get(name, DESCRIBED_WHY))
+            for question in asked for name in question.measures]
+
+
+def needed_comparisons(table: pd.DataFrame, asked: Sequence[questions.Question]) -> list[sequential.Pair]:
+    """The comparisons of the questions' judged measures, as ``questions.comparisons_needed`` lists them for the
+    report (the questions' factors that vary, their declared contrasts else every pair of levels, within each
+    group of the other varying options), each configuration at the learning rate the report chooses
+    (``tuned_runs``: the best mean validation accuracy over the table's seeds; the study tunes it as a nuisance)."""
+    tuned = tuned_runs(table, keep_failed=True)
+    judged = [replace(question, measures=tuple(name for name in question.measures if name in JUDGED))
+              for question in asked]
     pairs = []
-    for index, factor in enumerate(science):
-        others = science[:index] + science[index + 1:]
-        groups: dict[tuple[str, ...], list[tuple[str, str]]] = {}
-        for science_key, key in chosen.items():
-            values = dict(zip(science, science_key))
-            groups.setdefault(tuple(values[name] for name in others), []).append((values[factor], key))
-        for other_values, levels in groups.items():
-            where = ", ".join(f"{name} {value}" for name, value in zip(others, other_values))
-            for (first_level, first), (second_level, second) in itertools.combinations(levels, 2):
-                name = f"{factor} {first_level} vs {second_level}" + (f" ({where})" if where else "")
-                pairs.append(sequential.Pair(factor, first, second, name))
+    for contrast in questions.comparisons_needed(judged, table, tuned):
+        where = ", ".join(f"{name} {text(value)}" for name, value in contrast.where)
+        name = f"{contrast.factor} {text(contrast.first)} vs {text(contrast.second)}" + (f" ({where})" if where else "")
+        first, second = (str(contrast.rows(tuned, level)["configuration"].iloc[0])
+                         for level in (contrast.first, contrast.second))
+        pairs.append(sequential.Pair(contrast.factor, first, second, name, contrast.measure, contrast.question))
     return pairs
 
 
@@ -135,23 +148,26 @@ def planned_configs(declared: Sequence[TrainConfig], counts: dict[str, int], see
     return [*declared, *added]
 
 
-def seed_values(table: pd.DataFrame, seeds: Sequence[int], column: str = MEASURE) -> dict[str, list[float]]:
-    """Each configuration's measure in seed order (NaN where a seed has no usable run)."""
-    by_seed = table.set_index(["configuration", "seed"])[column]
-    return {key: [float(by_seed.get((key, seed), np.nan)) for seed in seeds]
-            for key in table["configuration"].drop_duplicates()}
+def seed_values(table: pd.DataFrame, seeds: Sequence[int], measures: Sequence[str] = (MEASURE,)
+                ) -> dict[tuple[str, str], list[float]]:
+    """Each configuration's ``measures`` in seed order, by (measure, configuration): NaN where a seed has no
+    usable run (none, or a diverged one: an infeasible run, not a value)."""
+    usable = table[~table["diverged"]].set_index(["configuration", "seed"])
+    keys = table["configuration"].drop_duplicates()
+    return {(measure, key): [float(usable[measure].get((key, seed), np.nan)) for seed in seeds]
+            for measure in measures for key in keys}
 
 
 def sweep_until_decided(study: Study, configs: Sequence[TrainConfig], executor: Executor, budget: Budget,
                         options: SweepOptions = DEFAULT_OPTIONS,
                         report: Callable[[str], None] = lambda line: None) -> AdaptiveResult:
-    """Run the declared seeds, then look, add seeds where a comparison is open, and look again, until every
-    comparison is decided, none can be within the cap, the budget is spent, or a look does not finish."""
+    """Run the declared seeds, then look, add seeds where a comparison of a question is open, and look again, until
+    every comparison is decided, none can be within the cap, the budget is spent, or a look does not finish."""
     declared = list(configs)
-    fields = varying_fields(declared)
     seeds = seed_sequence(declared, budget.max_seeds)
     counts = {configuration_key(config): len({c.seed for c in declared}) for config in declared}
     pairs: list[sequential.Pair] | None = None
+    measures: tuple[Measure, ...] = ()
     looks: list[sequential.Look] = []
     while True:
         current = planned_configs(declared, counts, seeds)
@@ -159,42 +175,56 @@ def sweep_until_decided(study: Study, configs: Sequence[TrainConfig], executor: 
         if result.stopped_by or result.exit_code:
             stopped = (f"stopped by {result.stopped_by} during look {len(looks)}" if result.stopped_by else
                        f"look {len(looks)} did not finish (failed runs)") + ": start the same sweep again to continue"
-            record(result.parent_run_id, pairs or [], looks, stopped)
-            return AdaptiveResult(result, tuple(pairs or ()), tuple(looks), stopped)
-        table = sweep_table(result.rows, fields)
+            record(result.parent_run_id, pairs or [], looks, stopped, measures)
+            return AdaptiveResult(result, tuple(pairs or ()), tuple(looks), stopped, measures)
+        table = sweep_table(result.rows)
         if pairs is None:
-            pairs = needed_comparisons(table, fields)
-        alpha = sequential.comparison_alpha(len(pairs))
-        limits = sequential.Limits(budget.max_seeds, budget.max_runs, len(current))
-        seen = sequential.look(pairs, seed_values(table, seeds), counts, limits, alpha)
+            # The questions' comparisons and the learning rates, fixed at the first look (the declared seeds).
+            asked = study_questions(study, table)
+            pairs, measures = needed_comparisons(table, asked), tuple(judged_measures(asked))
+        seen = look_at(table, pairs, seeds, counts, sequential.Limits(budget.max_seeds, budget.max_runs, len(current)))
         looks.append(seen)
         report(f"look {len(looks) - 1}: {seen.reason}" + ("" if seen.stopped else "; looking again after them"))
         if seen.stopped:
-            record(result.parent_run_id, pairs, looks, seen.reason)
-            return AdaptiveResult(result, tuple(pairs), tuple(looks), seen.reason)
-        record(result.parent_run_id, pairs, looks, "")
+            record(result.parent_run_id, pairs, looks, seen.reason, measures)
+            return AdaptiveResult(result, tuple(pairs), tuple(looks), seen.reason, measures)
+        record(result.parent_run_id, pairs, looks, "", measures)
         counts = seen.next_counts
 
 
+def look_at(table: pd.DataFrame, pairs: Sequence[sequential.Pair], seeds: Sequence[int], counts: dict[str, int],
+            limits: sequential.Limits) -> sequential.Look:
+    """One look's verdicts (each comparison at the family's α over their number) and the next look's seeds: a pure
+    function of the finished runs, so that a resumed sweep replays it."""
+    values = seed_values(table, seeds, list(dict.fromkeys(pair.measure or MEASURE for pair in pairs)))
+    return sequential.look(pairs, values, counts, limits, sequential.comparison_alpha(len(pairs)))
+
+
 def record(parent_run_id: str, pairs: Sequence[sequential.Pair], looks: Sequence[sequential.Look],
-           stopped: str) -> None:
-    records.record_looks(parent_run_id, looks_csv(pairs, looks), len(looks), stopped,
-                         looks_summary(pairs, looks, stopped))
+           stopped: str, measures: Sequence[Measure] = ()) -> None:
+    records.record_looks(parent_run_id, looks_csv(pairs, looks, measures), len(looks), stopped,
+                         looks_summary(pairs, looks, stopped, measures))
 
 
-def looks_csv(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.Look]) -> str:
-    """One row per look and comparison: each side's seeds, the paired seeds, the verdict and its sequential
-    interval (points), and what the look decided to do."""
+def looks_csv(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.Look],
+              measures: Sequence[Measure] = ()) -> str:
+    """One row per look and comparison: its question and measure, each side's seeds, the paired seeds, the verdict
+    and its sequential interval (points), and what the look decided to do; then one row per question measure the
+    looks do not judge, with why."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["look", "comparison", "first_seeds", "second_seeds", "paired_seeds", "state", "mean_points",
-                     "low_points", "high_points", "next", "why"])
+    writer.writerow(["look", "comparison", "question", "measure", "first_seeds", "second_seeds", "paired_seeds",
+                     "state", "mean_points", "low_points", "high_points", "next", "why"])
     for number, seen in enumerate(looks):
         for pair, verdict in zip(pairs, seen.verdicts):
             interval = verdict.interval
-            writer.writerow([number, pair.name, seen.counts[pair.first], seen.counts[pair.second], verdict.count,
-                             verdict.state, points(interval.mean), points(interval.low), points(interval.high),
-                             "stop" if seen.stopped else "go on", seen.reason])
+            writer.writerow([number, pair.name, pair.question, pair.measure or MEASURE, seen.counts[pair.first],
+                             seen.counts[pair.second], verdict.count, verdict.state, points(interval.mean),
+                             points(interval.low), points(interval.high), "stop" if seen.stopped else "go on",
+                             seen.reason])
+    for item in measures:
+        if item.why:
+            writer.writerow(["", "", item.question, item.measure, "", "", "", NOT_JUDGED, "", "", "", "", item.why])
     return buffer.getvalue()
 
 
@@ -202,14 +232,18 @@ def points(value: float) -> str:
     return f"{100 * value:.2f}" if np.isfinite(value) else ""
 
 
-def looks_summary(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.Look], stopped: str) -> str:
-    """The description's section: the rule, each look in a line, and the last look's verdicts."""
+def looks_summary(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.Look], stopped: str,
+                  measures: Sequence[Measure] = ()) -> str:
+    """The description's section: the rule, what it judged and did not, each look in a line, and the last look's
+    verdicts."""
     if not looks:
         return f"Adaptive seeds: no look yet ({stopped})." if stopped else ""
     alpha = sequential.comparison_alpha(len(pairs))
-    lines = [f"Adaptive seeds: {len(looks)} looks; {len(pairs)} comparisons of {MEASURE}, each decided when its "
+    compared = ", ".join(dict.fromkeys(pair.measure or MEASURE for pair in pairs)) or MEASURE
+    lines = [f"Adaptive seeds: {len(looks)} looks; {len(pairs)} comparisons of {compared}, each decided when its "
              f"anytime-valid mixture-t confidence sequence at level 1 − {alpha:.4g} (Bonferroni over the "
              f"{len(pairs)}) excludes zero (docs/analysis.md)."]
+    lines += measures_lines(measures)
     for number, seen in enumerate(looks):
         states = [verdict.state for verdict in seen.verdicts]
         tally = ", ".join(f"{states.count(state)} {state}" for state in
@@ -223,9 +257,26 @@ def looks_summary(pairs: Sequence[sequential.Pair], looks: Sequence[sequential.L
         interval = verdict.interval
         bounds = (f"[{points(interval.low)}, {points(interval.high)}]" if np.isfinite(interval.low)
                   else "(no interval yet)")
-        lines.append(f"- {pair.name}: {verdict.state}, {points(interval.mean)} points {bounds}, "
-                     f"{verdict.count} paired seeds")
+        lines.append(f"- {pair.name}: {pair.measure or MEASURE} {verdict.state}, {points(interval.mean)} points "
+                     f"{bounds}, {verdict.count} paired seeds")
     return "\n".join(lines)
+
+
+def measures_lines(measures: Sequence[Measure]) -> list[str]:
+    """Which question measures the looks judged, and the others grouped by why not."""
+    if not measures:
+        return []
+    judged: dict[str, list[str]] = {}
+    skipped: dict[str, list[str]] = {}
+    for item in measures:
+        if item.why:
+            skipped.setdefault(item.why, []).append(f"{item.measure} ({item.question})")
+        else:
+            judged.setdefault(item.question, []).append(item.measure)
+    lines = ["Judged at each look: " + ("; ".join(f"{question}: {', '.join(names)}" for question, names in
+                                                   judged.items()) or "no question measure") + "."]
+    lines += [f"Not judged: {', '.join(names)}: {why}." for why, names in skipped.items()]
+    return lines
 
 
 def report_section(looks_by_parent: dict[str, dict[str, str]]) -> str:

@@ -38,8 +38,9 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -252,12 +253,20 @@ def first_decision(values: np.ndarray, alpha: float, rule: Rule) -> float:
 
 @dataclass(frozen=True)
 class Pair:
-    """Two configurations (by key) compared along one factor: the measure of ``first`` − ``second``."""
+    """Two configurations (by key) compared along one factor: the measure of ``first`` − ``second``.
+
+    A pair with a ``measure`` reads its values at ``(measure, configuration)``, so that one look judges several
+    measures of the same configurations; without one, at the configuration alone (one measure)."""
 
     factor: str
     first: str
     second: str
     name: str
+    measure: str = ""
+    question: str = ""  # the declared question the comparison answers
+
+    def values_of(self, values: Mapping[Any, Sequence[float]], key: str) -> Sequence[float]:
+        return values[(self.measure, key)] if self.measure else values[key]
 
 
 @dataclass(frozen=True)
@@ -272,12 +281,12 @@ class Look:
     reason: str
 
 
-def pair_differences(pair: Pair, values: dict[str, Sequence[float]], counts: dict[str, int]) -> np.ndarray:
+def pair_differences(pair: Pair, values: Mapping[Any, Sequence[float]], counts: dict[str, int]) -> np.ndarray:
     """The pair's differences on the seeds both configurations have at this look, in seed order (a seed
     without a finite value on either side, a diverged run, is left out)."""
     shared = min(counts[pair.first], counts[pair.second])
-    first = np.asarray(values[pair.first][:shared], dtype="float64")
-    second = np.asarray(values[pair.second][:shared], dtype="float64")
+    first = np.asarray(pair.values_of(values, pair.first)[:shared], dtype="float64")
+    second = np.asarray(pair.values_of(values, pair.second)[:shared], dtype="float64")
     differences = first - second
     return differences[np.isfinite(differences)]
 
@@ -292,7 +301,7 @@ class Limits:
     runs: int = 0
 
 
-def look(pairs: Sequence[Pair], values: dict[str, Sequence[float]], counts: dict[str, int], limits: Limits,
+def look(pairs: Sequence[Pair], values: Mapping[Any, Sequence[float]], counts: dict[str, int], limits: Limits,
          alpha: float, rule: Rule = SEQUENTIAL_T) -> Look:
     """Judge every pair at ``alpha`` each and plan the next look: the configurations of the pairs still open
     get seeds up to ``next_count`` of the pair's shared seeds; the others none, within ``limits``."""
