@@ -15,6 +15,8 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from recording import RecordingLogger
+from scipy import stats
+from sweeping import write_study
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -23,15 +25,19 @@ from actopt.core.config import TrainConfig
 from actopt.core.data import DatasetSplits, Split
 from actopt.core.models import CLASSES, INPUT_SIZE, build_mlp
 from actopt.core.optimizers import build_optimizer
+from actopt.sweeps.executors import InlineExecutor
+from actopt.sweeps.study import configurations, load_study
+from actopt.sweeps.sweep import ensure_datasets
+from actopt.tracking import records
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_benchmark():
-    """benchmarks/benchmark.py as a module (the folder is not a package), loaded once."""
-    name = "actopt_benchmark"
+def load_benchmark(script: str = "benchmark"):
+    """benchmarks/<script>.py as a module (the folder is not a package), loaded once."""
+    name = f"actopt_{script}"
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "benchmark.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{script}.py")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module  # its dataclasses look their module up there
         spec.loader.exec_module(module)
@@ -190,3 +196,57 @@ def test_the_study_limit_section_gives_verdicts_from_its_ratios():
     assert "Fastest split in groups: 2 × 1." in text
     assert "| wall time ≤ 2× the arithmetic limit (2 × 1) | 2.40× | **missed** |" in text
     assert "| wall time ≤ half the one-configuration-per-program wall time | 0.48 | met |" in text
+
+
+def test_the_adaptive_cost_section_gives_what_the_store_holds_and_no_fixed_decision_without_its_seeds(
+        tmp_path, data_dir):
+    from actopt.analysis.adaptive import Budget, sweep_until_decided
+
+    # Two activations at two learning rates, seeds 0 and 1, up to 4: look 0 cannot decide at 2 seeds, so seeds 2 and
+    # 3 go to each activation's chosen rate and look 1, at the cap, stops.
+    grid = {"activation": ["relu", "tanh"], "optimizer": {"sgd": {"learning_rate": [0.05, 0.5]}}}
+    study = load_study(str(write_study(tmp_path, grid, seeds=(0, 1), epochs=1, max_batches=2)))
+    configs = configurations(study, data_dir=str(data_dir))
+    ensure_datasets(configs)
+    parent = sweep_until_decided(study, configs, InlineExecutor(), Budget(4)).sweep.parent_run_id
+    client = MlflowClient()
+    children = client.search_runs([client.get_run(parent).info.experiment_id],
+                                  f"tags.`{records.PARENT_RUN_TAG}` = '{parent}'", max_results=1000)
+    finished = [run for run in children if run.info.status == "FINISHED"]
+    before = (client.get_run(parent).data.tags, len(children))
+    seeds: dict[tuple[str, str], dict[int, float]] = {}
+    for run in finished:
+        key = (run.data.params["activation"], run.data.params["learning_rate"])
+        seeds.setdefault(key, {})[int(run.data.params["seed"])] = run.data.metrics["test_accuracy"]
+    chosen = {activation: values for (activation, _), values in seeds.items() if len(values) == 4}
+    info = client.get_run(parent).info
+    wall = (info.end_time - info.start_time) / 1000
+
+    output = tmp_path / "RESULTS.md"
+    output.write_text("# results\n\nheader\n\n## 1. Training\n\nkept\n\n## 9. Adding seeds\n\nstale\n")
+    script = load_benchmark("adaptive_cost")
+    script.main(["--experiment", "tiny", "--output", str(output)])
+    text = output.read_text()
+    assert text.startswith("# results\n\nheader\n\n## 1. Training\n\nkept\n\n## 9. Adding seeds until decided "
+                           "against a fixed ten-seed sweep\n") and "stale" not in text
+    assert f"2 looks, {len(finished)} finished child runs, {wall:.1f} s wall" in text and len(finished) == 12
+    assert f"{wall / 12:.2f} s per run" in text
+    assert "Configurations by their seeds at the end: 2 with 2 seeds, 2 with 4 seeds" in text
+    assert "| activation tanh vs relu | test_accuracy |" in text and " | 4, 4 | " in text
+    assert f"4 configurations × 10 seeds = 40 runs; wall ≈ {40 * wall / 12:.1f} s" in text
+    assert "not a measurement" in text
+    assert "| activation tanh vs relu | test_accuracy | not available from this sweep" in text
+    assert (client.get_run(parent).data.tags, len(client.search_runs(
+        [info.experiment_id], f"tags.`{records.PARENT_RUN_TAG}` = '{parent}'"))) == before  # read only
+
+    # At four seeds the chosen rates have them all: the report's paired t, Holm over one comparison, is scipy's.
+    script.main(["--experiment", "tiny", "--output", str(output), "--fixed-seeds", "4"])
+    text = output.read_text()
+    first, second = ([chosen[name][seed] for seed in range(4)] for name in ("tanh", "relu"))
+    p_value = stats.ttest_rel(first, second).pvalue
+    difference = 100 * (sum(first) - sum(second)) / 4
+    assert "fixed 4-seed sweep" in text and "on seeds 0–3 of the adaptive sweep's runs" in text
+    assert "4 configurations × 4 seeds = 16 runs" in text
+    assert re.search(rf"\| activation tanh vs relu \| test_accuracy \| (cannot decide|decided: .*) \| "
+                     rf"{difference:.2f} \[.*\] \| {p_value:.3g} \| {p_value:.3g} \| (yes|no) \|", text)
+    assert ("cannot decide" in text) == (p_value > 0.05)
