@@ -213,6 +213,7 @@ def cost_section(cost: Cost, command: str) -> list[str]:
     others = ", ".join(f"{count} {status}" for status, count in sorted(cost.children.items()) if status != "FINISHED")
     wall = "from the parent's start to its end" if cost.ended else \
         "from the parent's start to its last child's end (the parent has not ended)"
+    wall += ", pauses between a stop and a restart included"
     lines = [f"## {SECTION}. Adding seeds until decided against a fixed {words}-seed sweep", "",
              f"`{command}`, {datetime.date.today().isoformat()}, from the store's sweep parent `{cost.parent_run_id}`"
              " (read only).", "",
