@@ -254,8 +254,8 @@ def unit_fraction_plot(derived: Frames, folder: Path) -> Figure:
     if values.empty:
         raise Skip("no run logged dead, inactive or saturated fractions (gradient statistics off?)")
     data = values.merge(table[["run_id", LEARNING_RATE]].assign(group=group_names(table)), on="run_id")
-    data["panel"] = data["group"] + " — " + data["kind"]
-    order = [f"{group} — {kind}" for group in ordered_groups(table, group_names(table)) for _, kind in UNIT_FRACTIONS]
+    data["panel"] = data["group"] + "\n" + data["kind"]
+    order = [f"{group}\n{kind}" for group in ordered_groups(table, group_names(table)) for _, kind in UNIT_FRACTIONS]
     order = [name for name in order if name in set(data["panel"])]
     rates = sorted(data[LEARNING_RATE].unique())
     if len(rates) > 1:

@@ -190,11 +190,14 @@ def tuned_runs(runs: pd.DataFrame, keep_failed: bool = False) -> pd.DataFrame:
 
 
 def histogram_runs(runs: pd.DataFrame) -> list[str]:
-    """The best and the worst run of each activation (by best validation accuracy; diverged runs are worst)."""
+    """The best and the worst run of each activation (by best validation accuracy; diverged runs are worst).
+
+    Ties (every collapsed run scores chance) go by run id, so the loader and the figure, which see the runs
+    in different orders, pick the same runs."""
     chosen: list[str] = []
     for _, group in runs.groupby("activation", sort=False):
         ranked = group.assign(score=group[BEST_VAL_ACCURACY].fillna(-1.0).where(~is_diverged(group), -1.0))
-        ranked = ranked.sort_values("score", kind="stable")
+        ranked = ranked.sort_values(["score", "run_id"], kind="stable")
         for run_id in (ranked["run_id"].iloc[-1], ranked["run_id"].iloc[0]):
             if run_id not in chosen:
                 chosen.append(run_id)
