@@ -159,3 +159,13 @@ def test_the_seeds_docs_analysis_states():
     table = [sequential.seeds_to_decide(effect, spread, ALPHA / 9, simulation=sequential.Simulation(limit=200))
              for effect, spread in ((0.005, 0.005), (0.005, 0.003), (0.01, 0.005), (0.01, 0.003))]
     assert table == [20, 11, 10, 8]
+
+
+def test_an_interval_with_no_finite_threshold_yet_is_unbounded_not_the_largest_float():
+    # Before the fewest seeds that can decide, every prefix's threshold is infinite: the interval is the
+    # whole line, which the looks table writes as empty cells, not as ±1.8e308.
+    alpha = sequential.comparison_alpha(9)
+    count = sequential.fewest_seeds(alpha) - 1
+    assert count >= 2
+    interval = sequential.sequential_t_interval(np.linspace(0.01, 0.02, count), alpha)
+    assert interval.low == -math.inf and interval.high == math.inf

@@ -119,7 +119,8 @@ def sequential_t_interval(values: Sequence[float] | np.ndarray, alpha: float, pr
     thresholds = np.array([t_threshold(int(n), alpha, prior) for n in counts])
     looks = slice(max(start, 2) - 1, count)
     with np.errstate(invalid="ignore"):  # inf · 0 where a prefix has no spread and no threshold yet
-        halves = np.nan_to_num(thresholds[looks] * spreads[looks] / np.sqrt(counts[looks]), nan=math.inf)
+        halves = np.nan_to_num(thresholds[looks] * spreads[looks] / np.sqrt(counts[looks]), nan=math.inf,
+                               posinf=math.inf)
     return Interval(mean, float(np.max(means[looks] - halves)), float(np.min(means[looks] + halves)), count)
 
 
