@@ -370,7 +370,9 @@ def sweep_command(**given: Any) -> None:
     from actopt.sweeps.summary import next_step
 
     click.echo(summary_table_of(result))
-    click.echo(next_step(result.rows, options.study))
+    # An adaptive sweep's rows are its last look's: every configuration and seed it planned.
+    rows = result.sweep.rows if options.until_decided else result.rows
+    click.echo(next_step(rows, options.study, " --until-decided" if options.until_decided else ""))
     sys.exit(result.exit_code)
 
 

@@ -83,6 +83,16 @@ def test_a_tiny_sweep_says_what_it_runs_first_then_eta_and_the_sorted_summary_wi
     assert next_step.startswith("next: actopt analyze --experiment tiny   (and the runs in the UI: #/experiments/")
 
 
+def test_an_adaptive_sweep_ends_with_its_looks_and_the_next_step_not_a_traceback(tmp_path, data_dir):
+    path = write_study(tmp_path, {"activation": ["relu", "tanh"]}, epochs=1)
+    result = CliRunner().invoke(cli_main, ["sweep", str(path), "--data-dir", str(data_dir), "--until-decided",
+                                           "--max-seeds", "3"])
+    assert result.exit_code == 0, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert "Stopped: " in result.stdout and "Adaptive seeds: " in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("next: actopt analyze --experiment tiny")
+
+
 def test_on_a_terminal_each_group_reports_each_epoch_with_the_eta(tmp_path, data_dir):
     study = load_study(str(write_study(tmp_path, {"activation": ["relu", "tanh"], "learning_rate": [0.1, 0.2]},
                                        epochs=2)))

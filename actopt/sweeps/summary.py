@@ -133,11 +133,12 @@ def summary_table(rows: Sequence[Row]) -> str:
     return "\n".join([*lines, OWN_TIME_NOTE])
 
 
-def next_step(rows: Sequence[Row], study: str) -> str:
-    """The command to run after the sweep: the same sweep while configurations are left, else the analysis."""
+def next_step(rows: Sequence[Row], study: str, flags: str = "") -> str:
+    """The command to run after the sweep: the same sweep (with ``flags``, e.g. `` --until-decided``) while
+    configurations are left, else the analysis."""
     left = sum(row.status not in DONE for row in rows)
     if left:
-        return (f"next: actopt sweep {shlex.quote(study)}   (runs the {left} configuration"
+        return (f"next: actopt sweep {shlex.quote(study)}{flags}   (runs the {left} configuration"
                 f"{'' if left == 1 else 's'} not finished; the finished ones are kept)")
     experiment = rows[0].config.experiment_name
     experiment_id = next((row.run.experiment_id for row in rows if row.run), "<id>")
