@@ -9,9 +9,11 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from actopt.analysis.adaptive import Budget, configuration_key, report_section, sweep_until_decided
+from actopt.cli import main as cli_main
 from actopt.sweeps.executors import InlineExecutor
 from actopt.sweeps.study import configurations, load_study
 from actopt.sweeps.sweep import ensure_datasets
@@ -101,3 +103,15 @@ def test_stopped_mid_look_it_continues_the_same_plan_and_trains_no_seed_twice(tm
     assert "sequential intervals" in section and "- activation tanh vs relu: test_accuracy " in section
     assert "Judged at each look: activation: test_accuracy." in section
     assert "Not judged: val_area (activation)" in section
+
+    # The analysis of these runs leads with the sequential verdicts, in the report and in the UI's description.
+    result = CliRunner().invoke(cli_main, ["analyze", "--experiment", configs[0].experiment_name,
+                                           "--output-dir", str(tmp_path / "analysis")])
+    assert result.exit_code == 0, result.output
+    report = next((tmp_path / "analysis").glob("*/report.md")).read_text()
+    assert report.index("## Adaptive seeds") < report.index("## Answers") < report.index("## Decisions")
+    assert "where the two disagree the sequential verdict here" in report
+    analysis_run = next(run for run in MlflowClient().search_runs([children(parent)[0].experiment_id])
+                        if run.data.tags.get("actopt.kind") == "analysis")
+    description = analysis_run.data.tags[notes.DESCRIPTION_TAG]
+    assert description.index("## Adaptive seeds") < description.index("## Answers")

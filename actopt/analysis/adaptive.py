@@ -291,9 +291,10 @@ def report_section(looks_by_parent: dict[str, dict[str, str]]) -> str:
         lines += [f"Sweep parent `{run_id}` added seeds until its comparisons were decided: {looked['looks']} "
                   f"looks, stopped because {looked['stopped'] or 'it has not stopped yet'}. Its decisions use "
                   "sequential intervals (anytime-valid mixture-t confidence sequences, each at 0.05 over its "
-                  "number of comparisons; docs/analysis.md), valid however often it looked. The intervals of the "
-                  "findings above are fixed-sample Student-t intervals over all the seeds: after adaptive stopping "
-                  "they are narrower than the error rate allows, so read the decisions from the sequential ones "
-                  "here and in the parent's sweep_looks.csv.", ""]
+                  "number of comparisons; docs/analysis.md), valid however often it looked: for the comparisons "
+                  "listed here they are the decisions. The Answers and Decisions below use fixed-sample Student-t "
+                  "intervals over all the seeds; after adaptive stopping those are narrower than their error rate "
+                  "allows, so where the two disagree the sequential verdict here (and in the parent's "
+                  "sweep_looks.csv) stands.", ""]
         lines += [line for line in summary.splitlines()[1:] if line.strip()] + [""]
     return "\n".join(lines).rstrip()

@@ -34,7 +34,7 @@ REPORT_FILE = "report.md"
 
 # The report's sections that answer the study and state its decisions, in the order the report has them: the
 # analysis run's description. Lists of run names are left to the report, which the description links.
-DESCRIBED_SECTIONS = ("Answers", "Findings")
+DESCRIBED_SECTIONS = ("Adaptive seeds", "Answers", "Findings")
 RUN_LIST = "  - runs: "
 
 

@@ -272,6 +272,8 @@ def render_report(study: Study, drawn: Drawn, source: Source, adaptive: str = ""
     sections = [
         opening(runs, source),
         smoke_banner(runs),
+        # After an adaptive sweep its sequential verdicts are the decisions: they come before the fixed-sample ones.
+        adaptive,
         answers.answers_section(study),
         answers.decisions_section(judged.questions, judged.decisions, judged.method),
         source_claims.claims_section(table, frames.histories),
@@ -281,7 +283,6 @@ def render_report(study: Study, drawn: Drawn, source: Source, adaptive: str = ""
         interval_section(table),
         best_rate_section(runs, frames.best_rates),
         findings_section(study.found),
-        adaptive,
         theory_section(depth_section.theory_section(frames.theory)),
         figures_section(drawn.figures, drawn.skipped),
         derivative_section(drawn.gallery),
