@@ -114,6 +114,19 @@ def test_unit_fractions_draw_one_line_per_seed_and_layer(captured, tmp_path):
     assert len(parts(axis, seed_bands.MEAN_GID)) == 2 and len(parts(axis, seed_bands.BAND_GID)) == 2
 
 
+def test_unit_fractions_over_learning_rates_name_the_layer_each_line_style_is(captured, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient()
+    for rate in (0.01, 0.1):
+        log_run(client, "rates", {"activation": "relu", "seed": 1, "learning_rate": rate}, history("relu"))
+    runs = queries.load_runs("rates")
+    plots.unit_fraction_plot(framed(runs, queries.load_histories(runs)), tmp_path)
+    legend = [text.get_text() for text in captured[0].legends[0].get_texts()]
+    # Colour is the learning rate there, so the legend must say which layer is solid and which dashed.
+    assert {"first hidden layer", "last hidden layer"} <= set(legend)
+
+
 def test_overfitting_keeps_the_failed_seed_and_draws_every_seed(captured, tmp_path):
     from mlflow.tracking import MlflowClient
 

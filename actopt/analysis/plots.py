@@ -34,6 +34,7 @@ from actopt.analysis.frames import label, label_columns, science_columns
 from actopt.analysis.plotting import (
     DIVERGED_STYLE,
     GALLERY_FILE,
+    STYLE_NAME,
     WRAP,
     Figure,
     Skip,
@@ -263,6 +264,7 @@ def unit_fraction_plot(derived: Frames, folder: Path) -> Figure:
         edge = data.groupby("run_id")["layer"].transform("max")
         data = data[(data["layer"] == 1) | (data["layer"] == edge)]
         data["linestyle"] = np.where(data["layer"] == 1, "-", "--")
+        data[STYLE_NAME] = np.where(data["layer"] == 1, "first hidden layer", "last hidden layer")
         data["learning rate"] = data[LEARNING_RATE].map(rate_label)
         style = dict(hue="learning rate", hue_order=[rate_label(rate) for rate in rates], palette="viridis")
         legend = "colour = learning rate; solid: first hidden layer, dashed: last hidden layer"
