@@ -186,7 +186,9 @@ def close_parent(parent: str, sweep: Sweep, stopped_by: str | None) -> SweepResu
     every configuration is done, else FAILED."""
     if stopped_by:
         sweep.report(f"stopped by {stopped_by}: runs in flight ended KILLED; start the same sweep again to continue")
-    rows = summarize(sweep.configs, reap_stale(records.sweep_children(parent), sweep.report))
+    # After a signal, a run whose worker is gone was in flight: the signal stopped it, whoever ended the worker.
+    children = reap_stale(records.sweep_children(parent), sweep.report, "KILLED" if stopped_by else "FAILED")
+    rows = summarize(sweep.configs, children)
     metrics, tags = parent_record(rows)
     finished = all(row.status in DONE for row in rows)
     status = "KILLED" if stopped_by else "FINISHED" if finished else "FAILED"

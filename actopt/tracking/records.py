@@ -255,10 +255,6 @@ def running_runs(experiment_name: str, digest: str) -> list[SweepRun]:
     return [sweep_run(run) for run in found]
 
 
-def mark_failed(run_id: str, reason: str) -> None:
-    terminate_run(run_id, "FAILED", reason)
-
-
 def terminate_run(run_id: str, status: str, reason: str) -> None:
     """End a run that its own process can no longer end, saying why."""
     client = configure()
@@ -338,15 +334,16 @@ def is_stale(run: SweepRun) -> bool:
     return (run.pid == os.getpid() and run.host == socket.gethostname()) or owner_gone(run.host, run.pid)
 
 
-def reap_stale(children: list[SweepRun], report: Callable[[str], None]) -> list[SweepRun]:
-    """Mark FAILED the RUNNING children whose process is gone, so that they run again."""
+def reap_stale(children: list[SweepRun], report: Callable[[str], None], status: str = "FAILED") -> list[SweepRun]:
+    """Mark ``status`` the RUNNING children whose process is gone, so that they run again: FAILED, or KILLED
+    where a signal stopped the sweep and its workers were ended before they could end their runs."""
     reaped = []
     for run in children:
         if is_stale(run):
             reason = f"left RUNNING by process {run.pid} on {run.host}, which no longer runs it"
-            mark_failed(run.run_id, reason)
-            report(f"run {run.run_id} ({run.run_name}) {reason}: marked FAILED")
-            run = dataclasses.replace(run, status="FAILED")
+            terminate_run(run.run_id, status, reason)
+            report(f"run {run.run_id} ({run.run_name}) {reason}: marked {status}")
+            run = dataclasses.replace(run, status=status)
         reaped.append(run)
     return reaped
 
