@@ -85,7 +85,7 @@ def run_seconds(run: records.SweepRun | None) -> float | None:
     return (run.end_time - run.start_time) / 1000
 
 
-def own_seconds(run: records.SweepRun | None) -> float | None:
+def logged_training_seconds(run: records.SweepRun | None) -> float | None:
     """The run's own training time as it logged it (``train_seconds``, what the finished progress line prints);
     None for a run that trained no epoch or was logged before the metric existed."""
     return run.train_seconds if run is not None else None
@@ -128,7 +128,7 @@ def summary_table(rows: Sequence[Row]) -> str:
     lines = [f"{'status':<9} {'val_acc':>7} {OWN_TIME:>8}  {'run_id':<32}  configuration"]
     for row in by_result(rows):
         lines.append(f"{row.status:<9} {format_accuracy(row_accuracy(row)):>7} "
-                     f"{format_seconds(own_seconds(row.run)):>8}  "
+                     f"{format_seconds(logged_training_seconds(row.run)):>8}  "
                      f"{row.run.run_id if row.run else '-':<32}  {label(row.config)}")
     return "\n".join([*lines, OWN_TIME_NOTE])
 
@@ -159,7 +159,7 @@ def summary_csv(rows: Sequence[Row]) -> str:
     for row in rows:
         accuracy = row_accuracy(row)
         writer.writerow([row.config.run_name, row.config.seed, row.status, "" if accuracy is None else accuracy,
-                         csv_seconds(own_seconds(row.run)), csv_seconds(run_seconds(row.run)),
+                         csv_seconds(logged_training_seconds(row.run)), csv_seconds(run_seconds(row.run)),
                          row.run.run_id if row.run else "", row.digest])
     return buffer.getvalue()
 

@@ -75,13 +75,16 @@ def quiet_mlflow() -> Iterator[None]:
     try:
         with masked_handlers():
             for name, level in QUIET_LEVELS.items():
-                loggers[name].setLevel(max(level, levels[name]))
+                # setLevel empties every logger's cache under logging's module lock: only where it changes.
+                if max(level, levels[name]) != levels[name]:
+                    loggers[name].setLevel(max(level, levels[name]))
             warnings.formatwarning = masked_warning
             os.environ[SUPPRESS_URL_VARIABLE] = "true"
             yield
     finally:
         for name, logger in loggers.items():
-            logger.setLevel(levels[name])
+            if logger.level != levels[name]:
+                logger.setLevel(levels[name])
         warnings.formatwarning = format_warning
         if suppress is None:
             os.environ.pop(SUPPRESS_URL_VARIABLE, None)

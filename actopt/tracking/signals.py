@@ -1,6 +1,6 @@
 """Every signal handler of actopt: signals never cut a store call (SIGTERM becomes an exception, and both SIGINT
-and SIGTERM wait until the main thread is outside MLflow, SQLAlchemy and sqlite), signals ignored while a sweep
-stops, and the handlers a Ray worker or driver needs."""
+and SIGTERM wait until the main thread is outside MLflow, SQLAlchemy, sqlite and logging), signals ignored while
+a sweep stops, and the handlers a Ray worker or driver needs."""
 
 from __future__ import annotations
 
@@ -23,16 +23,19 @@ def raise_on_sigterm() -> None:
     interrupt_outside_store(signal.SIGTERM)
 
 
-# Code that holds database transactions. A signal raised in there can leave a sqlite write lock with
-# a connection that nobody closes: every later write, the run's own KILLED status included, then fails.
-STORE_MODULES = ("mlflow", "sqlalchemy", "sqlite3")
-# How soon a signal that arrived inside the store is sent again.
+# Code that holds database transactions or a lock that other threads need. A signal raised in there can
+# leave a sqlite write lock with a connection that nobody closes: every later write, the run's own KILLED
+# status included, then fails. logging takes its module lock without try/finally (``Manager._clear_cache``,
+# run by every ``setLevel``): a SIGTERM raised inside left it held, MLflow's system-metrics thread waited
+# for it forever, and so did the run's end, which joins that thread (a CI run's `actopt train` never left).
+GUARDED_MODULES = ("mlflow", "sqlalchemy", "sqlite3", "logging")
+# How soon a signal that arrived inside guarded code is sent again.
 SIGNAL_RETRY_SECONDS = 0.05
 
 
-def in_store(frame: Any) -> bool:
+def in_guarded_code(frame: Any) -> bool:
     while frame is not None:
-        if frame.f_globals.get("__name__", "").split(".")[0] in STORE_MODULES:
+        if frame.f_globals.get("__name__", "").split(".")[0] in GUARDED_MODULES:
             return True
         frame = frame.f_back
     return False
@@ -50,11 +53,11 @@ def signal_again(signum: int) -> None:
 
 def interrupt_outside_store(*signals: int) -> None:
     """SIGINT raises KeyboardInterrupt and SIGTERM ``Terminated`` in the main thread, but never inside
-    MLflow or database code: there the signal is sent again a moment later, once the call is over.
+    MLflow, database or logging code: there the signal is sent again a moment later, once the call is over.
     A SIGINT that this process ignores (a background job's) stays ignored."""
 
     def handler(signum: int, frame: Any) -> None:
-        if in_store(frame):
+        if in_guarded_code(frame):
             again = threading.Timer(SIGNAL_RETRY_SECONDS, signal_again, (signum,))
             again.daemon = True  # a process that is leaving anyway does not wait for it
             again.start()
