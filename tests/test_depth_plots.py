@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from made_frames import made_frames
+from matplotlib.collections import LineCollection, PathCollection
+from scipy import stats
 
 from actopt.analysis import depth_plots, plotting
 
@@ -51,8 +53,45 @@ def test_the_theory_gradient_figure_has_a_panel_per_activation_with_its_lines_an
     assert list(panels) == ["tanh", "relu"]
     relu = panels["relu"]
     assert [len(line.get_xdata()) for line in relu.get_lines()] == [3, 8]  # a predicted line per depth
-    assert sorted(len(points.get_offsets()) for points in relu.collections) == [3, 8]
+    points = [collection for collection in relu.collections if isinstance(collection, PathCollection)]
+    assert sorted(len(each.get_offsets()) for each in points) == [3, 8]
     assert [text.get_text() for text in relu.get_legend().get_texts()] == ["kaiming, depth 3", "kaiming, depth 8"]
+
+
+def test_the_theory_figures_bar_each_point_with_the_seeds_t_interval_of_log10(tmp_path):
+    frames = depth_study()
+    layers = frames.theory.layers.merge(frames.table[["run_id", "seed"]])
+    # The two seeds apart by ±0.3 decades of gradient and a factor of 2 in q around the prediction.
+    sign = np.where(layers["seed"] == 0, -1.0, 1.0)
+    frames.theory.layers["measured_log10"] += 0.3 * sign
+    frames.theory.layers["measured_q"] *= 2.0 ** sign
+    data = depth_plots.theory_layers(frames)
+    half = stats.t.ppf(0.975, 1) * np.std([-0.3, 0.3], ddof=1) / np.sqrt(2)
+    np.testing.assert_allclose(data["measured_log10_high"] - data["measured_log10"], half)
+    np.testing.assert_allclose(data["measured_log10_low"], data["predicted_log10"] - half)
+    q_half = stats.t.ppf(0.975, 1) * np.std(np.log10([0.5, 2.0]), ddof=1) / np.sqrt(2)
+    np.testing.assert_allclose(10 ** data["log10_q"], data["predicted_q"], rtol=1e-9)  # geometric mean
+    np.testing.assert_allclose(data["log10_q_high"] - data["log10_q"], q_half)
+    figure, axes = depth_plots.theory_panels(data, "measured_log10", "predicted_log10", log_y=False,
+                                             bars=("measured_log10_low", "measured_log10_high"))
+    relu = {axis.get_title(): axis for axis in axes.flat}["relu"]
+    [bars_3, bars_8] = [collection for collection in relu.collections if isinstance(collection, LineCollection)]
+    spans = [segment[1, 1] - segment[0, 1] for segment in bars_8.get_segments()]
+    np.testing.assert_allclose(spans, 2 * half)
+    assert len(bars_3.get_segments()) == 3 and len(spans) == 8
+    path, _, caption = depth_plots.theory_q_plot(frames, tmp_path)
+    assert path.is_file() and "geometric mean over seeds" in caption
+
+
+def test_one_seed_draws_no_bars_and_says_so():
+    frames = made_frames([{"activation": "relu", "init": "kaiming", "depth": depth, "seed": 0, "best": 0.8}
+                          for depth in (3, 8)], theory=True)
+    data = depth_plots.theory_layers(frames)
+    assert data["measured_log10_low"].isna().all()
+    figure, axes = depth_plots.theory_panels(data, "measured_log10", "predicted_log10", log_y=False,
+                                             bars=("measured_log10_low", "measured_log10_high"))
+    assert not [each for each in axes.flat[0].collections if isinstance(each, LineCollection)]
+    assert depth_plots.interval_words(frames) == "one seed: no interval"
 
 
 def test_the_depth_accuracy_figure_writes_its_file(tmp_path):

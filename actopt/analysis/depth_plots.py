@@ -2,13 +2,15 @@
 tanh, and the gradient norm and q per layer at initialisation against mean-field theory.
 
 Deep nets split by seed (one collapses to chance while the others learn), so the accuracy and gradient figures draw
-every seed and the mean with its 95% Student-t interval (``plotting.seed_grid``), never a ± sd smear."""
+every seed and the mean with its 95% Student-t interval (``plotting.seed_grid``), never a ± sd smear; the theory
+figures draw each layer's mean over seeds with the interval as a bar, on log10 (norms and q span decades)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MatplotlibFigure
@@ -31,6 +33,7 @@ from actopt.analysis.plotting import (
     seed_grid,
     with_config,
 )
+from actopt.analysis.statistics import CONFIDENCE, mean_interval
 from actopt.analysis.tables import tuned_runs
 from actopt.core.metric_names import EPOCH_TEST_ACCURACY, PROBE_GRAD_MAX_ABS, VAL_ACCURACY
 
@@ -136,8 +139,13 @@ def lecun_tanh_plot(derived: Frames, folder: Path) -> Figure:
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
+THEORY_KEYS = ["activation", "init", "depth", "layer"]
+
+
 def theory_layers(derived: Frames) -> pd.DataFrame:
-    """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration."""
+    """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration, and the
+    seeds' 95% t interval of log10 of each measurement (``measured_log10_low`` … ``log10_q_high``; NaN with one
+    seed). ``log10_q`` is the mean of log10 q: the geometric mean is what that interval is centred on."""
     theory = derived.theory
     if theory.reason:
         raise Skip(theory.reason)
@@ -145,11 +153,27 @@ def theory_layers(derived: Frames) -> pd.DataFrame:
         raise Skip("no run has a step-0 gradient profile that the theory covers")
     data = with_config(theory.layers, derived.table, ["activation", "init", "depth"])
     data["depth"] = data["depth"].astype(int)
-    return data.groupby(["activation", "init", "depth", "layer"], as_index=False).mean(numeric_only=True)
+    data["log10_q"] = np.log10(data["measured_q"].where(data["measured_q"] > 0))
+    means = data.groupby(THEORY_KEYS, as_index=False).mean(numeric_only=True)
+    return means.merge(seed_bounds(data, ("measured_log10", "log10_q")), on=THEORY_KEYS)
 
 
-def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool) -> Any:
-    """One panel per activation: measured points and predicted lines, colour = init, marker = depth."""
+def seed_bounds(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Per activation × init × depth × layer, the Student-t interval over its runs of each column."""
+    rows = []
+    for key, group in data.groupby(THEORY_KEYS):
+        row = dict(zip(THEORY_KEYS, key))
+        for column in columns:
+            interval = mean_interval(group[column])
+            row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
+        rows.append(row)
+    return pd.DataFrame(rows, columns=[*THEORY_KEYS, *(f"{c}_{end}" for c in columns for end in ("low", "high"))])
+
+
+def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool,
+                  bars: tuple[str, str] | None = None) -> Any:
+    """One panel per activation: measured points and predicted lines, colour = init, marker = depth; ``bars``
+    (the columns of each point's interval) as vertical bars where the interval exists."""
     activations = activation_order(data)
     inits = sorted(data["init"].unique(), key=lambda name: (name != "default", name))
     colours = dict(zip(inits, sns.color_palette("deep", len(inits))))
@@ -165,6 +189,8 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
             axis.plot(group["layer"], group[predicted], color=colours[init], linewidth=1.2)
             axis.scatter(group["layer"], group[measured], color=colours[init], marker=marker, s=14,
                          label=f"{init}, depth {depth}")
+            if bars is not None:
+                draw_bars(axis, group, bars, colours[init])
         axis.set_title(activation)
         axis.set_xlabel("hidden layer (1 = input side)")
         if log_y:
@@ -175,32 +201,52 @@ def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool
     return figure, axes
 
 
+def draw_bars(axis: Any, group: pd.DataFrame, bars: tuple[str, str], colour: Any) -> None:
+    low, high = group[bars[0]], group[bars[1]]
+    shown = np.isfinite(low) & np.isfinite(high)
+    if shown.any():
+        axis.vlines(group["layer"][shown], low[shown], high[shown], color=colour, linewidth=0.9, alpha=0.8)
+
+
+def interval_words(derived: Frames) -> str:
+    """The caption's words on the bars: how many seeds they rest on, or that there are none."""
+    if derived.table["seed"].nunique() < 2:
+        return "one seed: no interval"
+    return f"bar: {CONFIDENCE:.0%} Student-t interval over seeds, of log10"
+
+
 def theory_gradient_plot(derived: Frames, folder: Path) -> Figure:
     data = theory_layers(derived)
-    figure, axes = theory_panels(data, "measured_log10", "predicted_log10", log_y=False)
+    figure, axes = theory_panels(data, "measured_log10", "predicted_log10", log_y=False,
+                                 bars=("measured_log10_low", "measured_log10_high"))
     for axis in axes[:, 0]:
         axis.set_ylabel("log10 ‖weight gradient‖")
     title = "Depth study: gradient norm per layer at initialisation, measured and predicted"
-    figure.suptitle(title, y=1.02)
+    figure.suptitle(f"{title}\n({interval_words(derived)})", y=1.1)
     caption = ("log10 of each hidden layer's weight-gradient L2 norm on the fixed probe minibatch at step 0 "
-               "(points, mean over seeds), and the mean-field prediction (lines, anchored at the last hidden "
-               "layer's measured norm; the theory fixes the profile, not the scale). Colour: initialisation; "
-               "marker: depth. A line falling towards layer 1 is a gradient vanishing at initialisation.")
+               "(points, mean over seeds; bars, the seeds' 95% Student-t interval of that mean), and the mean-field "
+               "prediction (lines, anchored at the last hidden layer's measured norm; the theory fixes the profile, "
+               "not the scale). Colour: initialisation; marker: depth. A line falling towards layer 1 is a gradient "
+               "vanishing at initialisation.")
     return save(figure, folder, "depth_theory_gradient.png"), title, caption
 
 
 def theory_q_plot(derived: Frames, folder: Path) -> Figure:
     data = theory_layers(derived)
-    data = data[data["measured_q"] > 0]
+    data = data[data["measured_q"] > 0].copy()
     if data.empty:
         raise Skip("no run logged probe_preactivation_moment at step 0")
-    figure, axes = theory_panels(data, "measured_q", "predicted_q", log_y=True)
+    for column in ("log10_q", "log10_q_low", "log10_q_high"):
+        data[f"{column}_shown"] = 10 ** data[column]
+    figure, axes = theory_panels(data, "log10_q_shown", "predicted_q", log_y=True,
+                                 bars=("log10_q_low_shown", "log10_q_high_shown"))
     for axis in axes[:, 0]:
         axis.set_ylabel("q = mean pre-activation²")
     title = "Depth study: forward pass at initialisation, measured q per layer and the predicted q-map"
-    figure.suptitle(title, y=1.02)
-    caption = ("Second moment of each hidden layer's pre-activations on the probe minibatch at step 0 (points, mean "
-               "over seeds) and the q-map q^l = σ_w²·E[φ(√q^(l−1) z)²] + σ_b² iterated from the input's measured mean "
-               "square (lines), log scale. Colour: initialisation; marker: depth. A falling line is a signal that "
-               "dies on the way forward; a flat one sits at the map's fixed point.")
+    figure.suptitle(f"{title}\n({interval_words(derived)})", y=1.1)
+    caption = ("Second moment of each hidden layer's pre-activations on the probe minibatch at step 0 (points, "
+               "geometric mean over seeds; bars, the seeds' 95% Student-t interval of log10 q, mapped back) and the "
+               "q-map q^l = σ_w²·E[φ(√q^(l−1) z)²] + σ_b² iterated from the input's measured mean square (lines), "
+               "log scale. Colour: initialisation; marker: depth. A falling line is a signal that dies on the way "
+               "forward; a flat one sits at the map's fixed point.")
     return save(figure, folder, "depth_theory_q.png"), title, caption
