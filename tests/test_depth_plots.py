@@ -70,8 +70,8 @@ def test_the_theory_figures_bar_each_point_with_the_seeds_t_interval_of_log10(tm
     np.testing.assert_allclose(data["measured_log10_high"] - data["measured_log10"], half)
     np.testing.assert_allclose(data["measured_log10_low"], data["predicted_log10"] - half)
     q_half = stats.t.ppf(0.975, 1) * np.std(np.log10([0.5, 2.0]), ddof=1) / np.sqrt(2)
-    np.testing.assert_allclose(10 ** data["log10_q"], data["predicted_q"], rtol=1e-9)  # geometric mean
-    np.testing.assert_allclose(data["log10_q_high"] - data["log10_q"], q_half)
+    np.testing.assert_allclose(data["measured_q_centre"], data["predicted_q"], rtol=1e-9)  # geometric mean
+    np.testing.assert_allclose(np.log10(data["measured_q_high"] / data["measured_q_centre"]), q_half)
     figure, axes = depth_plots.theory_panels(data, "measured_log10", "predicted_log10", log_y=False,
                                              bars=("measured_log10_low", "measured_log10_high"))
     relu = {axis.get_title(): axis for axis in axes.flat}["relu"]

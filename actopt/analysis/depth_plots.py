@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure as MatplotlibFigure
 
-from actopt.analysis import frames
+from actopt.analysis import frames, seed_bands
 from actopt.analysis.derive import Frames
 from actopt.analysis.frames import metric
 from actopt.analysis.plotting import (
@@ -33,7 +33,7 @@ from actopt.analysis.plotting import (
     seed_grid,
     with_config,
 )
-from actopt.analysis.statistics import CONFIDENCE, mean_interval
+from actopt.analysis.statistics import CONFIDENCE
 from actopt.analysis.tables import tuned_runs
 from actopt.core.metric_names import EPOCH_TEST_ACCURACY, PROBE_GRAD_MAX_ABS, VAL_ACCURACY
 
@@ -140,12 +140,15 @@ DEPTH_MARKERS = ("o", "s", "^", "D", "v", "P")
 
 
 THEORY_KEYS = ["activation", "init", "depth", "layer"]
+# The scale of each measurement's interval over seeds (seed_bands.SCALES): the norm is logged as log10 already; q's
+# interval is of log10 q, mapped back, around the geometric mean.
+THEORY_SCALES = {"measured_log10": "linear", "measured_q": "log"}
 
 
 def theory_layers(derived: Frames) -> pd.DataFrame:
-    """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration, and the
-    seeds' 95% t interval of log10 of each measurement (``measured_log10_low`` … ``log10_q_high``; NaN with one
-    seed). ``log10_q`` is the mean of log10 q: the geometric mean is what that interval is centred on."""
+    """Step-0 measurements and predictions per layer, averaged over seeds, with each run's configuration, and each
+    measurement's centre and 95% t interval over the seeds (``measured_log10_low`` … ``measured_q_high``; NaN with
+    one seed)."""
     theory = derived.theory
     if theory.reason:
         raise Skip(theory.reason)
@@ -153,21 +156,21 @@ def theory_layers(derived: Frames) -> pd.DataFrame:
         raise Skip("no run has a step-0 gradient profile that the theory covers")
     data = with_config(theory.layers, derived.table, ["activation", "init", "depth"])
     data["depth"] = data["depth"].astype(int)
-    data["log10_q"] = np.log10(data["measured_q"].where(data["measured_q"] > 0))
     means = data.groupby(THEORY_KEYS, as_index=False).mean(numeric_only=True)
-    return means.merge(seed_bounds(data, ("measured_log10", "log10_q")), on=THEORY_KEYS)
+    return means.merge(seed_bounds(data), on=THEORY_KEYS)
 
 
-def seed_bounds(data: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Per activation × init × depth × layer, the Student-t interval over its runs of each column."""
+def seed_bounds(data: pd.DataFrame) -> pd.DataFrame:
+    """Per activation × init × depth × layer, ``seed_bands.interval`` over its runs of each THEORY_SCALES column."""
     rows = []
     for key, group in data.groupby(THEORY_KEYS):
         row = dict(zip(THEORY_KEYS, key))
-        for column in columns:
-            interval = mean_interval(group[column])
-            row[f"{column}_low"], row[f"{column}_high"] = interval.low, interval.high
+        for column, scale in THEORY_SCALES.items():
+            found = seed_bands.interval(group[column], scale)
+            row.update({f"{column}_centre": found.mean, f"{column}_low": found.low, f"{column}_high": found.high})
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*THEORY_KEYS, *(f"{c}_{end}" for c in columns for end in ("low", "high"))])
+    bounds = [f"{column}_{end}" for column in THEORY_SCALES for end in ("centre", "low", "high")]
+    return pd.DataFrame(rows, columns=[*THEORY_KEYS, *bounds])
 
 
 def theory_panels(data: pd.DataFrame, measured: str, predicted: str, log_y: bool,
@@ -209,7 +212,7 @@ def draw_bars(axis: Any, group: pd.DataFrame, bars: tuple[str, str], colour: Any
 
 
 def interval_words(derived: Frames) -> str:
-    """The caption's words on the bars: how many seeds they rest on, or that there are none."""
+    """The title's words on the bars: what they are, or that one seed gives none."""
     if derived.table["seed"].nunique() < 2:
         return "one seed: no interval"
     return f"bar: {CONFIDENCE:.0%} Student-t interval over seeds, of log10"
@@ -233,13 +236,11 @@ def theory_gradient_plot(derived: Frames, folder: Path) -> Figure:
 
 def theory_q_plot(derived: Frames, folder: Path) -> Figure:
     data = theory_layers(derived)
-    data = data[data["measured_q"] > 0].copy()
+    data = data[data["measured_q_centre"] > 0]
     if data.empty:
         raise Skip("no run logged probe_preactivation_moment at step 0")
-    for column in ("log10_q", "log10_q_low", "log10_q_high"):
-        data[f"{column}_shown"] = 10 ** data[column]
-    figure, axes = theory_panels(data, "log10_q_shown", "predicted_q", log_y=True,
-                                 bars=("log10_q_low_shown", "log10_q_high_shown"))
+    figure, axes = theory_panels(data, "measured_q_centre", "predicted_q", log_y=True,
+                                 bars=("measured_q_low", "measured_q_high"))
     for axis in axes[:, 0]:
         axis.set_ylabel("q = mean pre-activation²")
     title = "Depth study: forward pass at initialisation, measured q per layer and the predicted q-map"

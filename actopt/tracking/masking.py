@@ -76,8 +76,8 @@ def quiet_mlflow() -> Iterator[None]:
         with masked_handlers():
             for name, level in QUIET_LEVELS.items():
                 # setLevel empties every logger's cache under logging's module lock: only where it changes.
-                if max(level, levels[name]) != levels[name]:
-                    loggers[name].setLevel(max(level, levels[name]))
+                if level > levels[name]:
+                    loggers[name].setLevel(level)
             warnings.formatwarning = masked_warning
             os.environ[SUPPRESS_URL_VARIABLE] = "true"
             yield
